@@ -1,0 +1,147 @@
+"""Starting the daemon on demand: one start at a time, ready before anyone connects.
+
+Concurrent `agentctl` processes that all find no daemon serialize on a lock
+file beside the socket; the first starts agentd, the others find it running.
+Readiness is a pipe the daemon writes to once it listens, so nobody polls.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
+
+__all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon"]
+
+READY_TIMEOUT = 15.0
+
+
+class DaemonUnavailable(Exception):
+    """No daemon answers, and one could not be started."""
+
+
+def daemon_log_path() -> Path:
+    return state_dir() / "agentd.log"
+
+
+def is_listening(socket_path: Path) -> bool:
+    """Whether something accepts connections on `socket_path` right now."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(os.fspath(socket_path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return False
+        raise
+    finally:
+        sock.close()
+    return True
+
+
+def spawn_daemon(
+    socket_path: Path,
+    extra_args: Sequence[str] = (),
+    *,
+    log_path: Path | None = None,
+    timeout: float = READY_TIMEOUT,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `agentd` in the background on `socket_path` and return once it listens."""
+    log_path = log_path or daemon_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "agentd",
+                    "--socket",
+                    os.fspath(socket_path),
+                    "--ready-fd",
+                    str(write_fd),
+                    *extra_args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(write_fd,),
+                # Our Ctrl-C is not the daemon's: it serves other clients too.
+                start_new_session=True,
+                env=env,
+            )
+    finally:
+        os.close(write_fd)
+    try:
+        ready = _wait_ready(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+    if not ready:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            raise DaemonUnavailable(
+                f"agentd did not become ready within {timeout:.0f}s (log: {log_path})"
+            )
+        raise DaemonUnavailable(
+            f"agentd exited with status {proc.returncode} while starting: {_last_line(log_path)}"
+            f" (log: {log_path})"
+        )
+    return proc
+
+
+def _wait_ready(fd: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            return False
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return False  # the daemon closed the pipe without saying it is ready
+        data += chunk
+    return data.startswith(b"ready")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
+
+def ensure_daemon(socket_path: Path) -> None:
+    """Make sure a daemon listens on `socket_path`, starting one if needed."""
+    if is_listening(socket_path):
+        return
+    try:
+        ensure_private_dir(socket_path.parent, owned=socket_path.parent in managed_socket_dirs())
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot prepare {socket_path.parent}: {exc}") from None
+    lock_path = socket_path.with_name(socket_path.name + ".start-lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Whoever held the lock before us may have started it already.
+        if is_listening(socket_path):
+            return
+        spawn_daemon(socket_path)
+    finally:
+        os.close(fd)

@@ -1,0 +1,84 @@
+"""The `agentctl` command line: parsing and dispatch only.
+
+Start-up time is a feature of a CLI run from shells and CI: this module imports
+nothing heavy, and each command imports what it needs when it runs, so
+`agentctl --version` never loads trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import agentd
+
+__all__ = ["main"]
+
+
+def _add_socket(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Accepted before or after the subcommand; the subcommand's copy must not
+    # overwrite the top-level one with its default.
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=None if top else argparse.SUPPRESS,
+        help="daemon socket (default: $AGENTD_SOCKET, $XDG_RUNTIME_DIR/agentd/agentd.sock, /tmp/agentd-$UID/agentd.sock)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentctl", description="Talk to the agentd daemon.")
+    parser.add_argument("--version", action="version", version=f"agentctl {agentd.__version__}")
+    _add_socket(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a prompt and stream the answer")
+    _add_socket(run, top=False)
+    run.add_argument("--model", help="model name (default: the daemon's default)")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--session", metavar="ID", help="continue this session")
+    which.add_argument("--continue", dest="continue_", action="store_true", help="continue the most recent session")
+    run.add_argument("--json", action="store_true", help="print one JSON object per event of this run")
+    run.add_argument("--quiet", action="store_true", help="no spinner and no notes on stderr")
+    run.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
+    run.add_argument("prompt", nargs="*", help="the prompt (default: read from stdin when it is not a terminal)")
+
+    status = sub.add_parser("status", help="show the daemon's status")
+    _add_socket(status, top=False)
+    status.add_argument("--json", action="store_true")
+
+    sessions = sub.add_parser("sessions", help="list the sessions of a workspace")
+    _add_socket(sessions, top=False)
+    sessions.add_argument("--cwd", metavar="DIR")
+    sessions.add_argument("--json", action="store_true")
+
+    cancel = sub.add_parser("cancel", help="cancel the running prompt (and clear the queue)")
+    _add_socket(cancel, top=False)
+    cancel.add_argument("--session", metavar="ID", help="only this session (default: every busy one)")
+    cancel.add_argument("--cwd", metavar="DIR")
+
+    stop = sub.add_parser("stop", help="stop the daemon")
+    _add_socket(stop, top=False)
+    stop.add_argument("--if-idle", action="store_true", help="only when no run is active and no other client is connected")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "run":
+        from agentctl._run import run_command
+
+        return run_command(args)
+    from agentctl import _admin
+
+    command = {
+        "status": _admin.status,
+        "sessions": _admin.sessions,
+        "cancel": _admin.cancel,
+        "stop": _admin.stop,
+    }[args.command]
+    return command(args)

@@ -1,0 +1,139 @@
+"""What `agentctl run` makes of its events: which text to print, and when it is over.
+
+No I/O here: `RunStream.handle` takes one event envelope and returns the text to
+write (if any) and the outcome (once the run is over), so every rule is a unit
+test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_LOST",
+    "EXIT_OK",
+    "EXIT_RUN_ERROR",
+    "EXIT_USAGE",
+    "Outcome",
+    "RunStream",
+]
+
+EXIT_OK = 0
+EXIT_RUN_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LOST = 3
+EXIT_INTERRUPTED = 130
+
+
+class Outcome:
+    __slots__ = ("exit_code", "error", "cancelled")
+
+    def __init__(self, exit_code: int, error: str | None = None, cancelled: bool = False) -> None:
+        self.exit_code = exit_code
+        self.error = error
+        self.cancelled = cancelled
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.exit_code}, {self.error!r}, cancelled={self.cancelled})"
+
+
+class RunStream:
+    def __init__(self, session_id: str, run_id: str) -> None:
+        self.session_id = session_id
+        self.run_id = run_id
+        #: Set when the user asked to cancel: a cancelled ending is then theirs (130).
+        self.cancel_requested = False
+        self._message_id: str | None = None
+        self._printed = 0  # characters of the current message already written
+        self._ends_with_newline = True
+        self.gaps = 0
+
+    def is_ours(self, event: dict[str, Any]) -> bool:
+        payload = event.get("payload")
+        return isinstance(payload, dict) and payload.get("run_id") == self.run_id
+
+    def handle(self, event: dict[str, Any]) -> tuple[str, Outcome | None]:
+        """Text to write now, and the outcome when this event ends the run."""
+        kind = event.get("type")
+        payload = event.get("payload")
+        if not isinstance(payload, dict):
+            return "", None
+        if kind == "message.delta":
+            if payload.get("run_id") != self.run_id:
+                return "", None
+            return self._delta(payload), None
+        if kind == "message.updated":
+            if payload.get("run_id") != self.run_id or payload.get("role") != "assistant":
+                return "", None
+            return self._reconcile(payload.get("id"), payload.get("text")), None
+        if kind == "run.complete":
+            if payload.get("run_id") != self.run_id:
+                return "", None
+            return self.complete(payload)
+        if kind == "agent.error":
+            if not self.agent_error_is_ours(payload):
+                return "", None
+            return "", Outcome(EXIT_RUN_ERROR, f"agent error: {payload.get('message')}")
+        if kind == "events.gap":
+            self.gaps += 1
+        return "", None
+
+    def agent_error_is_ours(self, payload: dict[str, Any]) -> bool:
+        """Async errors of other runs share the workspace's stream; a foreign failure must not abort us.
+
+        A run_id, when present, is the authoritative correlator and must be ours;
+        without one, the session must be present and ours.
+        """
+        run_id = payload.get("run_id")
+        if run_id:
+            return bool(run_id == self.run_id)
+        session_id = payload.get("session_id")
+        return bool(session_id) and session_id == self.session_id
+
+    def complete(self, rc: dict[str, Any]) -> tuple[str, Outcome]:
+        """The RunComplete, from the stream or from `run.wait`: print what is missing, then end."""
+        text = self._reconcile(rc.get("message_id"), rc.get("text"))
+        if not self._ends_with_newline:
+            text += "\n"
+            self._ends_with_newline = True
+        if rc.get("cancelled"):
+            code = EXIT_INTERRUPTED if self.cancel_requested else EXIT_RUN_ERROR
+            return text, Outcome(code, "run cancelled", cancelled=True)
+        error = rc.get("error")
+        if error:
+            return text, Outcome(EXIT_RUN_ERROR, str(error))
+        return text, Outcome(EXIT_OK)
+
+    def _switch_message(self, message_id: Any) -> str:
+        if message_id is None or message_id == self._message_id:
+            return ""
+        separator = "" if self._message_id is None or self._ends_with_newline else "\n"
+        self._message_id = message_id
+        self._printed = 0
+        return separator
+
+    def _emit(self, text: str) -> str:
+        if text:
+            self._printed += len(text)
+            self._ends_with_newline = text.endswith("\n")
+        return text
+
+    def _delta(self, payload: dict[str, Any]) -> str:
+        prefix = self._switch_message(payload.get("message_id"))
+        offset = payload.get("offset")
+        text = payload.get("text")
+        if not isinstance(offset, int) or not isinstance(text, str):
+            return prefix
+        if offset > self._printed:
+            # Something before this delta was lost: print nothing past the hole;
+            # the final text fills it in.
+            self.gaps += 1
+            return prefix
+        return prefix + self._emit(text[self._printed - offset :])
+
+    def _reconcile(self, message_id: Any, text: Any) -> str:
+        if not isinstance(text, str):
+            return ""
+        prefix = self._switch_message(message_id)
+        return prefix + self._emit(text[self._printed :])

@@ -1,0 +1,5 @@
+"""`python -m agentd`."""
+
+from agentd.daemon import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""The coordinator and the session agent: what a run does once it is dispatched.
+
+The coordinator prepares the run (resolves its model); whatever fails there
+fails before the session agent ran, and the dispatcher's fallback reports it.
+The session agent runs the model and publishes the run's messages and then its
+authoritative RunComplete, whatever ends it: a finish, an error, a cancel.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from contextlib import aclosing
+
+import trio
+
+from agentd.models import Finish, ModelRegistry, ModelRequest, TextDelta, Turn
+from agentd.models import Model as ModelProtocol
+from agentd.protocol import MessageDelta, RunStarted, events, unstructure
+from agentd.pubsub import Broker
+from agentd.runs import Run, RunTerminal, describe_error
+from agentd.store import Store
+
+__all__ = ["Coordinator", "SessionAgent"]
+
+
+class Coordinator:
+    def __init__(
+        self,
+        workspace_path: str,
+        store: Store,
+        models: ModelRegistry,
+        broker: Broker,
+        terminal: RunTerminal,
+    ) -> None:
+        self._workspace_path = workspace_path
+        self._store = store
+        self._models = models
+        self._broker = broker
+        self._terminal = terminal
+
+    async def run(self, run: Run) -> None:
+        model = self._models.resolve(run.model)
+        agent = SessionAgent(self._workspace_path, self._store, self._broker, self._terminal)
+        await agent.run(run, model)
+
+
+def system_prompt(workspace_path: str) -> str:
+    return (
+        "You are a coding agent working in a project directory.\n"
+        f"Working directory: {workspace_path}\n"
+        f"Date: {datetime.date.today().isoformat()}\n"
+        f"OS: {platform.system()} {platform.release()}"
+    )
+
+
+class SessionAgent:
+    def __init__(self, workspace_path: str, store: Store, broker: Broker, terminal: RunTerminal) -> None:
+        self._workspace_path = workspace_path
+        self._store = store
+        self._broker = broker
+        self._terminal = terminal
+
+    async def run(self, run: Run, model: ModelProtocol) -> None:
+        store, broker = self._store, self._broker
+        # The prompt is the user's: it is kept even when the run was cancelled
+        # before it began, so this part cannot be cancelled.
+        with trio.CancelScope(shield=True):
+            user_message = await store.add_message(run.session_id, "user", run.prompt, run.id, "stop")
+            broker.publish(events.MESSAGE_CREATED, unstructure(user_message))
+
+        message_id: str | None = None
+        text_parts: list[str] = []
+        length = 0
+        finish_reason: str | None = None
+        error: str | None = None
+        cancelled = False
+        try:
+            broker.publish(events.RUN_STARTED, unstructure(RunStarted(run.session_id, run.id)))
+            history = await store.list_messages(run.session_id)
+            request = ModelRequest(
+                system=system_prompt(self._workspace_path),
+                history=tuple(Turn(m.role, m.text) for m in history),
+            )
+            assistant = await store.add_message(run.session_id, "assistant", "", run.id)
+            message_id = assistant.id
+            broker.publish(events.MESSAGE_CREATED, unstructure(assistant))
+            async with aclosing(model.stream(request)) as stream:  # type: ignore[type-var]
+                async for part in stream:
+                    if isinstance(part, TextDelta):
+                        if not part.text:
+                            continue
+                        broker.publish(
+                            events.MESSAGE_DELTA,
+                            unstructure(
+                                MessageDelta(run.session_id, run.id, message_id, length, part.text)
+                            ),
+                        )
+                        text_parts.append(part.text)
+                        length += len(part.text)
+                    elif isinstance(part, Finish):
+                        finish_reason = part.reason
+        except BaseException as exc:
+            cancelled, error = _classify(exc)
+            raise
+        finally:
+            text = "".join(text_parts)
+            with trio.move_on_after(self._terminal.bound, shield=True):
+                if message_id is not None:
+                    reason = finish_reason or ("cancelled" if cancelled else "error")
+                    if error is not None:
+                        reason = "error"
+                    final = await store.update_message(message_id, text, reason)
+                    broker.publish(events.MESSAGE_UPDATED, unstructure(final))
+                await self._terminal.complete(
+                    run, message_id=message_id, text=text, error=error, cancelled=cancelled
+                )
+
+
+def _classify(exc: BaseException) -> tuple[bool, str | None]:
+    """(cancelled, error) for what ended a run; an error wins over a cancel it raced with."""
+    if isinstance(exc, trio.Cancelled):
+        return True, None
+    if isinstance(exc, BaseExceptionGroup):
+        cancels, rest = exc.split(trio.Cancelled)
+        if rest is None:
+            return True, None
+        return False, describe_error(rest)
+    return False, describe_error(exc)

@@ -1,0 +1,90 @@
+"""The `agentd` command: parse the command line, configure logging, serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import trio
+
+import agentd
+from agentd.paths import resolve_socket_path
+
+__all__ = ["main"]
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentd", description="The agentd daemon.")
+    p.add_argument("--version", action="version", version=f"agentd {agentd.__version__}")
+    p.add_argument("--socket", metavar="PATH", help="Unix socket to listen on")
+    p.add_argument(
+        "--must-deliver-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="disconnect a subscriber that cannot take a must-deliver event within this (default 10)",
+    )
+    p.add_argument(
+        "--idle-grace",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a workspace this long after its last client released it (default 30)",
+    )
+    p.add_argument(
+        "--subscriber-buffer",
+        type=_positive_int,
+        default=1024,
+        metavar="EVENTS",
+        help="events queued per subscriber before lossy ones are dropped (default 1024)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest message a client may send (default 16 MiB)",
+    )
+    p.add_argument("--ready-fd", type=int, metavar="FD", help="write 'ready' to this fd once listening")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from agentd.server import DaemonConfig, StartupError, serve
+
+    config = DaemonConfig(
+        socket_path=resolve_socket_path(args.socket),
+        must_deliver_timeout=args.must_deliver_timeout,
+        idle_grace=args.idle_grace,
+        subscriber_capacity=args.subscriber_buffer,
+        max_message_size=args.max_message_size,
+        ready_fd=args.ready_fd,
+    )
+    try:
+        trio.run(serve, config)
+    except StartupError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,99 @@
+"""The provider interface: what a model is asked, and the stream it answers with.
+
+Shaped for real streaming LLM providers with tools: a request carries the
+session's history, a system prompt and tool definitions; the answer is an async
+stream of text deltas and tool calls, closed by one Finish. A provider raises
+ModelError (or any exception) to fail the run; cancellation is trio's, so a
+provider only has to be cancellable at its awaits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = [
+    "Finish",
+    "Model",
+    "ModelError",
+    "ModelRequest",
+    "StreamPart",
+    "TextDelta",
+    "ToolCall",
+    "ToolDefinition",
+    "Turn",
+    "UnknownModelError",
+    "Usage",
+]
+
+
+class ModelError(Exception):
+    """A model failed the run; the message is shown to the user."""
+
+
+class UnknownModelError(ModelError):
+    pass
+
+
+@attrs.frozen
+class Turn:
+    """One past message of the conversation, as a provider sees it."""
+
+    role: str  # "user" | "assistant" | "tool"
+    text: str
+
+
+@attrs.frozen
+class ToolDefinition:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema
+
+
+@attrs.frozen
+class ModelRequest:
+    system: str
+    history: tuple[Turn, ...]  # ends with the user's prompt
+    tools: tuple[ToolDefinition, ...] = ()
+
+    @property
+    def prompt(self) -> str:
+        return self.history[-1].text if self.history else ""
+
+
+@attrs.frozen
+class TextDelta:
+    text: str
+
+
+@attrs.frozen
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as providers stream it
+
+
+@attrs.frozen
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@attrs.frozen
+class Finish:
+    reason: str  # "stop" | "length" | "tool_calls" | ...
+    usage: Usage = Usage()
+
+
+StreamPart = TextDelta | ToolCall | Finish
+
+
+class Model(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamPart]:
+        """Answer `request`; the iterator ends after yielding one Finish."""
+        ...

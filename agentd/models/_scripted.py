@@ -1,0 +1,64 @@
+"""`scripted`: a model whose prompt is its script, for tests and integrations.
+
+The prompt is a JSON object `{"chunks": [str...], "delay_ms": int, "hang": bool,
+"error": str|null}`: wait `delay_ms` before each chunk and stream it; then hang
+until cancelled, or fail with `error`, or finish.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import attrs
+import cattrs
+import trio
+
+from agentd.protocol import converter
+
+from ._base import Finish, ModelError, ModelRequest, StreamPart, TextDelta
+
+__all__ = ["Script", "ScriptedModel", "parse_script"]
+
+
+@attrs.frozen
+class Script:
+    chunks: list[str] = attrs.Factory(list)
+    delay_ms: int = 0
+    hang: bool = False
+    error: str | None = None
+
+
+def parse_script(prompt: str) -> Script:
+    try:
+        raw = json.loads(prompt)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"scripted model: the prompt is not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelError("scripted model: the prompt must be a JSON object")
+    try:
+        script = converter.structure(raw, Script)
+    except Exception as exc:
+        detail = "; ".join(cattrs.transform_error(exc, path="script"))
+        raise ModelError(f"scripted model: bad script: {detail}") from None
+    if script.delay_ms < 0:
+        raise ModelError("scripted model: bad script: delay_ms must be >= 0")
+    return script
+
+
+class ScriptedModel:
+    name = "scripted"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamPart]:
+        script = parse_script(request.prompt)
+        for chunk in script.chunks:
+            if script.delay_ms:
+                await trio.sleep(script.delay_ms / 1000)
+            else:
+                await trio.lowlevel.checkpoint()
+            yield TextDelta(chunk)
+        if script.hang:
+            await trio.sleep_forever()
+        if script.error is not None:
+            raise ModelError(script.error)
+        yield Finish("stop")

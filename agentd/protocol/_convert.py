@@ -1,0 +1,89 @@
+"""The one converter between wire types and msgpack-ready maps, strict both ways.
+
+cattrs coerces by default (`None` becomes `'None'` for a `str`, `"1"` becomes `1`);
+a client that sends the wrong type must hear about it, so every primitive gets a
+hook that only accepts its own type, and structuring errors are rewritten into
+one message naming each bad field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.v import format_exception
+
+from agentd.rpc import ErrorCode, RpcError
+
+__all__ = ["converter", "structure_params", "unstructure"]
+
+T = TypeVar("T")
+
+converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _strict(expected: type, name: str) -> Any:
+    def hook(value: object, _type: object) -> object:
+        # bool is an int subclass; a flag is not a count.
+        if type(value) is not expected and not (
+            expected is not bool and isinstance(value, expected) and type(value) is not bool
+        ):
+            raise _WrongType(f"expected {name}, got {_describe(value)}")
+        return value
+
+    return hook
+
+
+def _structure_float(value: object, _type: object) -> float:
+    if type(value) in (int, float):
+        return float(value)  # type: ignore[arg-type]
+    raise _WrongType(f"expected a number, got {_describe(value)}")
+
+
+class _WrongType(TypeError):
+    pass
+
+
+def _format_error(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, _WrongType):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nil"
+    return type(value).__name__
+
+
+converter.register_structure_hook(str, _strict(str, "a string"))
+converter.register_structure_hook(int, _strict(int, "an integer"))
+converter.register_structure_hook(bool, _strict(bool, "a boolean"))
+converter.register_structure_hook(float, _structure_float)
+
+
+def structure_params(params: object, cls: type[T]) -> T:
+    """Validate a request's params array (`[]` or `[{...}]`) into `cls`.
+
+    Raises RpcError(INVALID_PARAMS) whose message names every offending field.
+    """
+    if type(params) is not list or len(params) > 1:
+        raise RpcError(
+            ErrorCode.INVALID_PARAMS,
+            "params must be an array holding at most one map of named arguments",
+        )
+    fields: object = params[0] if params else {}
+    if type(fields) is not dict:
+        raise RpcError(
+            ErrorCode.INVALID_PARAMS,
+            f"params[0] must be a map of named arguments, got {_describe(fields)}",
+        )
+    try:
+        return converter.structure(fields, cls)
+    except Exception as exc:
+        errors = cattrs.transform_error(exc, path="params", format_exception=_format_error)
+        raise RpcError(ErrorCode.INVALID_PARAMS, "; ".join(errors)) from None
+
+
+def unstructure(obj: object) -> Any:
+    return converter.unstructure(obj)

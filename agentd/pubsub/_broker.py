@@ -1,0 +1,233 @@
+"""A workspace's event fan-out: one bounded channel per subscriber, two delivery classes.
+
+Lossy events (deltas, status) never wait: a subscriber whose channel is full
+loses that event alone, the loss is counted, and it is told with one
+`events.gap` once it has room again. Must-deliver events (run.complete) wait for
+room, in order behind everything already queued; a subscriber that cannot take
+one within the must-deliver timeout is disconnected, never skipped while it
+stays connected. Subscribers that keep up are served at once either way: the
+waiting happens per subscriber, concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgpack
+import trio
+
+from agentd.protocol import events
+
+__all__ = ["Broker", "DropStats", "Event", "Subscriber"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBSCRIBER_CAPACITY: Final = 1024
+DEFAULT_MUST_DELIVER_TIMEOUT: Final = 10.0
+
+_packb: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
+# `[2, "event", [{subscription_id: ..., <tail>}]]`: everything but the subscription id
+# is the same for every subscriber, so it is encoded once per event.
+_NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subscription_id")
+
+
+class Event:
+    """One published event, shared by every subscriber it is fanned out to."""
+
+    __slots__ = ("workspace_id", "seq", "type", "payload", "_tail")
+
+    def __init__(self, workspace_id: str, seq: int, type: str, payload: dict[str, Any]) -> None:
+        self.workspace_id = workspace_id
+        self.seq = seq
+        self.type = type
+        self.payload = payload
+        self._tail: bytes | None = None
+
+    def encode_notification(self, subscription_id: str) -> bytes:
+        """The whole `[2, "event", [envelope]]` notification for one subscriber."""
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = (
+                _packb("workspace_id")
+                + _packb(self.workspace_id)
+                + _packb("seq")
+                + _packb(self.seq)
+                + _packb("type")
+                + _packb(self.type)
+                + _packb("payload")
+                + _packb(self.payload)
+            )
+        return _NOTIFY_HEAD + _packb(subscription_id) + tail
+
+    def envelope(self, subscription_id: str) -> dict[str, Any]:
+        return {
+            "subscription_id": subscription_id,
+            "workspace_id": self.workspace_id,
+            "seq": self.seq,
+            "type": self.type,
+            "payload": self.payload,
+        }
+
+    def __repr__(self) -> str:
+        return f"Event({self.workspace_id!r}, {self.seq}, {self.type!r})"
+
+
+class DropStats:
+    """Daemon-wide count of lossy events dropped for lagging subscribers."""
+
+    __slots__ = ("events_dropped",)
+
+    def __init__(self) -> None:
+        self.events_dropped = 0
+
+
+class Subscriber:
+    """One subscription: a bounded channel its connection's writer drains."""
+
+    def __init__(
+        self,
+        subscription_id: str,
+        workspace_id: str,
+        capacity: int,
+        on_overflow: Callable[[Subscriber], None],
+    ) -> None:
+        self.id = subscription_id
+        self.workspace_id = workspace_id
+        self.send_channel, self.receive_channel = trio.open_memory_channel[Event](capacity)
+        self._on_overflow = on_overflow
+        self.dropped_total = 0
+        # Dropped since the last gap this subscriber was told about.
+        self._dropped_pending = 0
+        self._last_dropped_seq = 0
+        self.disconnected = False
+
+    def take_gap(self) -> Event | None:
+        """The `events.gap` owed to this subscriber, if any, clearing the debt."""
+        if not self._dropped_pending:
+            return None
+        gap = Event(
+            self.workspace_id,
+            self._last_dropped_seq,
+            events.EVENTS_GAP,
+            {"dropped": self._dropped_pending},
+        )
+        self._dropped_pending = 0
+        return gap
+
+    def _try_put(self, event: Event) -> bool:
+        """Queue `event` if there is room now."""
+        if self._dropped_pending:
+            # The gap goes where the lost events were, ahead of anything newer.
+            gap = self.take_gap()
+            assert gap is not None
+            try:
+                self.send_channel.send_nowait(gap)
+            except trio.WouldBlock:
+                self._dropped_pending = gap.payload["dropped"]
+            except trio.ClosedResourceError:
+                return True
+        try:
+            self.send_channel.send_nowait(event)
+        except trio.WouldBlock:
+            return False
+        except trio.ClosedResourceError:
+            pass  # unsubscribed or disconnected: nobody left to tell
+        return True
+
+    def _drop(self, event: Event, stats: DropStats) -> None:
+        self._dropped_pending += 1
+        self._last_dropped_seq = event.seq
+        self.dropped_total += 1
+        stats.events_dropped += 1
+
+    def disconnect(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self.send_channel.close()
+            self._on_overflow(self)
+
+
+class Broker:
+    """The event publisher of one workspace: assigns `seq` and fans events out."""
+
+    def __init__(
+        self,
+        workspace_id: str,
+        stats: DropStats,
+        must_deliver_timeout: float = DEFAULT_MUST_DELIVER_TIMEOUT,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.must_deliver_timeout = must_deliver_timeout
+        self._stats = stats
+        self._seq = 0
+        self._subscribers: dict[str, Subscriber] = {}
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def subscribe(
+        self,
+        subscription_id: str,
+        capacity: int,
+        on_overflow: Callable[[Subscriber], None],
+    ) -> Subscriber:
+        sub = Subscriber(subscription_id, self.workspace_id, capacity, on_overflow)
+        self._subscribers[subscription_id] = sub
+        return sub
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        sub = self._subscribers.pop(subscription_id, None)
+        if sub is not None:
+            sub.send_channel.close()
+
+    def _next_event(self, type: str, payload: dict[str, Any]) -> Event:
+        self._seq += 1
+        return Event(self.workspace_id, self._seq, type, payload)
+
+    def publish(self, type: str, payload: dict[str, Any]) -> Event:
+        """Lossy: never waits; a subscriber without room loses this event alone."""
+        event = self._next_event(type, payload)
+        for sub in self._subscribers.values():
+            if not sub._try_put(event):
+                sub._drop(event, self._stats)
+        return event
+
+    async def publish_must_deliver(self, type: str, payload: dict[str, Any]) -> Event:
+        """Wait for every subscriber to take `event`, disconnecting those that cannot in time."""
+        event = self._next_event(type, payload)
+        waiting: list[Subscriber] = []
+        for sub in list(self._subscribers.values()):
+            if not sub._try_put(event):
+                waiting.append(sub)
+        if waiting:
+            async with trio.open_nursery() as nursery:
+                for sub in waiting:
+                    nursery.start_soon(self._deliver_or_disconnect, sub, event)
+        return event
+
+    async def _deliver_or_disconnect(self, sub: Subscriber, event: Event) -> None:
+        with trio.move_on_after(self.must_deliver_timeout):
+            try:
+                await sub.send_channel.send(event)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # it went away while we waited: nothing left to deliver to
+            return
+        log.warning(
+            "subscriber %s of workspace %s did not take %s seq=%d within %.1fs; disconnecting it",
+            sub.id,
+            self.workspace_id,
+            event.type,
+            event.seq,
+            self.must_deliver_timeout,
+        )
+        self._subscribers.pop(sub.id, None)
+        sub.disconnect()
+
+    def close(self) -> None:
+        """End every subscription: their writers drain what is queued and stop."""
+        for sub in self._subscribers.values():
+            sub.send_channel.close()
+        self._subscribers.clear()

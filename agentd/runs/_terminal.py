@@ -1,0 +1,73 @@
+"""The one place a run's RunComplete is published: exactly once, whatever asks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from agentd.protocol import RunComplete, events, unstructure
+from agentd.pubsub import Broker
+from agentd.store import Store
+
+from ._run import Run, RunState
+
+__all__ = ["RunTerminal"]
+
+log = logging.getLogger(__name__)
+
+# Room for the store write on top of the must-deliver wait.
+_BOOKKEEPING_MARGIN = 5.0
+
+
+class RunTerminal:
+    def __init__(self, broker: Broker, store: Store, on_finished: Callable[[Run], None]) -> None:
+        self._broker = broker
+        self._store = store
+        self._on_finished = on_finished
+
+    @property
+    def bound(self) -> float:
+        """How long the shielded end-of-run work may take before it is abandoned."""
+        return self._broker.must_deliver_timeout + _BOOKKEEPING_MARGIN
+
+    async def complete(
+        self,
+        run: Run,
+        *,
+        message_id: str | None = None,
+        text: str = "",
+        error: str | None = None,
+        cancelled: bool = False,
+    ) -> bool:
+        """Decide `run`'s RunComplete and publish it; False if it already had one.
+
+        Shielded and bounded: a cancelled run must still report that it was
+        cancelled, and a stuck subscriber is disconnected by the broker within
+        the must-deliver timeout, so this cannot hang.
+        """
+        if run.complete is not None:
+            return False
+        rc = RunComplete(
+            session_id=run.session_id,
+            run_id=run.id,
+            message_id=message_id,
+            text=text,
+            error=None if cancelled else error,
+            cancelled=cancelled,
+        )
+        run.complete = rc
+        run.state = RunState.DONE
+        with trio.move_on_after(self.bound, shield=True) as scope:
+            try:
+                await self._store.finish_run(run.id, rc)
+            except Exception:
+                # The subscribers still get their terminal event; a run must never end silently.
+                log.exception("run %s: recording its RunComplete failed", run.id)
+            run.finished.set()
+            self._on_finished(run)
+            await self._broker.publish_must_deliver(events.RUN_COMPLETE, unstructure(rc))
+        if scope.cancelled_caught:
+            log.error("run %s: publishing its RunComplete took over %.1fs", run.id, self.bound)
+        return True

@@ -1,0 +1,176 @@
+"""One client connection: the thin trio adapter over the sans-io codec.
+
+Its nursery holds a reader (bytes → requests), one task per request (so replies
+may go out of order), and one writer per subscription that drains that
+subscription's channel. Every write goes through one lock, so messages never
+interleave. Whatever a client sends ends, at worst, this connection alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from agentd.pubsub import Subscriber
+from agentd.rpc import ErrorCode, ProtocolError, Request, RpcCodec, RpcError, encode_response
+
+if TYPE_CHECKING:
+    from ._methods import Methods
+
+__all__ = ["ClientConnection"]
+
+log = logging.getLogger(__name__)
+
+_RECEIVE_SIZE = 65536
+# How many notifications one subscription writer packs into one write.
+_WRITE_BATCH = 256
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+class ClientConnection:
+    def __init__(
+        self,
+        client_id: int,
+        stream: trio.abc.Stream,
+        methods: Methods,
+        *,
+        max_message_size: int,
+        max_in_flight: int = 128,
+    ) -> None:
+        self.id = client_id
+        self.client_name: str | None = None
+        self.client_version: str | None = None
+        self._stream = stream
+        self._methods = methods
+        self._codec = RpcCodec(max_message_size)
+        self._send_lock = trio.Lock()
+        # A client that pipelines without reading replies is slowed at the
+        # socket, not allowed to grow our memory without bound.
+        self._in_flight = trio.Semaphore(max_in_flight)
+        self._nursery: trio.Nursery | None = None
+        self._writers_done = trio.Event()
+        self._writers = 0
+        self._writers_done.set()
+        self.claims: set[str] = set()
+        self.subscriptions: dict[str, Subscriber] = {}
+
+    async def serve(self, on_close: Callable[[ClientConnection], Awaitable[None]]) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._read_requests(nursery)
+                # The client hung up: nobody is left to answer or tell.
+                nursery.cancel_scope.cancel()
+        except* Exception as group:
+            log.exception("client %d: connection failed", self.id, exc_info=group)
+        finally:
+            with trio.CancelScope(shield=True):
+                await on_close(self)
+                await self._stream.aclose()
+
+    def disconnect(self, reason: str) -> None:
+        log.warning("client %d: disconnecting: %s", self.id, reason)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _read_requests(self, nursery: trio.Nursery) -> None:
+        codec = self._codec
+        while True:
+            try:
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            try:
+                codec.receive_data(data)
+                while (message := codec.next_message()) is not None:
+                    if type(message) is Request:
+                        await self._in_flight.acquire()
+                        nursery.start_soon(self._answer, message)
+                    # Notifications and responses from a client ask nothing of us.
+            except ProtocolError as exc:
+                log.warning("client %d: closing connection: %s", self.id, exc)
+                return
+
+    async def _answer(self, request: Request) -> None:
+        after_reply: list[Callable[[], None]] = []
+        try:
+            error: object = None
+            result: object = None
+            try:
+                result = await self._methods.call(self, request.method, request.params, after_reply)
+            except* RpcError as group:
+                leaf = _first_leaf(group)
+                assert isinstance(leaf, RpcError)
+                error = leaf.to_wire()
+            except* Exception as group:
+                log.exception("client %d: %r failed", self.id, request.method, exc_info=group)
+                error = [int(ErrorCode.INTERNAL), f"internal error: {_first_leaf(group)!r}"]
+            try:
+                data = encode_response(request.msgid, error, result)
+            except Exception as exc:
+                log.exception("client %d: cannot encode the reply to %r", self.id, request.method)
+                data = encode_response(
+                    request.msgid, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None
+                )
+            await self.send(data)
+            for action in after_reply:
+                action()
+        finally:
+            self._in_flight.release()
+
+    async def send(self, data: bytes) -> None:
+        """Write one or more whole messages; a broken stream ends the connection."""
+        try:
+            async with self._send_lock:
+                await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.disconnect("the client went away")
+
+    # --- subscriptions
+
+    def start_writer(self, sub: Subscriber) -> None:
+        """Start draining `sub`; called once its subscribe reply is on the wire."""
+        assert self._nursery is not None
+        self._writers += 1
+        self._writers_done = trio.Event()
+        self._nursery.start_soon(self._write_events, sub)
+
+    async def _write_events(self, sub: Subscriber) -> None:
+        receive = sub.receive_channel
+        sid = sub.id
+        try:
+            async for event in receive:
+                batch = [event.encode_notification(sid)]
+                while len(batch) < _WRITE_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait().encode_notification(sid))
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                if receive.statistics().current_buffer_used == 0:
+                    # Drained: the subscriber has room again, so it hears what it lost.
+                    gap = sub.take_gap()
+                    if gap is not None:
+                        batch.append(gap.encode_notification(sid))
+                await self.send(b"".join(batch))
+        finally:
+            self.subscriptions.pop(sid, None)
+            self._writers -= 1
+            if self._writers == 0:
+                self._writers_done.set()
+
+    async def wait_writers_drained(self) -> None:
+        """Until every subscription writer has flushed its channel and stopped."""
+        await self._writers_done.wait()
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "client_name": self.client_name, "subscriptions": len(self.subscriptions)}

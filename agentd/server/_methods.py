@@ -1,0 +1,291 @@
+"""The method table: every RPC method, its params type, and what it does."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+import agentd
+from agentd.protocol import (
+    AgentSendParams,
+    EventsSubscribeParams,
+    EventsUnsubscribeParams,
+    InitializeParams,
+    NoParams,
+    RunWaitParams,
+    ServerShutdownParams,
+    SessionCreateParams,
+    SessionRef,
+    WorkspaceOpenParams,
+    WorkspaceRef,
+    events,
+    structure_params,
+    unstructure,
+)
+from agentd.rpc import ErrorCode, RpcError
+from agentd.runs import Closing, Run
+from agentd.store import RunRecord
+
+if TYPE_CHECKING:
+    from ._connection import ClientConnection
+    from ._state import DaemonState
+
+__all__ = ["Methods"]
+
+P = TypeVar("P")
+Handler = Callable[["ClientConnection", Any, list[Callable[[], None]]], Awaitable[Any]]
+
+# What still works while the daemon shuts down: saying hello and watching it go.
+_ALLOWED_WHILE_SHUTTING_DOWN = frozenset({"initialize", "ping", "server.status", "run.wait"})
+
+_MAX_RUN_ID = 128
+
+
+def _not_found(what: str, value: str) -> RpcError:
+    return RpcError(ErrorCode.NOT_FOUND, f"{what}: no such {what.removesuffix('_id')} {value!r}")
+
+
+class Methods:
+    def __init__(self, state: DaemonState) -> None:
+        self._state = state
+        self._table: dict[str, tuple[type, Handler]] = {
+            "initialize": (InitializeParams, self.initialize),
+            "ping": (NoParams, self.ping),
+            "server.status": (NoParams, self.server_status),
+            "server.shutdown": (ServerShutdownParams, self.server_shutdown),
+            "workspace.open": (WorkspaceOpenParams, self.workspace_open),
+            "workspace.close": (WorkspaceRef, self.workspace_close),
+            "workspace.list": (NoParams, self.workspace_list),
+            "session.create": (SessionCreateParams, self.session_create),
+            "session.list": (WorkspaceRef, self.session_list),
+            "session.get": (SessionRef, self.session_get),
+            "session.delete": (SessionRef, self.session_delete),
+            "session.messages": (SessionRef, self.session_messages),
+            "agent.send": (AgentSendParams, self.agent_send),
+            "agent.cancel": (SessionRef, self.agent_cancel),
+            "agent.queue": (SessionRef, self.agent_queue),
+            "agent.queue_clear": (SessionRef, self.agent_queue_clear),
+            "run.wait": (RunWaitParams, self.run_wait),
+            "events.subscribe": (EventsSubscribeParams, self.events_subscribe),
+            "events.unsubscribe": (EventsUnsubscribeParams, self.events_unsubscribe),
+        }
+
+    def names(self) -> list[str]:
+        return sorted(self._table)
+
+    async def call(
+        self,
+        conn: ClientConnection,
+        method: object,
+        params: object,
+        after_reply: list[Callable[[], None]],
+    ) -> Any:
+        if type(method) is not str:
+            raise RpcError(ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {method!r}")
+        entry = self._table.get(method)
+        if entry is None:
+            raise RpcError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r}")
+        if self._state.shutting_down and method not in _ALLOWED_WHILE_SHUTTING_DOWN:
+            raise RpcError(ErrorCode.SHUTTING_DOWN, "agentd is shutting down")
+        params_type, handler = entry
+        return await handler(conn, structure_params(params, params_type), after_reply)
+
+    # --- server
+
+    async def initialize(self, conn: ClientConnection, p: InitializeParams, _: Any) -> Any:
+        conn.client_name = p.client_name
+        conn.client_version = p.client_version
+        return {
+            "server": "agentd",
+            "version": agentd.__version__,
+            "protocol": agentd.PROTOCOL_VERSION,
+            "pid": os.getpid(),
+        }
+
+    async def ping(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+        return {}
+
+    async def server_status(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+        s = self._state
+        return {
+            "version": agentd.__version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - s.started_at, 3),
+            "workspaces": len(s.workspaces),
+            "clients": len(s.connections),
+            "active_runs": len(s.runs),
+            "events_dropped": s.stats.events_dropped,
+        }
+
+    async def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: Any) -> Any:
+        s = self._state
+        if p.if_idle:
+            others = len(s.connections) - 1
+            if len(s.runs) or others > 0:
+                raise RpcError(
+                    ErrorCode.CONFLICT,
+                    f"not idle: {len(s.runs)} active run(s), {others} other client(s)",
+                )
+        # Reply first: the shutdown closes this connection too.
+        after.append(lambda: s.request_shutdown("server.shutdown"))
+        return {}
+
+    # --- workspaces
+
+    async def workspace_open(self, conn: ClientConnection, p: WorkspaceOpenParams, _: Any) -> Any:
+        host = await self._state.workspaces.open(p.path, conn.id)
+        conn.claims.add(host.id)
+        return {"id": host.id, "path": host.path}
+
+    async def workspace_close(self, conn: ClientConnection, p: WorkspaceRef, _: Any) -> Any:
+        if p.workspace_id not in conn.claims:
+            raise RpcError(
+                ErrorCode.NOT_FOUND,
+                f"workspace_id: this connection has not opened workspace {p.workspace_id!r}",
+            )
+        conn.claims.discard(p.workspace_id)
+        self._state.workspaces.release(p.workspace_id, conn.id)
+        return {}
+
+    async def workspace_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+        return [
+            {"id": h.id, "path": h.path, "clients": h.claim_count, "active_runs": h.dispatcher.active_runs()}
+            for h in self._state.workspaces.hosts()
+            if not h.closing
+        ]
+
+    # --- sessions
+
+    async def _session(self, p: SessionRef) -> Any:
+        host = self._state.workspaces.get(p.workspace_id)
+        record = await self._state.store.get_session(host.id, p.session_id)
+        if record is None:
+            raise _not_found("session_id", p.session_id)
+        return host, record
+
+    async def session_create(self, conn: ClientConnection, p: SessionCreateParams, _: Any) -> Any:
+        host = self._state.workspaces.get(p.workspace_id)
+        record = await self._state.store.create_session(host.id, p.title or "New session")
+        session = unstructure(host.session_view(record))
+        host.broker.publish(events.SESSION_CREATED, session)
+        return session
+
+    async def session_list(self, conn: ClientConnection, p: WorkspaceRef, _: Any) -> Any:
+        host = self._state.workspaces.get(p.workspace_id)
+        records = await self._state.store.list_sessions(host.id)
+        records.sort(key=lambda r: r.updated_at, reverse=True)
+        return [unstructure(host.session_view(r)) for r in records]
+
+    async def session_get(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
+        host, record = await self._session(p)
+        return unstructure(host.session_view(record))
+
+    async def session_delete(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
+        host, record = await self._session(p)
+        if host.dispatcher.is_busy(record.id):
+            raise RpcError(
+                ErrorCode.CONFLICT,
+                f"session {record.id} has a run in progress; cancel it first (agent.cancel)",
+            )
+        deleted = await self._state.store.delete_session(host.id, record.id)
+        if deleted is None:
+            raise _not_found("session_id", p.session_id)
+        session = unstructure(host.session_view(deleted))
+        host.broker.publish(events.SESSION_DELETED, session)
+        return session
+
+    async def session_messages(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
+        _host, record = await self._session(p)
+        return [unstructure(m) for m in await self._state.store.list_messages(record.id)]
+
+    # --- runs
+
+    async def agent_send(self, conn: ClientConnection, p: AgentSendParams, _: Any) -> Any:
+        if not p.prompt.strip():
+            raise RpcError(ErrorCode.INVALID_PARAMS, "prompt: must not be empty")
+        run_id = p.run_id if p.run_id is not None else uuid.uuid4().hex
+        if not run_id or len(run_id) > _MAX_RUN_ID:
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"run_id: must be 1 to {_MAX_RUN_ID} characters")
+        host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
+        state = self._state
+        if state.runs.get(run_id) is not None or await state.store.get_run(run_id) is not None:
+            raise RpcError(ErrorCode.CONFLICT, f"run_id: {run_id!r} is already used")
+        run = Run(run_id, host.id, record.id, p.prompt, p.model)
+        # From here the run is the workspace's: a client that hangs up now must
+        # not leave it half accepted.
+        with trio.CancelScope(shield=True):
+            try:
+                queued = host.dispatcher.accept(run)
+            except Closing:
+                raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
+            state.runs.add(run)
+            await state.store.create_run(
+                RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at)
+            )
+        return {"run_id": run_id, "queued": queued}
+
+    async def agent_cancel(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
+        host, record = await self._session(p)
+        active, cleared = host.dispatcher.cancel(record.id)
+        return {
+            "cancelled": active is not None,
+            "run_id": active.id if active is not None else None,
+            "cleared": len(cleared),
+        }
+
+    async def agent_queue(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
+        host, record = await self._session(p)
+        return [unstructure(run.queued_prompt()) for run in host.dispatcher.queued(record.id)]
+
+    async def agent_queue_clear(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
+        host, record = await self._session(p)
+        return {"cleared": len(host.dispatcher.clear_queue(record.id))}
+
+    async def run_wait(self, conn: ClientConnection, p: RunWaitParams, _: Any) -> Any:
+        state = self._state
+        if p.timeout is not None and p.timeout < 0:
+            raise RpcError(ErrorCode.INVALID_PARAMS, "timeout: must be >= 0")
+        run = state.runs.get(p.run_id)
+        if run is not None:
+            with trio.move_on_after(p.timeout if p.timeout is not None else float("inf")):
+                await run.finished.wait()
+            if run.complete is None:
+                raise RpcError(ErrorCode.TIMEOUT, f"run {p.run_id} has not completed after {p.timeout}s")
+            return unstructure(run.complete)
+        record = await state.store.get_run(p.run_id)
+        if record is None or record.complete is None:
+            raise _not_found("run_id", p.run_id)
+        return unstructure(record.complete)
+
+    # --- events
+
+    async def events_subscribe(
+        self, conn: ClientConnection, p: EventsSubscribeParams, after: list[Callable[[], None]]
+    ) -> Any:
+        host = self._state.workspaces.get(p.workspace_id)
+        sid = f"sub_{uuid.uuid4().hex[:16]}"
+
+        def overflow(_sub: object) -> None:
+            conn.disconnect(f"subscription {sid} did not take a must-deliver event in time")
+
+        sub = host.broker.subscribe(sid, self._state.config.subscriber_capacity, overflow)
+        conn.subscriptions[sid] = sub
+        # Events queue from now on; they go out once the reply has, so a client
+        # never sees an event for a subscription it has not heard of.
+        after.append(lambda: conn.start_writer(sub))
+        return {"subscription_id": sid}
+
+    async def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
+        sub = conn.subscriptions.get(p.subscription_id)
+        if sub is None:
+            raise _not_found("subscription_id", p.subscription_id)
+        for host in self._state.workspaces.hosts():
+            if host.id == sub.workspace_id:
+                host.broker.unsubscribe(sub.id)
+        sub.send_channel.close()
+        return {}

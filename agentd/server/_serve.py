@@ -1,0 +1,158 @@
+"""The daemon's whole life, top-down, in one place.
+
+    serve()
+    └── root nursery
+        ├── signal watcher: SIGTERM/SIGINT → shutdown (a second one: exit now)
+        ├── workspaces nursery: one task per open workspace
+        │   └── workspace nursery: one task per session lane; runs are cancel scopes in it
+        └── connections nursery: the accept loop, then one task per client
+            └── connection nursery: reader, one task per request, one writer per subscription
+
+Shutdown (SIGTERM, SIGINT, `server.shutdown`): stop accepting, refuse new work,
+cancel every run and wait for each one's RunComplete (a stuck subscriber is
+waited for `shutdown_delivery_timeout`, not the full must-deliver timeout), let
+the subscription writers flush, then close every connection. Each step is
+bounded, so the daemon exits within seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import trio
+
+from agentd.models import ModelRegistry
+from agentd.pubsub import DropStats
+from agentd.runs import RunIndex
+from agentd.store import Store
+from agentd.workspaces import Workspaces
+
+from ._connection import ClientConnection
+from ._listener import bind_listener
+from ._methods import Methods
+from ._state import DaemonConfig, DaemonState
+
+__all__ = ["serve"]
+
+log = logging.getLogger("agentd")
+
+# After runs have completed, how long subscription writers get to flush.
+_FLUSH_TIMEOUT = 2.0
+# The whole shutdown's bound beyond delivering RunCompletes.
+_SHUTDOWN_MARGIN = 3.0
+
+
+async def serve(config: DaemonConfig) -> None:
+    listener, claim = await bind_listener(config.socket_path)
+    try:
+        await _serve(config, listener)
+    finally:
+        claim.release()
+
+
+async def _serve(config: DaemonConfig, listener: trio.SocketListener) -> None:
+    shutdown_requested = trio.Event()
+    shutdown_reason = ["signal"]
+
+    def request_shutdown(reason: str) -> None:
+        if not shutdown_requested.is_set():
+            shutdown_reason[0] = reason
+            shutdown_requested.set()
+
+    store = Store()
+    state = DaemonState(
+        config=config,
+        store=store,
+        models=ModelRegistry(),
+        runs=RunIndex(),
+        stats=DropStats(),
+        request_shutdown=request_shutdown,
+    )
+    methods = Methods(state)
+    client_ids = itertools.count(1)
+
+    async def on_connection_closed(conn: ClientConnection) -> None:
+        state.connections.pop(conn.id, None)
+        for workspace_id in conn.claims:
+            state.workspaces.release(workspace_id, conn.id)
+        conn.claims.clear()
+        for host in state.workspaces.hosts():
+            for sid in list(conn.subscriptions):
+                host.broker.unsubscribe(sid)
+        conn.subscriptions.clear()
+
+    async def handle_client(stream: trio.SocketStream) -> None:
+        conn = ClientConnection(
+            next(client_ids), stream, methods, max_message_size=config.max_message_size
+        )
+        state.connections[conn.id] = conn
+        await conn.serve(on_connection_closed)
+
+    async with trio.open_nursery() as root:
+        root.start_soon(_watch_signals, request_shutdown, root.cancel_scope)
+        async with trio.open_nursery() as workspaces_nursery:
+            state.workspaces = Workspaces(
+                workspaces_nursery,
+                store,
+                state.models,
+                state.stats,
+                must_deliver_timeout=config.must_deliver_timeout,
+                idle_grace=config.idle_grace,
+                on_run_finished=state.runs.forget,
+            )
+            async with trio.open_nursery() as connections:
+                accept_scope = trio.CancelScope()
+
+                async def accept_loop() -> None:
+                    with accept_scope:
+                        await trio.serve_listeners(handle_client, [listener], handler_nursery=connections)
+
+                connections.start_soon(accept_loop)
+                _announce_ready(config)
+                log.info("agentd %d listening on %s", os.getpid(), config.socket_path)
+
+                await shutdown_requested.wait()
+                log.info("shutting down (%s)", shutdown_reason[0])
+                state.shutting_down = True
+                accept_scope.cancel()
+                await listener.aclose()
+                bound = config.shutdown_delivery_timeout * 2 + _SHUTDOWN_MARGIN
+                with trio.move_on_after(bound) as scope:
+                    await state.workspaces.close_all("shutdown", config.shutdown_delivery_timeout)
+                if scope.cancelled_caught:
+                    log.error("runs did not all complete within %.1fs of shutdown", bound)
+                with trio.move_on_after(_FLUSH_TIMEOUT):
+                    for conn in list(state.connections.values()):
+                        await conn.wait_writers_drained()
+                connections.cancel_scope.cancel()
+            workspaces_nursery.cancel_scope.cancel()
+        root.cancel_scope.cancel()
+    await store.aclose()
+    log.info("agentd %d stopped", os.getpid())
+
+
+def _announce_ready(config: DaemonConfig) -> None:
+    """Tell whoever started us that the socket accepts connections."""
+    if config.ready_fd is None:
+        return
+    try:
+        os.write(config.ready_fd, b"ready\n")
+        os.close(config.ready_fd)
+    except OSError as exc:
+        log.warning("could not signal readiness on fd %d: %s", config.ready_fd, exc)
+
+
+async def _watch_signals(request_shutdown: Callable[[str], None], root_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        seen = 0
+        async for signum in signals:
+            seen += 1
+            if seen == 1:
+                request_shutdown(signal.Signals(signum).name)
+            else:
+                log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
+                root_scope.cancel()

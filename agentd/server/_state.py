@@ -1,0 +1,50 @@
+"""What the daemon knows while it serves: configuration, live objects, counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from agentd.models import ModelRegistry
+from agentd.pubsub import DEFAULT_MUST_DELIVER_TIMEOUT, DEFAULT_SUBSCRIBER_CAPACITY, DropStats
+from agentd.rpc import DEFAULT_MAX_MESSAGE_SIZE
+from agentd.runs import RunIndex
+from agentd.store import Store
+
+if TYPE_CHECKING:
+    from agentd.workspaces import Workspaces
+
+    from ._connection import ClientConnection
+
+__all__ = ["DaemonConfig", "DaemonState"]
+
+
+@attrs.frozen
+class DaemonConfig:
+    socket_path: Path
+    must_deliver_timeout: float = DEFAULT_MUST_DELIVER_TIMEOUT
+    idle_grace: float = 30.0
+    subscriber_capacity: int = DEFAULT_SUBSCRIBER_CAPACITY
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # At shutdown a stuck subscriber may hold up exit this long per event, not
+    # the full must-deliver timeout: SIGTERM must end the daemon in seconds.
+    shutdown_delivery_timeout: float = 2.0
+    ready_fd: int | None = None
+
+
+@attrs.define
+class DaemonState:
+    config: DaemonConfig
+    store: Store
+    models: ModelRegistry
+    runs: RunIndex
+    stats: DropStats
+    request_shutdown: Callable[[str], None]
+    workspaces: Workspaces = attrs.field(init=False)
+    connections: dict[int, ClientConnection] = attrs.field(factory=dict)
+    started_at: float = attrs.field(factory=time.monotonic)
+    shutting_down: bool = False

@@ -1,0 +1,6 @@
+"""Live workspaces and the registry that opens and closes them."""
+
+from ._manager import Workspaces, resolve_directory
+from ._workspace import WorkspaceHost
+
+__all__ = ["WorkspaceHost", "Workspaces", "resolve_directory"]

@@ -1,0 +1,130 @@
+"""The daemon's workspaces: opening by path, finding by id, closing them all."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import trio
+
+from agentd.models import ModelRegistry
+from agentd.pubsub import DropStats
+from agentd.rpc import ErrorCode, RpcError
+from agentd.runs import Run
+from agentd.store import Store
+
+from ._workspace import WorkspaceHost
+
+__all__ = ["Workspaces", "resolve_directory"]
+
+
+def resolve_directory(path: str) -> str:
+    """The canonical form of a workspace path: absolute, symlinks followed.
+
+    Relative paths are refused: the daemon's working directory means nothing
+    to a client, so the client resolves them.
+    """
+    if not path:
+        raise RpcError(ErrorCode.INVALID_PARAMS, "path: must not be empty")
+    if "\x00" in path:
+        raise RpcError(ErrorCode.INVALID_PARAMS, "path: must not contain NUL")
+    if not os.path.isabs(path):
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"path: must be absolute, got {path!r}")
+    resolved = os.path.realpath(path)
+    if not os.path.exists(resolved):
+        raise RpcError(ErrorCode.NOT_FOUND, f"path: no such directory: {path}")
+    if not os.path.isdir(resolved):
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"path: not a directory: {path}")
+    return resolved
+
+
+class Workspaces:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        store: Store,
+        models: ModelRegistry,
+        stats: DropStats,
+        *,
+        must_deliver_timeout: float,
+        idle_grace: float,
+        on_run_finished: Callable[[Run], None],
+    ) -> None:
+        self._nursery = nursery
+        self._store = store
+        self._models = models
+        self._stats = stats
+        self.must_deliver_timeout = must_deliver_timeout
+        self._idle_grace = idle_grace
+        self._on_run_finished = on_run_finished
+        self._hosts: dict[str, WorkspaceHost] = {}
+        # Two clients opening one directory at once must get one workspace.
+        self._open_lock = trio.Lock()
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def hosts(self) -> list[WorkspaceHost]:
+        return list(self._hosts.values())
+
+    async def open(self, path: str, client_id: int) -> WorkspaceHost:
+        resolved = resolve_directory(path)
+        async with self._open_lock:
+            record = await self._store.workspace_for_path(resolved)
+            host = self._hosts.get(record.id)
+            if host is not None and host.closing:
+                # Reopening a directory whose workspace is on its way out: let it
+                # finish (its runs are completing) and start afresh.
+                await host.closed.wait()
+                host = None
+            if host is None:
+                host = WorkspaceHost(
+                    record.id,
+                    record.path,
+                    store=self._store,
+                    models=self._models,
+                    stats=self._stats,
+                    must_deliver_timeout=self.must_deliver_timeout,
+                    idle_grace=self._idle_grace,
+                    on_run_finished=self._on_run_finished,
+                )
+                await self._nursery.start(self._serve, host)
+            host.claim(client_id)
+            return host
+
+    async def _serve(self, host: WorkspaceHost, *, task_status: trio.TaskStatus[None]) -> None:
+        self._hosts[host.id] = host
+        try:
+            await host.serve(task_status=task_status)
+        finally:
+            if self._hosts.get(host.id) is host:
+                del self._hosts[host.id]
+
+    def get(self, workspace_id: str) -> WorkspaceHost:
+        """The open workspace `workspace_id`, ready for new work."""
+        host = self._hosts.get(workspace_id)
+        if host is None:
+            raise RpcError(
+                ErrorCode.NOT_FOUND,
+                f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)",
+            )
+        if host.closing:
+            raise RpcError(ErrorCode.CONFLICT, f"workspace {workspace_id} is closing")
+        return host
+
+    def release(self, workspace_id: str, client_id: int) -> bool:
+        host = self._hosts.get(workspace_id)
+        if host is None:
+            return False
+        host.release(client_id)
+        return True
+
+    async def close_all(self, reason: str, must_deliver_timeout: float) -> None:
+        """Cancel every run of every workspace and wait until each has its RunComplete."""
+        self.must_deliver_timeout = must_deliver_timeout
+        hosts = list(self._hosts.values())
+        for host in hosts:
+            host.broker.must_deliver_timeout = min(host.broker.must_deliver_timeout, must_deliver_timeout)
+            host.request_close(reason)
+        for host in hosts:
+            await host.closed.wait()

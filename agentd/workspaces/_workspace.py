@@ -1,0 +1,136 @@
+"""A live workspace: its nursery of runs, its broker, its claims, its idle close.
+
+The workspace, not the request or the connection that started a run, owns the
+run: runs are tasks in the workspace's nursery, and that nursery only exits
+once every run in it has published its RunComplete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from agentd.agent import Coordinator
+from agentd.models import ModelRegistry
+from agentd.protocol import Session, WorkspaceClosed, events, unstructure
+from agentd.pubsub import Broker, DropStats
+from agentd.runs import Dispatcher, Run, RunTerminal
+from agentd.store import SessionRecord, Store
+
+__all__ = ["WorkspaceHost"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkspaceHost:
+    def __init__(
+        self,
+        workspace_id: str,
+        path: str,
+        *,
+        store: Store,
+        models: ModelRegistry,
+        stats: DropStats,
+        must_deliver_timeout: float,
+        idle_grace: float,
+        on_run_finished: Callable[[Run], None],
+    ) -> None:
+        self.id = workspace_id
+        self.path = path
+        self.broker = Broker(workspace_id, stats, must_deliver_timeout)
+        self._store = store
+        self._models = models
+        self._idle_grace = idle_grace
+        self._on_run_finished = on_run_finished
+        self._claims: set[int] = set()
+        self._idle_scope: trio.CancelScope | None = None
+        self._close_requested = trio.Event()
+        self._close_reason = ""
+        self._dispatcher: Dispatcher | None = None
+        self._nursery: trio.Nursery | None = None
+        self.closing = False
+        self.closed = trio.Event()
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self._dispatcher is not None, "workspace not serving"
+        return self._dispatcher
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The workspace's life: from open until its last run has completed."""
+        try:
+            async with trio.open_nursery() as nursery:
+                terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
+                coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
+                self._nursery = nursery
+                self._dispatcher = Dispatcher(
+                    nursery, coordinator, terminal, self.broker, self._publish_session_state
+                )
+                task_status.started()
+                await self._close_requested.wait()
+                self.closing = True
+                log.info("closing workspace %s (%s)", self.id, self._close_reason)
+                self._dispatcher.close()
+                if self._idle_scope is not None:
+                    self._idle_scope.cancel()
+            # The nursery has exited: every run has its RunComplete.
+            with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
+                await self.broker.publish_must_deliver(
+                    events.WORKSPACE_CLOSED,
+                    unstructure(WorkspaceClosed(self.id, self._close_reason)),
+                )
+        finally:
+            self.closing = True
+            self.broker.close()
+            self.closed.set()
+
+    def request_close(self, reason: str) -> None:
+        if not self._close_requested.is_set():
+            self._close_reason = reason
+            self._close_requested.set()
+
+    # --- claims: who keeps the workspace open
+
+    def claim(self, client_id: int) -> None:
+        self._claims.add(client_id)
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+            self._idle_scope = None
+
+    def release(self, client_id: int) -> None:
+        if client_id not in self._claims:
+            return
+        self._claims.discard(client_id)
+        if not self._claims and not self.closing and self._nursery is not None:
+            self._idle_scope = trio.CancelScope()
+            self._nursery.start_soon(self._close_when_idle, self._idle_scope)
+
+    @property
+    def claim_count(self) -> int:
+        return len(self._claims)
+
+    async def _close_when_idle(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(self._idle_grace)
+            if not self._claims:
+                self.request_close("idle")
+
+    # --- sessions, as clients see them
+
+    def session_view(self, record: SessionRecord) -> Session:
+        return Session(
+            id=record.id,
+            workspace_id=record.workspace_id,
+            title=record.title,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            message_count=record.message_count,
+            busy=self.dispatcher.is_busy(record.id),
+        )
+
+    async def _publish_session_state(self, session_id: str) -> None:
+        record = await self._store.get_session(self.id, session_id)
+        if record is not None:
+            self.broker.publish(events.SESSION_UPDATED, unstructure(self.session_view(record)))
