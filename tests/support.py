@@ -1,0 +1,187 @@
+"""Helpers the tests share: a daemon handle, event readers, raw wire access, the agentctl runner."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from agentctl.client import Client, event_params, open_client
+from agentd.rpc import Notification, Request, Response, RpcCodec
+
+WAIT = 10.0  # the bound on any single wait in a test
+
+
+class Daemon:
+    """A running agentd and where to find it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], socket_path: Path, log_path: Path) -> None:
+        self.proc = proc
+        self.socket_path = socket_path
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self) -> Any:
+        return open_client(self.socket_path)
+
+    def terminate(self, timeout: float = WAIT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+
+DaemonFactory = Callable[..., Daemon]
+
+
+# --- talking to it ---------------------------------------------------------------
+
+
+class Events:
+    """The `event` notifications of one subscription, read with a bound on every wait."""
+
+    def __init__(self, client: Client, subscription_id: str) -> None:
+        self.client = client
+        self.subscription_id = subscription_id
+        self.seen: list[dict[str, Any]] = []
+
+    async def next(self) -> dict[str, Any]:
+        with trio.fail_after(WAIT):
+            async for method, params in self.client.notifications:
+                event = event_params(params) if method == "event" else None
+                if event is not None and event["subscription_id"] == self.subscription_id:
+                    self.seen.append(event)
+                    return event
+        raise AssertionError("the connection closed while waiting for an event")
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        while True:
+            event = await self.next()
+            if predicate(event):
+                return event
+
+    async def until_complete(self, run_id: str) -> dict[str, Any]:
+        event = await self.until(lambda e: e["type"] == "run.complete" and e["payload"]["run_id"] == run_id)
+        return event["payload"]  # type: ignore[no-any-return]
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.seen if e["type"] == kind]
+
+
+class Workspace:
+    """A client with an open workspace and a subscription to it."""
+
+    def __init__(self, client: Client, workspace_id: str, events: Events) -> None:
+        self.client = client
+        self.id = workspace_id
+        self.events = events
+
+    async def new_session(self, title: str = "test") -> str:
+        session = await self.client.call("session.create", {"workspace_id": self.id, "title": title})
+        return str(session["id"])
+
+    async def send(self, session_id: str, prompt: str | dict[str, Any], **extra: Any) -> dict[str, Any]:
+        if isinstance(prompt, dict):
+            prompt = json.dumps(prompt)
+            extra.setdefault("model", "scripted")
+        params = {"workspace_id": self.id, "session_id": session_id, "prompt": prompt, **extra}
+        return await self.client.call("agent.send", params)  # type: ignore[no-any-return]
+
+    async def cancel(self, session_id: str) -> dict[str, Any]:
+        return await self.client.call(  # type: ignore[no-any-return]
+            "agent.cancel", {"workspace_id": self.id, "session_id": session_id}
+        )
+
+
+async def open_workspace(client: Client, path: Path) -> Workspace:
+    ws = await client.call("workspace.open", {"path": str(path)})
+    sub = await client.call("events.subscribe", {"workspace_id": ws["id"]})
+    return Workspace(client, ws["id"], Events(client, sub["subscription_id"]))
+
+
+class RawConnection:
+    """Bytes on the socket, for tests of the wire itself."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.codec = RpcCodec()
+        self._msgid = 0
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def request(self, method: object, params: object = None) -> int:
+        self._msgid += 1
+        if params is None:
+            params = []
+        await self.stream.send_all(msgpack.packb([0, self._msgid, method, params]))
+        return self._msgid
+
+    async def receive(self) -> Request | Response | Notification | None:
+        """The next message, or None at end of stream."""
+        with trio.fail_after(WAIT):
+            while True:
+                message = self.codec.next_message()
+                if message is not None:
+                    return message
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return None
+                self.codec.receive_data(data)
+
+    async def response(self, msgid: int) -> Response:
+        while True:
+            message = await self.receive()
+            assert message is not None, "connection closed before the response"
+            if isinstance(message, Response) and message.msgid == msgid:
+                return message
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Response:
+        return await self.response(await self.request(method, [params] if params is not None else []))
+
+    async def closed_by_peer(self) -> bool:
+        """Read until end of stream (True) or a message arrives that is not a notification."""
+        while True:
+            try:
+                message = await self.receive()
+            except trio.BrokenResourceError:
+                return True
+            if message is None:
+                return True
+
+
+async def open_raw(daemon: Daemon) -> RawConnection:
+    return RawConnection(await trio.open_unix_socket(str(daemon.socket_path)))
+
+
+def agentctl_command() -> list[str]:
+    script = Path(sys.executable).parent / "agentctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentctl"]
+
+
+async def run_agentctl(
+    *args: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+    timeout: float = WAIT * 2,
+) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(timeout):
+        return await trio.run_process(
+            [*agentctl_command(), *args],
+            env=env,
+            cwd=cwd,
+            stdin=stdin if stdin is not None else b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
