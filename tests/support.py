@@ -70,8 +70,15 @@ class Events:
                 return event
 
     async def until_complete(self, run_id: str) -> dict[str, Any]:
-        event = await self.until(lambda e: e["type"] == "run.complete" and e["payload"]["run_id"] == run_id)
-        return event["payload"]  # type: ignore[no-any-return]
+        """The run's RunComplete, whether it already went by or is still to come."""
+
+        def is_it(e: dict[str, Any]) -> bool:
+            return e["type"] == "run.complete" and e["payload"]["run_id"] == run_id
+
+        for event in self.seen:
+            if is_it(event):
+                return event["payload"]  # type: ignore[no-any-return]
+        return (await self.until(is_it))["payload"]  # type: ignore[no-any-return]
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.seen if e["type"] == kind]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import cattrs
+from cattrs.cols import is_sequence, list_structure_factory
 from cattrs.v import format_exception
 
 from agentd.rpc import ErrorCode, RpcError
@@ -56,6 +57,19 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _strict_list(type_: Any, conv: cattrs.Converter) -> Any:
+    # cattrs would happily iterate a string into a list of characters.
+    inner = list_structure_factory(type_, conv)
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not list:
+            raise _WrongType(f"expected an array, got {_describe(value)}")
+        return inner(value, t)
+
+    return hook
+
+
+converter.register_structure_hook_factory(is_sequence, _strict_list)
 converter.register_structure_hook(str, _strict(str, "a string"))
 converter.register_structure_hook(int, _strict(int, "an integer"))
 converter.register_structure_hook(bool, _strict(bool, "a boolean"))
@@ -78,6 +92,12 @@ def structure_params(params: object, cls: type[T]) -> T:
             ErrorCode.INVALID_PARAMS,
             f"params[0] must be a map of named arguments, got {_describe(fields)}",
         )
+    for key in fields:
+        if type(key) is not str:
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                f"params[0] keys must be strings, got {_describe(key)} {key!r}",
+            )
     try:
         return converter.structure(fields, cls)
     except Exception as exc:

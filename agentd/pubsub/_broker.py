@@ -12,6 +12,8 @@ waiting happens per subscriber, concurrently.
 from __future__ import annotations
 
 import logging
+import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -36,13 +38,21 @@ _NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subs
 class Event:
     """One published event, shared by every subscriber it is fanned out to."""
 
-    __slots__ = ("workspace_id", "seq", "type", "payload", "_tail")
+    __slots__ = ("workspace_id", "seq", "type", "payload", "must_deliver", "_tail")
 
-    def __init__(self, workspace_id: str, seq: int, type: str, payload: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        workspace_id: str,
+        seq: int,
+        type: str,
+        payload: dict[str, Any],
+        must_deliver: bool = False,
+    ) -> None:
         self.workspace_id = workspace_id
         self.seq = seq
         self.type = type
         self.payload = payload
+        self.must_deliver = must_deliver
         self._tail: bytes | None = None
 
     def encode_notification(self, subscription_id: str) -> bytes:
@@ -101,7 +111,30 @@ class Subscriber:
         # Dropped since the last gap this subscriber was told about.
         self._dropped_pending = 0
         self._last_dropped_seq = 0
+        # Deadlines of the must-deliver events queued but not yet written out,
+        # oldest first: the writer must flush each by its deadline or the
+        # subscriber is disconnected. A channel with room is not delivery.
+        self._flush_deadlines: deque[float] = deque()
+        #: The writer's current write, whose deadline a new must-deliver event tightens.
+        self.write_scope: trio.CancelScope | None = None
         self.disconnected = False
+
+    @property
+    def flush_deadline(self) -> float:
+        """When the oldest unwritten must-deliver event must be on the wire (inf if none)."""
+        return self._flush_deadlines[0] if self._flush_deadlines else math.inf
+
+    def flushed(self, must_deliver_count: int) -> None:
+        """The writer put this many must-deliver events on the wire."""
+        for _ in range(must_deliver_count):
+            if self._flush_deadlines:
+                self._flush_deadlines.popleft()
+
+    def _queued_must_deliver(self, deadline: float) -> None:
+        self._flush_deadlines.append(deadline)
+        scope = self.write_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
 
     def take_gap(self) -> Event | None:
         """The `events.gap` owed to this subscriber, if any, clearing the debt."""
@@ -142,11 +175,19 @@ class Subscriber:
         self.dropped_total += 1
         stats.events_dropped += 1
 
-    def disconnect(self) -> None:
-        if not self.disconnected:
-            self.disconnected = True
-            self.send_channel.close()
-            self._on_overflow(self)
+    def disconnect(self, missed: str) -> None:
+        """Cut off a subscriber that did not take a must-deliver event in time, and say so."""
+        if self.disconnected:
+            return
+        log.warning(
+            "subscriber %s of workspace %s did not take %s; disconnecting it",
+            self.id,
+            self.workspace_id,
+            missed,
+        )
+        self.disconnected = True
+        self.send_channel.close()
+        self._on_overflow(self)
 
 
 class Broker:
@@ -183,9 +224,9 @@ class Broker:
         if sub is not None:
             sub.send_channel.close()
 
-    def _next_event(self, type: str, payload: dict[str, Any]) -> Event:
+    def _next_event(self, type: str, payload: dict[str, Any], must_deliver: bool = False) -> Event:
         self._seq += 1
-        return Event(self.workspace_id, self._seq, type, payload)
+        return Event(self.workspace_id, self._seq, type, payload, must_deliver)
 
     def publish(self, type: str, payload: dict[str, Any]) -> Event:
         """Lossy: never waits; a subscriber without room loses this event alone."""
@@ -196,35 +237,43 @@ class Broker:
         return event
 
     async def publish_must_deliver(self, type: str, payload: dict[str, Any]) -> Event:
-        """Wait for every subscriber to take `event`, disconnecting those that cannot in time."""
-        event = self._next_event(type, payload)
+        """Queue `event` for every subscriber, waiting for room where there is none.
+
+        Each subscriber must take it, and its writer put it on the wire, within
+        the must-deliver timeout, or that subscriber is disconnected. The wait is
+        per subscriber and concurrent: one stuck subscriber delays nobody else.
+        """
+        event = self._next_event(type, payload, must_deliver=True)
+        deadline = trio.current_time() + self.must_deliver_timeout
         waiting: list[Subscriber] = []
         for sub in list(self._subscribers.values()):
-            if not sub._try_put(event):
+            if sub._try_put(event):
+                sub._queued_must_deliver(deadline)
+            else:
                 waiting.append(sub)
         if waiting:
             async with trio.open_nursery() as nursery:
                 for sub in waiting:
-                    nursery.start_soon(self._deliver_or_disconnect, sub, event)
+                    nursery.start_soon(self._deliver_or_disconnect, sub, event, deadline)
         return event
 
-    async def _deliver_or_disconnect(self, sub: Subscriber, event: Event) -> None:
-        with trio.move_on_after(self.must_deliver_timeout):
+    async def _deliver_or_disconnect(self, sub: Subscriber, event: Event, deadline: float) -> None:
+        with trio.move_on_at(deadline):
             try:
+                # Events lost before this one are owed first: the gap goes ahead.
+                gap = sub.take_gap()
+                if gap is not None:
+                    await sub.send_channel.send(gap)
                 await sub.send_channel.send(event)
+                sub._queued_must_deliver(deadline)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pass  # it went away while we waited: nothing left to deliver to
             return
-        log.warning(
-            "subscriber %s of workspace %s did not take %s seq=%d within %.1fs; disconnecting it",
-            sub.id,
-            self.workspace_id,
-            event.type,
-            event.seq,
-            self.must_deliver_timeout,
-        )
+        self.disconnect_lagging(sub, event)
+
+    def disconnect_lagging(self, sub: Subscriber, event: Event) -> None:
         self._subscribers.pop(sub.id, None)
-        sub.disconnect()
+        sub.disconnect(f"{event.type} seq={event.seq} within {self.must_deliver_timeout:.1f}s")
 
     def close(self) -> None:
         """End every subscription: their writers drain what is queued and stop."""

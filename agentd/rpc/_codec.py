@@ -29,6 +29,8 @@ RESPONSE: Final = 1
 NOTIFICATION: Final = 2
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+# Room in the unpacker's buffer beyond one message, for the reads that carry it.
+_FEED_SLACK: Final = 1024 * 1024
 MAX_MSGID: Final = 2**32 - 1
 
 
@@ -102,9 +104,25 @@ class RpcCodec:
             # Int or bytes keys are valid msgpack; they fail param validation with a
             # clear reply instead of killing the connection here.
             strict_map_key=False,
-            max_buffer_size=max_message_size,
+            # The real limit is enforced below, per message; this only keeps one
+            # oversized feed from growing the buffer first.
+            max_buffer_size=max_message_size + _FEED_SLACK,
+            max_str_len=max_message_size,
+            max_bin_len=max_message_size,
+            max_array_len=max_message_size,
+            max_map_len=max_message_size,
+            max_ext_len=max_message_size,
         )
+        # Bytes fed in all, and the stream offset where the current message began.
+        # The unpacker consumes a partial message element by element, so its own
+        # buffer size says nothing about how large the message being read is.
+        self._fed = 0
+        self._message_start = 0
         self._broken: ProtocolError | None = None
+
+    def _too_large(self) -> ProtocolError:
+        self._broken = ProtocolError(f"message larger than the {self.max_message_size}-byte limit")
+        return self._broken
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Buffer bytes from the peer; `next_message` decodes them."""
@@ -113,10 +131,8 @@ class RpcCodec:
         try:
             self._unpacker.feed(data)
         except msgpack.BufferFull:
-            self._broken = ProtocolError(
-                f"message larger than the {self.max_message_size}-byte limit"
-            )
-            raise self._broken from None
+            raise self._too_large() from None
+        self._fed += len(data)
 
     def next_message(self) -> Message | None:
         """The next complete message, or None when more bytes are needed."""
@@ -125,10 +141,16 @@ class RpcCodec:
         try:
             obj = self._unpacker.unpack()
         except msgpack.OutOfData:
+            if self._fed - self._message_start > self.max_message_size:
+                raise self._too_large() from None
             return None
         except Exception as exc:  # FormatError, StackError, UnicodeDecodeError, ValueError...
             self._broken = ProtocolError(f"malformed msgpack: {exc}")
             raise self._broken from None
+        end = self._unpacker.tell()
+        if end - self._message_start > self.max_message_size:
+            raise self._too_large()
+        self._message_start = end
         try:
             return parse_message(obj)
         except ProtocolError as exc:

@@ -150,18 +150,28 @@ class ClientConnection:
         sid = sub.id
         try:
             async for event in receive:
-                batch = [event.encode_notification(sid)]
+                batch = [event]
                 while len(batch) < _WRITE_BATCH:
                     try:
-                        batch.append(receive.receive_nowait().encode_notification(sid))
+                        batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 if receive.statistics().current_buffer_used == 0:
                     # Drained: the subscriber has room again, so it hears what it lost.
                     gap = sub.take_gap()
                     if gap is not None:
-                        batch.append(gap.encode_notification(sid))
-                await self.send(b"".join(batch))
+                        batch.append(gap)
+                data = b"".join([e.encode_notification(sid) for e in batch])
+                # A must-deliver event in the channel or in this batch bounds the
+                # write: a client that stops reading is cut off, not waited on forever.
+                with trio.CancelScope(deadline=sub.flush_deadline) as scope:
+                    sub.write_scope = scope
+                    await self.send(data)
+                sub.write_scope = None
+                if scope.cancelled_caught:
+                    sub.disconnect("a must-deliver event in time (its connection stopped reading)")
+                    return
+                sub.flushed(sum(e.must_deliver for e in batch))
         finally:
             self.subscriptions.pop(sid, None)
             self._writers -= 1
