@@ -1,0 +1,97 @@
+"""Stopping the daemon: every run still gets its cancelled RunComplete, and the process exits 0, soon."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+from support import WAIT, DaemonFactory, open_raw, open_workspace
+
+from agentctl.client import RpcError
+from agentd.rpc import ErrorCode
+
+HANG = {"chunks": ["working "], "hang": True}
+
+
+async def wait_exit(proc: object, timeout: float = WAIT) -> int:
+    """The daemon's exit status, waited for without blocking trio."""
+    import subprocess
+
+    assert isinstance(proc, subprocess.Popen)
+    return await trio.to_thread.run_sync(lambda: proc.wait(timeout=timeout))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_mid_run_cancels_every_run_delivers_their_run_completes_and_exits_0(
+    start_daemon: DaemonFactory, project: Path, signum: signal.Signals
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        first, second = await ws.new_session("one"), await ws.new_session("two")
+        runs = [await ws.send(first, HANG), await ws.send(second, HANG), await ws.send(first, "queued")]
+        assert runs[2]["queued"] is True
+        for reply in runs[:2]:
+            await ws.events.until(lambda e, r=reply: e["type"] == "message.delta" and e["payload"]["run_id"] == r["run_id"])
+        daemon.proc.send_signal(signum)
+        for reply in runs:
+            rc = await ws.events.until_complete(reply["run_id"])
+            assert rc["cancelled"] is True and rc["error"] is None
+        closed = await ws.events.until(lambda e: e["type"] == "workspace.closed")
+        assert closed["payload"] == {"workspace_id": ws.id, "reason": "shutdown"}
+    assert await wait_exit(daemon.proc) == 0
+    assert not daemon.socket_path.exists()
+
+
+async def test_shutdown_with_a_stuck_subscriber_still_exits_within_seconds(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    daemon = start_daemon("--subscriber-buffer", "64")
+    stuck = await open_raw(daemon)
+    opened = await stuck.call("workspace.open", {"path": str(project)})
+    await stuck.call("events.subscribe", {"workspace_id": opened.result["id"]})
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        reply = await ws.send(session_id, {"chunks": ["y" * 16384] * 300, "delay_ms": 2, "hang": True})
+        await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["offset"] == 299 * 16384)
+        assert (await client.call("server.status"))["events_dropped"] > 0
+        daemon.proc.send_signal(signal.SIGTERM)
+        # The subscriber that reads gets its RunComplete at once...
+        rc = await ws.events.until_complete(reply["run_id"])
+        assert rc["cancelled"] is True
+        # ...and while the daemon still waits on the stuck one, new work is refused.
+        with pytest.raises(RpcError) as refused:
+            await client.call("session.create", {"workspace_id": ws.id})
+        assert refused.value.code == ErrorCode.SHUTTING_DOWN
+        assert await client.call("ping") == {}
+    # The must-deliver timeout is 10 s, but shutdown waits on a stuck
+    # subscriber only briefly: well inside WAIT.
+    assert await wait_exit(daemon.proc) == 0
+
+
+async def test_server_shutdown_replies_then_stops_the_daemon(start_daemon: DaemonFactory) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        assert await client.call("server.shutdown") == {}
+    assert await wait_exit(daemon.proc) == 0
+
+
+async def test_server_shutdown_if_idle_refuses_while_a_run_is_active(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        reply = await ws.send(session_id, HANG)
+        with pytest.raises(RpcError) as refused:
+            await client.call("server.shutdown", {"if_idle": True})
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "1 active run" in refused.value.message
+        await ws.cancel(session_id)
+        await ws.events.until_complete(reply["run_id"])
+        assert await client.call("server.shutdown", {"if_idle": True}) == {}
+    assert await wait_exit(daemon.proc) == 0
