@@ -427,3 +427,17 @@ async def test_socket_left_by_a_killed_daemon_is_replaced_by_a_new_daemon(
         assert (await client.call("initialize"))["pid"] == second.proc.pid
         ws = await client.call("workspace.open", {"path": str(first.socket_path.parent)})
         assert ws["path"] == os.path.realpath(first.socket_path.parent)
+
+
+async def test_half_closed_client_still_gets_its_replies(ws: Workspace, daemon: Daemon) -> None:
+    # A script that writes its requests and shuts its side (`nc -N`) still reads.
+    session_id = await ws.new_session()
+    reply = await ws.send(session_id, {"chunks": ["done"], "delay_ms": 100})
+    raw = await open_raw(daemon)
+    ping = await raw.request("ping")
+    wait = await raw.request("run.wait", [{"run_id": reply["run_id"]}])
+    await raw.stream.send_eof()
+    assert (await raw.response(ping)).result == {}
+    waited = await raw.response(wait)
+    assert waited.error is None and waited.result["text"] == "done"
+    assert await raw.closed_by_peer()

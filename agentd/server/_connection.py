@@ -59,6 +59,9 @@ class ClientConnection:
         self._writers_done = trio.Event()
         self._writers = 0
         self._writers_done.set()
+        self._requests = 0
+        self._requests_done = trio.Event()
+        self._requests_done.set()
         self.claims: set[str] = set()
         self.subscriptions: dict[str, Subscriber] = {}
 
@@ -66,8 +69,13 @@ class ClientConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self._read_requests(nursery)
-                # The client hung up: nobody is left to answer or tell.
+                if await self._read_requests(nursery):
+                    # End of input may be a half-close (`nc -N`, a script piping
+                    # requests): the client can still read, so what it asked is
+                    # answered. Its subscriptions end: it sent its last request.
+                    for sub in list(self.subscriptions.values()):
+                        sub.send_channel.close()
+                    await self._requests_done.wait()
                 nursery.cancel_scope.cancel()
         except* Exception as group:
             log.exception("client %d: connection failed", self.id, exc_info=group)
@@ -81,25 +89,28 @@ class ClientConnection:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _read_requests(self, nursery: trio.Nursery) -> None:
+    async def _read_requests(self, nursery: trio.Nursery) -> bool:
+        """Read and dispatch requests; True at end of input, False when the connection must close now."""
         codec = self._codec
         while True:
             try:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
+                return False
             if not data:
-                return
+                return True
             try:
                 codec.receive_data(data)
                 while (message := codec.next_message()) is not None:
                     if type(message) is Request:
                         await self._in_flight.acquire()
+                        self._requests += 1
+                        self._requests_done = trio.Event()
                         nursery.start_soon(self._answer, message)
                     # Notifications and responses from a client ask nothing of us.
             except ProtocolError as exc:
                 log.warning("client %d: closing connection: %s", self.id, exc)
-                return
+                return False
 
     async def _answer(self, request: Request) -> None:
         after_reply: list[Callable[[], None]] = []
@@ -127,6 +138,9 @@ class ClientConnection:
                 action()
         finally:
             self._in_flight.release()
+            self._requests -= 1
+            if self._requests == 0:
+                self._requests_done.set()
 
     async def send(self, data: bytes) -> None:
         """Write one or more whole messages; a broken stream ends the connection."""

@@ -69,28 +69,29 @@ class Workspaces:
 
     async def open(self, path: str, client_id: int) -> WorkspaceHost:
         resolved = resolve_directory(path)
-        async with self._open_lock:
-            record = await self._store.workspace_for_path(resolved)
-            host = self._hosts.get(record.id)
-            if host is not None and host.closing:
-                # Reopening a directory whose workspace is on its way out: let it
-                # finish (its runs are completing) and start afresh.
-                await host.closed.wait()
-                host = None
-            if host is None:
-                host = WorkspaceHost(
-                    record.id,
-                    record.path,
-                    store=self._store,
-                    models=self._models,
-                    stats=self._stats,
-                    must_deliver_timeout=self.must_deliver_timeout,
-                    idle_grace=self._idle_grace,
-                    on_run_finished=self._on_run_finished,
-                )
-                await self._nursery.start(self._serve, host)
-            host.claim(client_id)
-            return host
+        while True:
+            async with self._open_lock:
+                record = await self._store.workspace_for_path(resolved)
+                host = self._hosts.get(record.id)
+                if host is None:
+                    host = WorkspaceHost(
+                        record.id,
+                        record.path,
+                        store=self._store,
+                        models=self._models,
+                        stats=self._stats,
+                        must_deliver_timeout=self.must_deliver_timeout,
+                        idle_grace=self._idle_grace,
+                        on_run_finished=self._on_run_finished,
+                    )
+                    await self._nursery.start(self._serve, host)
+                if not host.closing:
+                    host.claim(client_id)
+                    return host
+            # Reopening a directory whose workspace is on its way out: let it
+            # finish (its runs are completing) and start afresh. The lock is not
+            # held meanwhile, so other directories open without waiting.
+            await host.closed.wait()
 
     async def _serve(self, host: WorkspaceHost, *, task_status: trio.TaskStatus[None]) -> None:
         self._hosts[host.id] = host

@@ -70,7 +70,6 @@ class WorkspaceHost:
                 )
                 task_status.started()
                 await self._close_requested.wait()
-                self.closing = True
                 log.info("closing workspace %s (%s)", self.id, self._close_reason)
                 self._dispatcher.close()
                 if self._idle_scope is not None:
@@ -88,6 +87,9 @@ class WorkspaceHost:
 
     def request_close(self, reason: str) -> None:
         if not self._close_requested.is_set():
+            # Closing from this moment: nobody may claim it or start work in it
+            # in the tick before serve() wakes up to close it.
+            self.closing = True
             self._close_reason = reason
             self._close_requested.set()
 
