@@ -213,7 +213,10 @@ class Methods:
             raise RpcError(ErrorCode.INVALID_PARAMS, f"run_id: must be 1 to {_MAX_RUN_ID} characters")
         host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
         state = self._state
-        if state.runs.get(run_id) is not None or await state.store.get_run(run_id) is not None:
+        used = await state.store.get_run(run_id) is not None
+        # Checked again after the await, with no checkpoint before the accept:
+        # two sends racing with one run_id cannot both get in.
+        if used or state.runs.get(run_id) is not None:
             raise RpcError(ErrorCode.CONFLICT, f"run_id: {run_id!r} is already used")
         run = Run(run_id, host.id, record.id, p.prompt, p.model)
         # From here the run is the workspace's: a client that hangs up now must
