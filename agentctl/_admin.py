@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-
 from typing import Any
 
 import trio
@@ -120,5 +119,3 @@ def stop(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_client(args, body, autostart=False)
-
-

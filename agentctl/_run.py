@@ -199,7 +199,10 @@ class RunCommand:
             async with open_client(self.socket_path) as client:
                 rc = await client.call("run.wait", {"run_id": self.run_id})
         except (OSError, ConnectionLost, RpcError) as exc:
-            return Outcome(EXIT_LOST, f"lost the connection to agentd before the run completed ({reason}); run.wait: {exc}")
+            return Outcome(
+                EXIT_LOST,
+                f"lost the connection to agentd before the run completed ({reason}); run.wait: {exc}",
+            )
         text, outcome = stream.complete(rc)
         if self.json_output:
             self._write(json.dumps({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
@@ -234,7 +237,12 @@ class RunCommand:
     async def _cancel_run(self, client: Client, stream: RunStream, scope: trio.CancelScope) -> None:
         try:
             await client.call(
-                "agent.cancel", {"workspace_id": self._workspace_id, "session_id": stream.session_id}
+                "agent.cancel",
+                {
+                    "workspace_id": self._workspace_id,
+                    "session_id": stream.session_id,
+                    "run_id": stream.run_id,
+                },
             )
         except (RpcError, ConnectionLost):
             pass

@@ -22,7 +22,10 @@ def _add_socket(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--socket",
         metavar="PATH",
         default=None if top else argparse.SUPPRESS,
-        help="daemon socket (default: $AGENTD_SOCKET, $XDG_RUNTIME_DIR/agentd/agentd.sock, /tmp/agentd-$UID/agentd.sock)",
+        help=(
+            "daemon socket (default: $AGENTD_SOCKET, $XDG_RUNTIME_DIR/agentd/agentd.sock,"
+            " /tmp/agentd-$UID/agentd.sock)"
+        ),
     )
 
 
@@ -59,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stop = sub.add_parser("stop", help="stop the daemon")
     _add_socket(stop, top=False)
-    stop.add_argument("--if-idle", action="store_true", help="only when no run is active and no other client is connected")
+    stop.add_argument(
+        "--if-idle", action="store_true", help="only when no run is active and no other client is connected"
+    )
     return parser
 
 

@@ -143,14 +143,20 @@ async def open_client(
     """Connect to the daemon at `socket_path`; the connection closes with the block."""
     stream = await trio.open_unix_socket(str(socket_path))
     client = Client(stream, max_message_size=max_message_size)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client._read)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await client.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._read)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            # One error from the caller's block: hand it back as itself, not as a group.
+            raise group.exceptions[0] from None
+        raise
 
 
 def event_params(params: Any) -> dict[str, Any] | None:
@@ -158,4 +164,3 @@ def event_params(params: Any) -> dict[str, Any] | None:
     if isinstance(params, list) and len(params) == 1 and isinstance(params[0], dict):
         return params[0]
     return None
-

@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 
 
 class Outcome:
-    __slots__ = ("exit_code", "error", "cancelled")
+    __slots__ = ("cancelled", "error", "exit_code")
 
     def __init__(self, exit_code: int, error: str | None = None, cancelled: bool = False) -> None:
         self.exit_code = exit_code

@@ -64,7 +64,7 @@ def start_daemon(short_tmp: Path, env: dict[str, str]) -> Iterator[DaemonFactory
             except subprocess.TimeoutExpired:
                 daemon.proc.kill()
                 daemon.proc.wait()
-                raise AssertionError("agentd did not exit within 10s of SIGTERM:\n" + daemon.log())
+                raise AssertionError("agentd did not exit within 10s of SIGTERM:\n" + daemon.log()) from None
 
 
 @pytest.fixture

@@ -39,7 +39,6 @@ class Daemon:
         return self.proc.wait(timeout=timeout)
 
 
-
 DaemonFactory = Callable[..., Daemon]
 
 

@@ -8,7 +8,7 @@ import re
 import select
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,7 @@ from support import WAIT, Daemon, DaemonFactory, Workspace, agentctl_command, op
 
 import agentd
 from agentctl.autostart import is_listening
-
-HANG = json.dumps({"chunks": ["x"], "hang": True})
-
+from agentctl.client import Client
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -153,13 +151,17 @@ async def test_run_prints_the_echoed_prompt_and_exits_0(daemon: Daemon, project:
 async def test_run_with_scripted_error_exits_1_with_the_error_on_stderr(
     daemon: Daemon, project: Path, env: dict[str, str]
 ) -> None:
-    result = await run_agentctl("run", *scripted({"chunks": ["partial"], "error": "the model fell over"}), env=env, cwd=project)
+    result = await run_agentctl(
+        "run", *scripted({"chunks": ["partial"], "error": "the model fell over"}), env=env, cwd=project
+    )
     assert result.returncode == 1
     assert result.stdout == b"partial\n"
     assert b"the model fell over" in result.stderr
 
 
-async def test_run_with_unknown_model_exits_1_naming_the_model(daemon: Daemon, project: Path, env: dict[str, str]) -> None:
+async def test_run_with_unknown_model_exits_1_naming_the_model(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
     result = await run_agentctl("run", "--model", "no-such-model", "hi", env=env, cwd=project)
     assert result.returncode == 1
     assert b"no-such-model" in result.stderr
@@ -323,7 +325,12 @@ async def test_run_continue_picks_the_most_recently_updated_session(
     result = await run_agentctl("run", "--continue", "two", env=env, cwd=project)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"two\n"
-    assert await messages(ws, older) == [("user", "one"), ("assistant", "one"), ("user", "two"), ("assistant", "two")]
+    assert await messages(ws, older) == [
+        ("user", "one"),
+        ("assistant", "one"),
+        ("user", "two"),
+        ("assistant", "two"),
+    ]
     assert await messages(ws, newer) == []
     sessions = await ws.client.call("session.list", {"workspace_id": ws.id})
     assert len(sessions) == 2
@@ -344,7 +351,9 @@ async def test_run_new_session_is_titled_with_the_prompt(ws: Workspace, project:
     assert [s["title"] for s in sessions] == ["a title worth keeping"]
 
 
-async def test_run_with_unknown_session_exits_1_with_not_found(daemon: Daemon, project: Path, env: dict[str, str]) -> None:
+async def test_run_with_unknown_session_exits_1_with_not_found(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
     result = await run_agentctl("run", "--session", "ses_does_not_exist", "hi", env=env, cwd=project)
     assert result.returncode == 1
     assert b"no such session" in result.stderr
@@ -439,7 +448,9 @@ async def test_run_exits_3_when_the_daemon_dies_before_run_complete(
     async with daemon.client() as client:
         ws = await open_workspace(client, project)
         async with trio.open_nursery() as nursery:
-            _, bg = await start_agentctl(nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project)
+            _, bg = await start_agentctl(
+                nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project
+            )
             await ws.events.until(lambda e: e["type"] == "message.delta")
             daemon.proc.kill()
             result = await bg.finished()
@@ -448,11 +459,137 @@ async def test_run_exits_3_when_the_daemon_dies_before_run_complete(
     assert b"lost the connection" in result.stderr
 
 
+async def _cut_off_while_stopped(
+    daemon: Daemon,
+    client: Client,
+    workspace_id: str,
+    proc: trio.Process,
+    before_resume: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Get agentctl's connection dropped by a daemon that stays up.
+
+    agentctl is stopped (SIGSTOP) so it reads nothing; a flood of events in its
+    workspace fills its socket, and the daemon cuts it off once a must-deliver
+    event cannot reach it in time. Then it runs again and finds the connection gone.
+    """
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        flood = await client.call("session.create", {"workspace_id": workspace_id, "title": "flood"})
+        prompt = " ".join(["w"] * 8000)
+        await client.call("agent.send", {"workspace_id": workspace_id, "session_id": flood["id"], "prompt": prompt})
+        # No event reaches us about someone else's connection: the daemon's log says it.
+        with trio.fail_after(WAIT):
+            while "disconnecting" not in daemon.log():
+                await trio.sleep(0.02)
+        if before_resume is not None:
+            await before_resume()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+async def _finish(proc: trio.Process) -> tuple[int, bytes, bytes]:
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = b"", b""
+    with trio.fail_after(WAIT):
+        while chunk := await proc.stdout.receive_some(65536):
+            out += chunk
+        while chunk := await proc.stderr.receive_some(65536):
+            err += chunk
+        return await proc.wait(), out, err
+
+
+async def _start_piped(nursery: trio.Nursery, *args: str, env: dict[str, str], cwd: Path) -> trio.Process:
+    proc: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            [*agentctl_command(), *args],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    )
+    return proc
+
+
+async def _read_until(proc: trio.Process, marker: bytes) -> bytes:
+    assert proc.stdout is not None
+    seen = b""
+    with trio.fail_after(WAIT):
+        while marker not in seen:
+            chunk = await proc.stdout.receive_some(1024)
+            assert chunk, f"agentctl closed its stdout before printing {marker!r}"
+            seen += chunk
+    return seen
+
+
+async def test_run_recovers_the_outcome_with_run_wait_after_the_daemon_cut_it_off(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    daemon = start_daemon("--subscriber-buffer", "16", "--must-deliver-timeout", "0.5")
+    async with daemon.client() as client:
+        ws = await client.call("workspace.open", {"path": str(project)})
+        # This client subscribes to nothing, so it never lags behind the flood.
+        async with trio.open_nursery() as nursery:
+            proc = await _start_piped(nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project)
+            seen = await _read_until(proc, b"x")
+            await _cut_off_while_stopped(daemon, client, ws["id"], proc)
+            # agentctl now asks run.wait on a new connection; the run ends while (or before) it waits.
+            sessions = await client.call("session.list", {"workspace_id": ws["id"]})
+            (ours,) = [s for s in sessions if s["title"].startswith('{"chunks"')]
+            await client.call("agent.cancel", {"workspace_id": ws["id"], "session_id": ours["id"]})
+            code, out, err = await _finish(proc)
+    assert b"Traceback" not in err, err.decode()
+    assert code == 1, err
+    assert b"run cancelled" in err
+    assert seen + out == b"x\n"
+
+
+async def test_run_exits_3_when_the_daemon_dies_during_run_wait(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    daemon = start_daemon("--subscriber-buffer", "16", "--must-deliver-timeout", "0.5")
+    async with daemon.client() as client:
+        ws = await client.call("workspace.open", {"path": str(project)})
+        # This client subscribes to nothing, so it never lags behind the flood.
+
+        async def clients() -> int:
+            return int((await client.call("server.status"))["clients"])
+
+        async with trio.open_nursery() as nursery:
+            proc = await _start_piped(nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project)
+            await _read_until(proc, b"x")
+
+            async def only_ours_left() -> None:
+                # No event tells us about another client's connection: ask until
+                # agentctl's is gone (it is stopped, so it cannot reconnect yet).
+                with trio.fail_after(WAIT):
+                    while await clients() != 1:
+                        await trio.sleep(0.02)
+
+            await _cut_off_while_stopped(daemon, client, ws["id"], proc, before_resume=only_ours_left)
+            # agentctl resumes, finds its connection gone and asks run.wait on a new
+            # one, which waits: the run hangs.
+            with trio.fail_after(WAIT):
+                while await clients() != 2:
+                    await trio.sleep(0.02)
+            daemon.proc.kill()
+            code, _, err = await _finish(proc)
+    await wait_daemon_exit(daemon)
+    assert b"Traceback" not in err, err.decode()
+    assert code == 3, err
+    assert b"lost the connection" in err
+
+
 async def test_ctrl_c_cancels_the_run_and_exits_130(daemon: Daemon, project: Path, env: dict[str, str]) -> None:
     async with daemon.client() as client:
         ws = await open_workspace(client, project)
         async with trio.open_nursery() as nursery:
-            proc, bg = await start_agentctl(nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project)
+            proc, bg = await start_agentctl(
+                nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project
+            )
             delta = await ws.events.until(lambda e: e["type"] == "message.delta")
             run_id = delta["payload"]["run_id"]
             proc.send_signal(signal.SIGINT)
@@ -567,7 +704,9 @@ async def test_sessions_lists_the_sessions_of_the_workspace(ws: Workspace, proje
     assert {s["id"] for s in json.loads(as_json.stdout)} == {first, second}
 
 
-async def test_cancel_cancels_a_hanging_run_of_another_client(ws: Workspace, project: Path, env: dict[str, str]) -> None:
+async def test_cancel_cancels_a_hanging_run_of_another_client(
+    ws: Workspace, project: Path, env: dict[str, str]
+) -> None:
     session_id = await ws.new_session()
     reply = await ws.send(session_id, {"chunks": ["x"], "hang": True})
     await ws.events.until(lambda e: e["type"] == "run.started" and e["payload"]["run_id"] == reply["run_id"])
@@ -584,6 +723,24 @@ async def test_cancel_with_nothing_running_says_so(daemon: Daemon, project: Path
     assert b"nothing to cancel" in result.stdout
 
 
+async def test_cancel_of_an_unknown_session_exits_1_with_not_found(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
+    result = await run_agentctl("cancel", "--session", "ses_does_not_exist", env=env, cwd=project)
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"agentctl: ") and b"no such session" in result.stderr
+
+
+async def test_sessions_of_a_missing_directory_exits_1_with_not_found(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
+    result = await run_agentctl("sessions", "--cwd", str(project / "gone"), env=env, cwd=project)
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"agentctl: ") and b"no such directory" in result.stderr
+
+
 async def test_stop_stops_the_daemon(daemon: Daemon, env: dict[str, str]) -> None:
     result = await run_agentctl("stop", env=env)
     assert result.returncode == 0, result.stderr
@@ -595,8 +752,9 @@ async def test_stop_if_idle_refuses_while_another_client_is_connected(daemon: Da
     async with daemon.client() as client:
         await client.call("ping")
         result = await run_agentctl("stop", "--if-idle", env=env)
+        assert b"Traceback" not in result.stderr, result.stderr.decode()
         assert result.returncode == 1
-        assert b"not idle" in result.stderr
+        assert result.stderr.startswith(b"agentctl: ") and b"not idle" in result.stderr
         assert await client.call("ping") == {}
     assert daemon.proc.poll() is None
 

@@ -38,9 +38,7 @@ def test_params_array_with_two_elements_is_refused() -> None:
     assert "at most one map" in invalid([{"workspace_id": "w"}, {}], WorkspaceRef)
 
 
-@pytest.mark.parametrize(
-    ("first", "named"), [("w", "str"), (None, "nil"), (["w"], "list"), (1, "int")], ids=repr
-)
+@pytest.mark.parametrize(("first", "named"), [("w", "str"), (None, "nil"), (["w"], "list"), (1, "int")], ids=repr)
 def test_params_0_that_is_not_a_map_is_refused_and_its_type_named(first: object, named: str) -> None:
     message = invalid([first], WorkspaceRef)
     assert "params[0] must be a map" in message

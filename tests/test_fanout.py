@@ -147,9 +147,7 @@ async def test_must_deliver_waits_for_a_subscriber_that_is_briefly_slow(
         assert terminal["text"] == CHUNK * 100
 
 
-async def test_slow_subscriber_does_not_hold_back_a_fast_one(
-    start_daemon: DaemonFactory, project: Path
-) -> None:
+async def test_slow_subscriber_does_not_hold_back_a_fast_one(start_daemon: DaemonFactory, project: Path) -> None:
     daemon = start_daemon("--subscriber-buffer", "8", "--must-deliver-timeout", "5")
     stuck = await open_raw(daemon)
     await stalled_subscriber(stuck, project)

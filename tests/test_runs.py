@@ -204,7 +204,8 @@ async def test_two_clients_on_one_workspace_see_the_same_run(daemon: Daemon, ws:
         mine = await ws.events.until_complete(reply["run_id"])
         theirs = await other.events.until_complete(reply["run_id"])
         assert mine == theirs
-        run_events = lambda w: [  # noqa: E731
-            (e["seq"], e["type"]) for e in w.events.seen if e["payload"].get("run_id") == reply["run_id"]
-        ]
+
+        def run_events(w: Workspace) -> list[tuple[int, str]]:
+            return [(e["seq"], e["type"]) for e in w.events.seen if e["payload"].get("run_id") == reply["run_id"]]
+
         assert run_events(ws) == run_events(other)

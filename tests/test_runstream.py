@@ -25,7 +25,13 @@ _seq = itertools.count(1)
 
 
 def envelope(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"subscription_id": "sub_1", "workspace_id": "ws_1", "seq": next(_seq), "type": kind, "payload": payload}
+    return {
+        "subscription_id": "sub_1",
+        "workspace_id": "ws_1",
+        "seq": next(_seq),
+        "type": kind,
+        "payload": payload,
+    }
 
 
 def delta(text: str, offset: int, *, run_id: str = RUN, message_id: str = MESSAGE) -> dict[str, Any]:
@@ -108,7 +114,9 @@ def test_agent_error_with_foreign_run_id_is_ignored_whatever_its_session(session
     assert outcome is not None and outcome.exit_code == EXIT_OK
 
 
-@pytest.mark.parametrize("session", [SESSION, OTHER_SESSION, None], ids=["our_session", "other_session", "missing_session"])
+@pytest.mark.parametrize(
+    "session", [SESSION, OTHER_SESSION, None], ids=["our_session", "other_session", "missing_session"]
+)
 def test_agent_error_with_our_run_id_is_fatal(session: str | None) -> None:
     stream = RunStream(SESSION, RUN)
     payload: dict[str, Any] = {"run_id": RUN, "message": "model exploded"}

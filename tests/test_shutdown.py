@@ -34,7 +34,9 @@ async def test_signal_mid_run_cancels_every_run_delivers_their_run_completes_and
         runs = [await ws.send(first, HANG), await ws.send(second, HANG), await ws.send(first, "queued")]
         assert runs[2]["queued"] is True
         for reply in runs[:2]:
-            await ws.events.until(lambda e, r=reply: e["type"] == "message.delta" and e["payload"]["run_id"] == r["run_id"])
+            await ws.events.until(
+                lambda e, r=reply: e["type"] == "message.delta" and e["payload"]["run_id"] == r["run_id"]
+            )
         daemon.proc.send_signal(signum)
         for reply in runs:
             rc = await ws.events.until_complete(reply["run_id"])

@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw
+from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw, open_workspace
 
 import agentd
 from agentctl.client import Client, RpcError
@@ -175,17 +175,13 @@ async def test_method_that_is_not_a_string_gets_error_5(daemon: Daemon, method: 
         pytest.param("workspace.open", [{}], "params.path", id="missing-field"),
         pytest.param("workspace.open", [{"path": None}], "params.path", id="nil-for-a-string"),
         pytest.param("workspace.open", [{"path": 5}], "params.path", id="int-for-a-string"),
-        pytest.param(
-            "run.wait", [{"run_id": "r", "timeout": "1"}], "params.timeout", id="string-for-a-number"
-        ),
+        pytest.param("run.wait", [{"run_id": "r", "timeout": "1"}], "params.timeout", id="string-for-a-number"),
         pytest.param("server.shutdown", [{"if_idle": 1}], "params.if_idle", id="int-for-a-boolean"),
         pytest.param("workspace.open", [{"path": "/", "colour": "red"}], "colour", id="unknown-extra-field"),
         pytest.param("ping", [{"colour": "red"}], "colour", id="extra-field-for-no-params"),
     ],
 )
-async def test_bad_params_get_error_1_naming_the_field(
-    daemon: Daemon, method: str, params: object, named: str
-) -> None:
+async def test_bad_params_get_error_1_naming_the_field(daemon: Daemon, method: str, params: object, named: str) -> None:
     raw = await open_raw(daemon)
     msgid = await raw.request(method, params)
     code, message = error_of(await raw.response(msgid))
@@ -238,9 +234,7 @@ async def test_pipelined_requests_in_one_write_are_all_answered_with_their_msgid
 # --- ordering and run.wait ------------------------------------------------------------
 
 
-async def test_replies_go_out_of_order_a_ping_overtakes_a_blocked_run_wait(
-    daemon: Daemon, ws: Workspace
-) -> None:
+async def test_replies_go_out_of_order_a_ping_overtakes_a_blocked_run_wait(daemon: Daemon, ws: Workspace) -> None:
     session_id, run_id = await hanging_run(ws)
     raw = await open_raw(daemon)
     wait_id = await raw.request("run.wait", [{"run_id": run_id}])
@@ -305,6 +299,7 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
         "uptime_s": float,
         "workspaces": int,
         "clients": int,
+        "subscriptions": int,
         "active_runs": int,
         "events_dropped": int,
     }
@@ -313,7 +308,7 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
         assert type(status[field]) is kind, (field, status[field])
     assert status["pid"] == daemon.proc.pid
     assert status["uptime_s"] >= 0
-    assert status["workspaces"] == 1 and status["clients"] == 1
+    assert status["workspaces"] == 1 and status["clients"] == 1 and status["subscriptions"] == 1
     assert status["active_runs"] == 0 and status["events_dropped"] == 0
 
     async with daemon.client() as other:
@@ -326,9 +321,7 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
 # --- one client's trouble is its own ------------------------------------------------------
 
 
-async def test_client_disconnecting_mid_request_does_not_disturb_another(
-    daemon: Daemon, ws: Workspace
-) -> None:
+async def test_client_disconnecting_mid_request_does_not_disturb_another(daemon: Daemon, ws: Workspace) -> None:
     session_id, run_id = await hanging_run(ws)
     async with bystander(daemon) as other, trio.open_nursery() as nursery:
         waited: list[Any] = []
@@ -400,9 +393,7 @@ async def test_second_daemon_on_same_socket_exits_nonzero_and_first_keeps_servin
         assert (await client.call("initialize"))["pid"] == daemon.proc.pid
 
 
-async def test_stale_socket_file_is_replaced_by_a_new_daemon(
-    start_daemon: DaemonFactory, env: dict[str, str]
-) -> None:
+async def test_stale_socket_file_is_replaced_by_a_new_daemon(start_daemon: DaemonFactory, env: dict[str, str]) -> None:
     path = Path(env["AGENTD_SOCKET"])
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))
@@ -419,9 +410,7 @@ async def test_socket_left_by_a_killed_daemon_is_replaced_by_a_new_daemon(
     first = start_daemon()
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(timeout=WAIT)
-    assert stat.S_ISSOCK(os.lstat(first.socket_path).st_mode), (
-        "expected the killed daemon's socket left behind"
-    )
+    assert stat.S_ISSOCK(os.lstat(first.socket_path).st_mode), "expected the killed daemon's socket left behind"
     second = start_daemon()
     async with second.client() as client:
         assert (await client.call("initialize"))["pid"] == second.proc.pid
@@ -441,3 +430,26 @@ async def test_half_closed_client_still_gets_its_replies(ws: Workspace, daemon: 
     waited = await raw.response(wait)
     assert waited.error is None and waited.result["text"] == "done"
     assert await raw.closed_by_peer()
+
+
+async def test_subscriptions_of_a_closed_connection_are_forgotten(daemon: Daemon, project: Path) -> None:
+    gone = await open_raw(daemon)
+    opened = await gone.call("workspace.open", {"path": str(project)})
+    assert (await gone.call("events.subscribe", {"workspace_id": opened.result["id"]})).error is None
+    async with daemon.client() as client:
+        await client.call("workspace.open", {"path": str(project)})
+        assert (await client.call("server.status"))["subscriptions"] == 1
+        await gone.stream.aclose()
+        # Left behind, it would fill with events nobody reads and hold up every
+        # must-deliver event for the full timeout.
+        with trio.fail_after(WAIT):
+            while (await client.call("server.status"))["subscriptions"] != 0:
+                await trio.sleep(0.02)
+
+
+async def test_unsubscribe_ends_the_subscription_once(ws: Workspace) -> None:
+    sid = ws.events.subscription_id
+    assert await ws.client.call("events.unsubscribe", {"subscription_id": sid}) == {}
+    with pytest.raises(RpcError) as again:
+        await ws.client.call("events.unsubscribe", {"subscription_id": sid})
+    assert again.value.code == 2

@@ -67,9 +67,7 @@ async def test_same_directory_by_symlink_and_dotdot_from_two_connections_is_one_
         assert by_link["id"] == by_dotdot["id"]
         assert by_link["path"] == by_dotdot["path"] == os.path.realpath(project)
         listed = await a.call("workspace.list")
-        assert [(w["id"], w["path"], w["clients"]) for w in listed] == [
-            (by_link["id"], os.path.realpath(project), 2)
-        ]
+        assert [(w["id"], w["path"], w["clients"]) for w in listed] == [(by_link["id"], os.path.realpath(project), 2)]
 
 
 async def test_workspace_open_of_relative_path_gets_error_1(daemon: Daemon, project: Path) -> None:
@@ -220,9 +218,7 @@ async def test_session_delete_of_busy_session_gets_error_3_and_session_survives(
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", " \n\t "])
-async def test_agent_send_with_blank_prompt_gets_error_1_and_creates_no_run(
-    ws: Workspace, prompt: str
-) -> None:
+async def test_agent_send_with_blank_prompt_gets_error_1_and_creates_no_run(ws: Workspace, prompt: str) -> None:
     session_id = await ws.new_session()
     err = await call_error(
         ws.client,
@@ -270,9 +266,7 @@ async def test_agent_send_with_duplicate_run_id_gets_error_3(ws: Workspace) -> N
         {"workspace_id": ws.id, "session_id": second, "prompt": "again", "run_id": "client-run-2"},
     )
     assert err.code == 3
-    assert (await ws.client.call("session.get", {"workspace_id": ws.id, "session_id": second}))[
-        "busy"
-    ] is False
+    assert (await ws.client.call("session.get", {"workspace_id": ws.id, "session_id": second}))["busy"] is False
     await ws.cancel(first)
     await ws.events.until_complete("client-run-2")
 

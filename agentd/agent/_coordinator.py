@@ -92,9 +92,7 @@ class SessionAgent:
                             continue
                         broker.publish(
                             events.MESSAGE_DELTA,
-                            unstructure(
-                                MessageDelta(run.session_id, run.id, message_id, length, part.text)
-                            ),
+                            unstructure(MessageDelta(run.session_id, run.id, message_id, length, part.text)),
                         )
                         text_parts.append(part.text)
                         length += len(part.text)
@@ -107,14 +105,16 @@ class SessionAgent:
             text = "".join(text_parts)
             with trio.move_on_after(self._terminal.bound, shield=True):
                 if message_id is not None:
-                    reason = finish_reason or ("cancelled" if cancelled else "error")
                     if error is not None:
                         reason = "error"
+                    elif cancelled:
+                        reason = "cancelled"
+                    else:
+                        # A stream that simply ends has finished normally.
+                        reason = finish_reason or "stop"
                     final = await store.update_message(message_id, text, reason)
                     broker.publish(events.MESSAGE_UPDATED, unstructure(final))
-                await self._terminal.complete(
-                    run, message_id=message_id, text=text, error=error, cancelled=cancelled
-                )
+                await self._terminal.complete(run, message_id=message_id, text=text, error=error, cancelled=cancelled)
 
 
 def _classify(exc: BaseException) -> tuple[bool, str | None]:

@@ -26,7 +26,5 @@ class ModelRegistry:
         key = name or self.default
         model = self._models.get(key)
         if model is None:
-            raise UnknownModelError(
-                f"unknown model {key!r} (available: {', '.join(self.names())})"
-            )
+            raise UnknownModelError(f"unknown model {key!r} (available: {', '.join(self.names())})")
         return model

@@ -187,7 +187,11 @@ class AgentSendParams:
     model: str | None = None
 
 
-AgentCancelParams = SessionRef
+@attrs.frozen
+class AgentCancelParams:
+    workspace_id: str
+    session_id: str
+    run_id: str | None = None
 
 
 @attrs.frozen

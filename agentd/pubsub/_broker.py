@@ -38,7 +38,7 @@ _NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subs
 class Event:
     """One published event, shared by every subscriber it is fanned out to."""
 
-    __slots__ = ("workspace_id", "seq", "type", "payload", "must_deliver", "_tail")
+    __slots__ = ("_tail", "must_deliver", "payload", "seq", "type", "workspace_id")
 
     def __init__(
         self,
@@ -102,22 +102,33 @@ class Subscriber:
         workspace_id: str,
         capacity: int,
         on_overflow: Callable[[Subscriber], None],
+        on_close: Callable[[Subscriber], None],
     ) -> None:
         self.id = subscription_id
         self.workspace_id = workspace_id
         self.send_channel, self.receive_channel = trio.open_memory_channel[Event](capacity)
         self._on_overflow = on_overflow
+        self._on_close = on_close
         self.dropped_total = 0
         # Dropped since the last gap this subscriber was told about.
         self._dropped_pending = 0
         self._last_dropped_seq = 0
+        # Must-deliver events that found no room wait their turn, in seq order:
+        # tickets are handed out as they are published, served strictly in turn.
+        self._tickets_issued = 0
+        self._turn = 0
+        self._abandoned: set[int] = set()
+        self._turn_changed = trio.lowlevel.ParkingLot()
         # Deadlines of the must-deliver events queued but not yet written out,
         # oldest first: the writer must flush each by its deadline or the
         # subscriber is disconnected. A channel with room is not delivery.
         self._flush_deadlines: deque[float] = deque()
         #: The writer's current write, whose deadline a new must-deliver event tightens.
         self.write_scope: trio.CancelScope | None = None
+        self.closed = False
         self.disconnected = False
+
+    # --- the writer's side
 
     @property
     def flush_deadline(self) -> float:
@@ -129,12 +140,6 @@ class Subscriber:
         for _ in range(must_deliver_count):
             if self._flush_deadlines:
                 self._flush_deadlines.popleft()
-
-    def _queued_must_deliver(self, deadline: float) -> None:
-        self._flush_deadlines.append(deadline)
-        scope = self.write_scope
-        if scope is not None and deadline < scope.deadline:
-            scope.deadline = deadline
 
     def take_gap(self) -> Event | None:
         """The `events.gap` owed to this subscriber, if any, clearing the debt."""
@@ -149,31 +154,12 @@ class Subscriber:
         self._dropped_pending = 0
         return gap
 
-    def _try_put(self, event: Event) -> bool:
-        """Queue `event` if there is room now."""
-        if self._dropped_pending:
-            # The gap goes where the lost events were, ahead of anything newer.
-            gap = self.take_gap()
-            assert gap is not None
-            try:
-                self.send_channel.send_nowait(gap)
-            except trio.WouldBlock:
-                self._dropped_pending = gap.payload["dropped"]
-            except trio.ClosedResourceError:
-                return True
-        try:
-            self.send_channel.send_nowait(event)
-        except trio.WouldBlock:
-            return False
-        except trio.ClosedResourceError:
-            pass  # unsubscribed or disconnected: nobody left to tell
-        return True
-
-    def _drop(self, event: Event, stats: DropStats) -> None:
-        self._dropped_pending += 1
-        self._last_dropped_seq = event.seq
-        self.dropped_total += 1
-        stats.events_dropped += 1
+    def close(self) -> None:
+        """End the subscription: the broker forgets it, its writer drains and stops."""
+        if not self.closed:
+            self.closed = True
+            self.send_channel.close()
+            self._on_close(self)
 
     def disconnect(self, missed: str) -> None:
         """Cut off a subscriber that did not take a must-deliver event in time, and say so."""
@@ -186,8 +172,73 @@ class Subscriber:
             missed,
         )
         self.disconnected = True
-        self.send_channel.close()
+        self.close()
         self._on_overflow(self)
+
+    # --- the broker's side
+
+    def _try_put(self, event: Event) -> bool:
+        """Queue `event` now if it can go in order; False if it would have to wait."""
+        if self.closed:
+            return True  # nobody left to tell
+        if self._turn != self._tickets_issued:
+            return False  # must-deliver events are waiting: nothing overtakes them
+        if self._dropped_pending:
+            # The gap goes where the lost events were, ahead of anything newer.
+            gap = self.take_gap()
+            assert gap is not None
+            try:
+                self.send_channel.send_nowait(gap)
+            except trio.WouldBlock:
+                self._dropped_pending = gap.payload["dropped"]
+        try:
+            self.send_channel.send_nowait(event)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def _drop(self, event: Event, stats: DropStats) -> None:
+        self._dropped_pending += 1
+        self._last_dropped_seq = event.seq
+        self.dropped_total += 1
+        stats.events_dropped += 1
+
+    def _queued_must_deliver(self, deadline: float) -> None:
+        if self.closed:
+            return
+        self._flush_deadlines.append(deadline)
+        scope = self.write_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    def _take_ticket(self) -> int:
+        ticket = self._tickets_issued
+        self._tickets_issued += 1
+        return ticket
+
+    async def _put_in_turn(self, ticket: int, event: Event, deadline: float) -> None:
+        """Wait for room, behind every must-deliver event published before this one."""
+        try:
+            while self._turn != ticket:
+                await self._turn_changed.park()
+            # Events lost before this one are owed first: the gap goes ahead.
+            gap = self.take_gap()
+            if gap is not None:
+                await self.send_channel.send(gap)
+            await self.send_channel.send(event)
+            self._queued_must_deliver(deadline)
+        finally:
+            self._end_turn(ticket)
+
+    def _end_turn(self, ticket: int) -> None:
+        if self._turn != ticket:
+            self._abandoned.add(ticket)  # gave up before its turn: skip it when it comes
+            return
+        self._turn += 1
+        while self._turn in self._abandoned:
+            self._abandoned.discard(self._turn)
+            self._turn += 1
+        self._turn_changed.unpark_all()
 
 
 class Broker:
@@ -209,20 +260,27 @@ class Broker:
     def seq(self) -> int:
         return self._seq
 
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
     def subscribe(
         self,
         subscription_id: str,
         capacity: int,
         on_overflow: Callable[[Subscriber], None],
     ) -> Subscriber:
-        sub = Subscriber(subscription_id, self.workspace_id, capacity, on_overflow)
+        sub = Subscriber(subscription_id, self.workspace_id, capacity, on_overflow, self._forget)
         self._subscribers[subscription_id] = sub
         return sub
 
+    def _forget(self, sub: Subscriber) -> None:
+        if self._subscribers.get(sub.id) is sub:
+            del self._subscribers[sub.id]
+
     def unsubscribe(self, subscription_id: str) -> None:
-        sub = self._subscribers.pop(subscription_id, None)
+        sub = self._subscribers.get(subscription_id)
         if sub is not None:
-            sub.send_channel.close()
+            sub.close()
 
     def _next_event(self, type: str, payload: dict[str, Any], must_deliver: bool = False) -> Event:
         self._seq += 1
@@ -245,38 +303,29 @@ class Broker:
         """
         event = self._next_event(type, payload, must_deliver=True)
         deadline = trio.current_time() + self.must_deliver_timeout
-        waiting: list[Subscriber] = []
+        waiting: list[tuple[Subscriber, int]] = []
         for sub in list(self._subscribers.values()):
             if sub._try_put(event):
                 sub._queued_must_deliver(deadline)
             else:
-                waiting.append(sub)
+                # The ticket is taken now, in publish order, not when a task starts.
+                waiting.append((sub, sub._take_ticket()))
         if waiting:
             async with trio.open_nursery() as nursery:
-                for sub in waiting:
-                    nursery.start_soon(self._deliver_or_disconnect, sub, event, deadline)
+                for sub, ticket in waiting:
+                    nursery.start_soon(self._deliver_or_disconnect, sub, ticket, event, deadline)
         return event
 
-    async def _deliver_or_disconnect(self, sub: Subscriber, event: Event, deadline: float) -> None:
+    async def _deliver_or_disconnect(self, sub: Subscriber, ticket: int, event: Event, deadline: float) -> None:
         with trio.move_on_at(deadline):
             try:
-                # Events lost before this one are owed first: the gap goes ahead.
-                gap = sub.take_gap()
-                if gap is not None:
-                    await sub.send_channel.send(gap)
-                await sub.send_channel.send(event)
-                sub._queued_must_deliver(deadline)
+                await sub._put_in_turn(ticket, event, deadline)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pass  # it went away while we waited: nothing left to deliver to
             return
-        self.disconnect_lagging(sub, event)
-
-    def disconnect_lagging(self, sub: Subscriber, event: Event) -> None:
-        self._subscribers.pop(sub.id, None)
         sub.disconnect(f"{event.type} seq={event.seq} within {self.must_deliver_timeout:.1f}s")
 
     def close(self) -> None:
         """End every subscription: their writers drain what is queued and stop."""
-        for sub in self._subscribers.values():
-            sub.send_channel.close()
-        self._subscribers.clear()
+        for sub in list(self._subscribers.values()):
+            sub.close()

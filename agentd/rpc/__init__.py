@@ -3,7 +3,6 @@
 Kept free of attrs and cattrs so that `agentctl` can import it cheaply.
 """
 
-from ._errors import ErrorCode, RpcError
 from ._codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
@@ -17,18 +16,19 @@ from ._codec import (
     encode_request,
     encode_response,
 )
+from ._errors import ErrorCode, RpcError
 
 __all__ = [
-    "ErrorCode",
-    "RpcError",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_MSGID",
+    "ErrorCode",
     "Message",
     "Notification",
     "ProtocolError",
     "Request",
     "Response",
     "RpcCodec",
+    "RpcError",
     "encode_notification",
     "encode_request",
     "encode_response",

@@ -46,7 +46,7 @@ class Request:
     msgid belong to the dispatcher, which can reply with an error.
     """
 
-    __slots__ = ("msgid", "method", "params")
+    __slots__ = ("method", "msgid", "params")
 
     def __init__(self, msgid: int, method: object, params: object) -> None:
         self.msgid = msgid
@@ -60,7 +60,7 @@ class Request:
 class Response:
     """`[1, msgid, error, result]`."""
 
-    __slots__ = ("msgid", "error", "result")
+    __slots__ = ("error", "msgid", "result")
 
     def __init__(self, msgid: int, error: object, result: object) -> None:
         self.msgid = msgid

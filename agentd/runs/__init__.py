@@ -5,4 +5,13 @@ from ._index import RunIndex
 from ._run import Run, RunState
 from ._terminal import RunTerminal
 
-__all__ = ["Closing", "Dispatcher", "Run", "RunExecutor", "RunIndex", "RunState", "RunTerminal", "describe_error"]
+__all__ = [
+    "Closing",
+    "Dispatcher",
+    "Run",
+    "RunExecutor",
+    "RunIndex",
+    "RunState",
+    "RunTerminal",
+    "describe_error",
+]

@@ -126,6 +126,24 @@ class Dispatcher:
             active.scope.cancel()
         return active, cleared
 
+    def cancel_run(self, session_id: str, run_id: str) -> tuple[Run | None, list[Run]]:
+        """Cancel one run, active or queued, and nothing else of the session.
+
+        A client that queued a prompt behind someone else's cancels its own
+        prompt, not theirs.
+        """
+        lane = self._lanes.get(session_id)
+        if lane is None:
+            return None, []
+        if lane.active is not None and lane.active.id == run_id:
+            lane.active.scope.cancel()
+            return lane.active, []
+        cleared = [r for r in lane.queue if r.id == run_id]
+        if cleared:
+            lane.queue.remove(cleared[0])
+            self._nursery.start_soon(self._complete_cleared, cleared)
+        return None, cleared
+
     def close(self) -> None:
         """Take no new runs and cancel every run there is."""
         self._closing = True

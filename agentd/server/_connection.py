@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 _RECEIVE_SIZE = 65536
 # How many notifications one subscription writer packs into one write.
 _WRITE_BATCH = 256
+# How long a half-closed client's subscriptions get to flush before it is closed.
+_HALF_CLOSE_FLUSH_TIMEOUT = 5.0
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -72,10 +74,12 @@ class ClientConnection:
                 if await self._read_requests(nursery):
                     # End of input may be a half-close (`nc -N`, a script piping
                     # requests): the client can still read, so what it asked is
-                    # answered. Its subscriptions end: it sent its last request.
-                    for sub in list(self.subscriptions.values()):
-                        sub.send_channel.close()
+                    # answered, and what its subscriptions hold is flushed. They
+                    # end here: it has sent its last request.
                     await self._requests_done.wait()
+                    self.close_subscriptions()
+                    with trio.move_on_after(_HALF_CLOSE_FLUSH_TIMEOUT):
+                        await self._writers_done.wait()
                 nursery.cancel_scope.cancel()
         except* Exception as group:
             log.exception("client %d: connection failed", self.id, exc_info=group)
@@ -130,9 +134,7 @@ class ClientConnection:
                 data = encode_response(request.msgid, error, result)
             except Exception as exc:
                 log.exception("client %d: cannot encode the reply to %r", self.id, request.method)
-                data = encode_response(
-                    request.msgid, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None
-                )
+                data = encode_response(request.msgid, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
             await self.send(data)
             for action in after_reply:
                 action()
@@ -187,10 +189,15 @@ class ClientConnection:
                     return
                 sub.flushed(sum(e.must_deliver for e in batch))
         finally:
+            sub.close()
             self.subscriptions.pop(sid, None)
             self._writers -= 1
             if self._writers == 0:
                 self._writers_done.set()
+
+    def close_subscriptions(self) -> None:
+        for sub in list(self.subscriptions.values()):
+            sub.close()
 
     async def wait_writers_drained(self) -> None:
         """Until every subscription writer has flushed its channel and stopped."""

@@ -40,9 +40,7 @@ class SocketClaim:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StartupError(
-                    f"another agentd is already running on {self.socket_path}"
-                ) from None
+                raise StartupError(f"another agentd is already running on {self.socket_path}") from None
             raise
         self._lock_fd = fd
 

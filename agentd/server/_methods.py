@@ -12,6 +12,7 @@ import trio
 
 import agentd
 from agentd.protocol import (
+    AgentCancelParams,
     AgentSendParams,
     EventsSubscribeParams,
     EventsUnsubscribeParams,
@@ -67,7 +68,7 @@ class Methods:
             "session.delete": (SessionRef, self.session_delete),
             "session.messages": (SessionRef, self.session_messages),
             "agent.send": (AgentSendParams, self.agent_send),
-            "agent.cancel": (SessionRef, self.agent_cancel),
+            "agent.cancel": (AgentCancelParams, self.agent_cancel),
             "agent.queue": (SessionRef, self.agent_queue),
             "agent.queue_clear": (SessionRef, self.agent_queue_clear),
             "run.wait": (RunWaitParams, self.run_wait),
@@ -118,6 +119,7 @@ class Methods:
             "uptime_s": round(time.monotonic() - s.started_at, 3),
             "workspaces": len(s.workspaces),
             "clients": len(s.connections),
+            "subscriptions": sum(len(h.broker) for h in s.workspaces.hosts()),
             "active_runs": len(s.runs),
             "events_dropped": s.stats.events_dropped,
         }
@@ -227,14 +229,15 @@ class Methods:
             except Closing:
                 raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
             state.runs.add(run)
-            await state.store.create_run(
-                RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at)
-            )
+            await state.store.create_run(RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at))
         return {"run_id": run_id, "queued": queued}
 
-    async def agent_cancel(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
-        host, record = await self._session(p)
-        active, cleared = host.dispatcher.cancel(record.id)
+    async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: Any) -> Any:
+        host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
+        if p.run_id is not None:
+            active, cleared = host.dispatcher.cancel_run(record.id, p.run_id)
+        else:
+            active, cleared = host.dispatcher.cancel(record.id)
         return {
             "cancelled": active is not None,
             "run_id": active.id if active is not None else None,
@@ -284,11 +287,8 @@ class Methods:
         return {"subscription_id": sid}
 
     async def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
-        sub = conn.subscriptions.get(p.subscription_id)
+        sub = conn.subscriptions.pop(p.subscription_id, None)
         if sub is None:
             raise _not_found("subscription_id", p.subscription_id)
-        for host in self._state.workspaces.hosts():
-            if host.id == sub.workspace_id:
-                host.broker.unsubscribe(sub.id)
-        sub.send_channel.close()
+        sub.close()
         return {}

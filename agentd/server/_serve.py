@@ -80,15 +80,10 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener) -> None:
         for workspace_id in conn.claims:
             state.workspaces.release(workspace_id, conn.id)
         conn.claims.clear()
-        for host in state.workspaces.hosts():
-            for sid in list(conn.subscriptions):
-                host.broker.unsubscribe(sid)
-        conn.subscriptions.clear()
+        conn.close_subscriptions()
 
     async def handle_client(stream: trio.SocketStream) -> None:
-        conn = ClientConnection(
-            next(client_ids), stream, methods, max_message_size=config.max_message_size
-        )
+        conn = ClientConnection(next(client_ids), stream, methods, max_message_size=config.max_message_size)
         state.connections[conn.id] = conn
         await conn.serve(on_connection_closed)
 

@@ -65,9 +65,7 @@ class WorkspaceHost:
                 terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
                 coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
                 self._nursery = nursery
-                self._dispatcher = Dispatcher(
-                    nursery, coordinator, terminal, self.broker, self._publish_session_state
-                )
+                self._dispatcher = Dispatcher(nursery, coordinator, terminal, self.broker, self._publish_session_state)
                 task_status.started()
                 await self._close_requested.wait()
                 log.info("closing workspace %s (%s)", self.id, self._close_reason)
