@@ -23,8 +23,7 @@ def _add_socket(parser: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="PATH",
         default=None if top else argparse.SUPPRESS,
         help=(
-            "daemon socket (default: $AGENTD_SOCKET, $XDG_RUNTIME_DIR/agentd/agentd.sock,"
-            " /tmp/agentd-$UID/agentd.sock)"
+            "daemon socket (default: $AGENTD_SOCKET, $XDG_RUNTIME_DIR/agentd/agentd.sock, /tmp/agentd-$UID/agentd.sock)"
         ),
     )
 

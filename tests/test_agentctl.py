@@ -789,3 +789,50 @@ async def test_daemon_that_fails_to_start_is_reported_with_its_reason(
     for result in results:
         assert result.returncode == 3, result.stderr
         assert b"is not a socket" in result.stderr, result.stderr.decode()
+
+
+async def test_spinner_shows_on_a_terminal_and_is_erased_before_the_answer(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
+    leader, follower = os.openpty()
+    try:
+        prompt = json.dumps({"chunks": ["late answer"], "delay_ms": 400})
+        with trio.fail_after(WAIT * 2):
+            result = await trio.run_process(
+                [*agentctl_command(), "run", "--model", "scripted", prompt],
+                env=env,
+                cwd=project,
+                stdin=b"",
+                capture_stdout=True,
+                stderr=follower,
+                check=False,
+            )
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while select.select([leader], [], [], 0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert result.returncode == 0
+    assert result.stdout == b"late answer\n"
+    assert "⠋".encode() in seen
+    assert seen.endswith(b"\r\x1b[K")
+
+
+async def test_no_spinner_or_notes_when_stderr_is_not_a_terminal(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
+    prompt = json.dumps({"chunks": ["quiet"], "delay_ms": 300})
+    result = await run_agentctl("run", "--model", "scripted", prompt, env=env, cwd=project)
+    assert result.returncode == 0
+    assert result.stdout == b"quiet\n"
+    assert result.stderr == b""
