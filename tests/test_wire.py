@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw, open_workspace
+from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw
 
 import agentd
 from agentctl.client import Client, RpcError
