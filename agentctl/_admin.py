@@ -7,25 +7,27 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import trio
-
-from agentctl.autostart import DaemonUnavailable, ensure_daemon, is_listening
-from agentctl.client import Client, ConnectionLost, RpcError, open_client
+from agentctl.autostart import DaemonUnavailable, ensure_daemon
+from agentctl.blocking import BlockingClient
+from agentctl.errors import ConnectionLost, RpcError
 from agentd.paths import resolve_socket_path
 
 __all__ = ["cancel", "sessions", "status", "stop"]
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_RUNNING = 0, 1, 3
+# How long `stop` waits for the daemon to finish shutting down.
+STOP_TIMEOUT = 15.0
 
 
 def _with_client(
     args: argparse.Namespace,
-    body: Callable[[Client], Awaitable[int]],
+    body: Callable[[BlockingClient], int],
     *,
     autostart: bool,
+    not_running_code: int = EXIT_NOT_RUNNING,
 ) -> int:
     socket_path = resolve_socket_path(args.socket)
     if autostart:
@@ -34,16 +36,18 @@ def _with_client(
         except DaemonUnavailable as exc:
             print(f"agentctl: cannot reach agentd: {exc}", file=sys.stderr)
             return EXIT_NOT_RUNNING
-    elif not is_listening(socket_path):
-        print(f"agentctl: agentd is not running (socket {socket_path})", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-
-    async def go() -> int:
-        async with open_client(socket_path) as client:
-            return await body(client)
-
     try:
-        return trio.run(go)
+        client = BlockingClient.connect(socket_path)
+    except OSError:
+        # Connecting is the probe: a separate one would count as another client.
+        if not_running_code == EXIT_OK:
+            print("agentd is not running")
+        else:
+            print(f"agentctl: agentd is not running (socket {socket_path})", file=sys.stderr)
+        return not_running_code
+    try:
+        with client:
+            return body(client)
     except RpcError as exc:
         print(f"agentctl: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -57,8 +61,8 @@ def _cwd(args: argparse.Namespace) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    async def body(client: Client) -> int:
-        info = await client.call("server.status")
+    def body(client: BlockingClient) -> int:
+        info = client.call("server.status")
         if args.json:
             print(json.dumps(info))
         else:
@@ -70,9 +74,9 @@ def status(args: argparse.Namespace) -> int:
 
 
 def sessions(args: argparse.Namespace) -> int:
-    async def body(client: Client) -> int:
-        workspace = await client.call("workspace.open", {"path": _cwd(args)})
-        found: list[dict[str, Any]] = await client.call("session.list", {"workspace_id": workspace["id"]})
+    def body(client: BlockingClient) -> int:
+        workspace = client.call("workspace.open", {"path": _cwd(args)})
+        found: list[dict[str, Any]] = client.call("session.list", {"workspace_id": workspace["id"]})
         if args.json:
             print(json.dumps(found))
             return EXIT_OK
@@ -86,17 +90,17 @@ def sessions(args: argparse.Namespace) -> int:
 
 
 def cancel(args: argparse.Namespace) -> int:
-    async def body(client: Client) -> int:
-        workspace = await client.call("workspace.open", {"path": _cwd(args)})
+    def body(client: BlockingClient) -> int:
+        workspace = client.call("workspace.open", {"path": _cwd(args)})
         if args.session:
             targets = [args.session]
         else:
-            listed = await client.call("session.list", {"workspace_id": workspace["id"]})
+            listed = client.call("session.list", {"workspace_id": workspace["id"]})
             targets = [s["id"] for s in listed if s["busy"]]
         if not targets:
             print("nothing to cancel")
         for session_id in targets:
-            result = await client.call("agent.cancel", {"workspace_id": workspace["id"], "session_id": session_id})
+            result = client.call("agent.cancel", {"workspace_id": workspace["id"], "session_id": session_id})
             print(f"{session_id}: cancelled {result['run_id'] or 'nothing'}, cleared {result['cleared']} queued")
         return EXIT_OK
 
@@ -104,18 +108,18 @@ def cancel(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
-    socket_path = resolve_socket_path(args.socket)
-    if not is_listening(socket_path):
-        print("agentd is not running")
-        return EXIT_OK
-
-    async def body(client: Client) -> int:
-        await client.call("server.shutdown", {"if_idle": bool(args.if_idle)})
+    def body(client: BlockingClient) -> int:
+        client.call("server.shutdown", {"if_idle": bool(args.if_idle)})
         # The daemon closes every connection as its last act.
-        with trio.move_on_after(10):
-            async for _ in client.notifications:
-                pass
-        print("agentd stopped")
-        return EXIT_OK
+        deadline = time.monotonic() + STOP_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                client.next_notification(deadline - time.monotonic())
+        except ConnectionLost:
+            print("agentd stopped")
+            return EXIT_OK
+        print(f"agentctl: agentd did not stop within {STOP_TIMEOUT:.0f}s", file=sys.stderr)
+        return EXIT_ERROR
 
-    return _with_client(args, body, autostart=False)
+    # Stopping a daemon that is not running has nothing left to do.
+    return _with_client(args, body, autostart=False, not_running_code=EXIT_OK)

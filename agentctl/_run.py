@@ -4,6 +4,9 @@ Exit codes: 0 the run completed, 1 the run failed (or was cancelled by someone
 else), 2 usage, 3 the daemon could not be reached or the connection was lost
 before the run's RunComplete (after trying `run.wait` on a new connection),
 130 interrupted by Ctrl-C. It never exits 0 without a RunComplete.
+
+Written on the blocking client: a run is one conversation on one socket, and
+not importing an event loop keeps the command's start-up close to Python's own.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
-import trio
-
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
-from agentctl.client import Client, ConnectionLost, RpcError, event_params, open_client
+from agentctl.blocking import BlockingClient
+from agentctl.errors import ConnectionLost, RpcError
 from agentctl.runstream import (
     EXIT_INTERRUPTED,
     EXIT_LOST,
@@ -28,6 +32,7 @@ from agentctl.runstream import (
     EXIT_USAGE,
     Outcome,
     RunStream,
+    event_params,
 )
 from agentd import __version__
 from agentd.paths import resolve_socket_path
@@ -36,7 +41,14 @@ __all__ = ["run_command"]
 
 # After the first Ctrl-C, how long to wait for the cancelled RunComplete.
 CANCEL_GRACE = 5.0
+# How often the loop wakes with nothing to read: the spinner's frame and the
+# longest a Ctrl-C waits to be acted on.
+_TICK = 0.1
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class _Interrupted(Exception):
+    """Ctrl-C before the run was accepted, or a second Ctrl-C: leave now."""
 
 
 def _read_prompt(args: argparse.Namespace) -> str | None:
@@ -69,7 +81,7 @@ def run_command(args: argparse.Namespace) -> int:
         json_output=args.json,
         quiet=args.quiet,
     )
-    return trio.run(command.main)
+    return command.main()
 
 
 class RunCommand:
@@ -99,66 +111,68 @@ class RunCommand:
         self.quiet = quiet
         self.run_id = uuid.uuid4().hex
         self.stream: RunStream | None = None
-        self._client: Client | None = None
-        self._forced_exit: int | None = None
-        self._spinning = False
         self._workspace_id = ""
+        self._interrupts = 0
+        self._spinning = self._spinner_wanted()
+        self._spinner_frame = 0
         self._stdout_broken = False
 
-    async def main(self) -> int:
-        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_interrupts, interrupts, nursery.cancel_scope)
-                if self._spinner_wanted():
-                    nursery.start_soon(self._spin)
-                code = await self._drive()
-                nursery.cancel_scope.cancel()
-        self._stop_spinner()
-        if self._forced_exit is not None:
-            return self._forced_exit
-        return code
+    def main(self) -> int:
+        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        try:
+            return self._drive()
+        except _Interrupted:
+            return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self._stop_spinner()
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1 or self.stream is None:
+            raise _Interrupted
+        # The first Ctrl-C of an accepted run: the loop asks for the cancel.
 
     # --- the run
 
-    async def _drive(self) -> int:
+    def _drive(self) -> int:
         try:
-            await trio.to_thread.run_sync(ensure_daemon, self.socket_path)
+            ensure_daemon(self.socket_path)
         except DaemonUnavailable as exc:
             return self._fail(EXIT_LOST, f"cannot reach agentd: {exc}")
         try:
-            async with open_client(self.socket_path) as client:
-                self._client = client
-                try:
-                    subscription_id = await self._start(client)
-                except RpcError as exc:
-                    return self._fail(EXIT_RUN_ERROR, str(exc))
-                except ConnectionLost as exc:
-                    return self._fail(EXIT_LOST, f"lost the connection to agentd: {exc}")
-                outcome = await self._follow(client, subscription_id)
-                reason = client.close_reason
+            client = BlockingClient.connect(self.socket_path)
         except OSError as exc:
             return self._fail(EXIT_LOST, f"cannot connect to agentd at {self.socket_path}: {exc}")
+        with client:
+            try:
+                subscription_id = self._start(client)
+            except RpcError as exc:
+                return self._fail(EXIT_RUN_ERROR, str(exc))
+            except ConnectionLost as exc:
+                return self._fail(EXIT_LOST, f"lost the connection to agentd: {exc}")
+            outcome = self._follow(client, subscription_id)
+            reason = client.close_reason
         if outcome is None:
-            outcome = await self._recover(reason or "connection closed")
+            outcome = self._recover(reason or "connection closed")
         return self._finish(outcome)
 
-    async def _start(self, client: Client) -> str:
-        await client.call("initialize", {"client_name": "agentctl", "client_version": __version__})
-        workspace = await client.call("workspace.open", {"path": self.cwd})
-        workspace_id = workspace["id"]
+    def _start(self, client: BlockingClient) -> str:
+        client.call("initialize", {"client_name": "agentctl", "client_version": __version__})
+        workspace = client.call("workspace.open", {"path": self.cwd})
+        workspace_id = self._workspace_id = workspace["id"]
         session_id = self.session_id
         if session_id is None and self.continue_session:
-            sessions = await client.call("session.list", {"workspace_id": workspace_id})
+            sessions = client.call("session.list", {"workspace_id": workspace_id})
             if sessions:
                 session_id = max(sessions, key=lambda s: s["updated_at"])["id"]
         if session_id is None:
             title = self.prompt.strip().splitlines()[0][:60]
-            session_id = (await client.call("session.create", {"workspace_id": workspace_id, "title": title}))["id"]
+            session_id = client.call("session.create", {"workspace_id": workspace_id, "title": title})["id"]
         else:
-            await client.call("session.get", {"workspace_id": workspace_id, "session_id": session_id})
+            client.call("session.get", {"workspace_id": workspace_id, "session_id": session_id})
         # Subscribe before sending: the run's first event must not beat us to it.
-        subscription = await client.call("events.subscribe", {"workspace_id": workspace_id})
-        self.stream = RunStream(session_id, self.run_id)
+        subscription = client.call("events.subscribe", {"workspace_id": workspace_id})
         params: dict[str, Any] = {
             "workspace_id": workspace_id,
             "session_id": session_id,
@@ -167,18 +181,39 @@ class RunCommand:
         }
         if self.model:
             params["model"] = self.model
-        self._workspace_id = workspace_id
-        await client.call("agent.send", params)
+        stream = RunStream(session_id, self.run_id)
+        client.call("agent.send", params)
+        # Accepted: from here a Ctrl-C cancels the run instead of leaving.
+        self.stream = stream
         return str(subscription["subscription_id"])
 
-    async def _follow(self, client: Client, subscription_id: str) -> Outcome | None:
+    def _follow(self, client: BlockingClient, subscription_id: str) -> Outcome | None:
         """Events until our RunComplete; None when the connection ends first."""
         stream = self.stream
         assert stream is not None
-        async for method, params in client.notifications:
-            if method != "event":
+        give_up_at: float | None = None
+        while True:
+            if self._interrupts and not stream.cancel_requested:
+                stream.cancel_requested = True
+                self._note("cancelling... (Ctrl-C again to quit at once)", informational=True)
+                give_up_at = time.monotonic() + CANCEL_GRACE
+                params = {"workspace_id": self._workspace_id, "session_id": stream.session_id, "run_id": self.run_id}
+                try:
+                    client.request("agent.cancel", params, want_reply=False)
+                except ConnectionLost:
+                    return None
+            if give_up_at is not None and time.monotonic() >= give_up_at:
+                # The cancelled RunComplete normally ends us before this does.
+                return Outcome(EXIT_INTERRUPTED, "the run did not confirm its cancellation")
+            try:
+                item = client.next_notification(_TICK)
+            except ConnectionLost:
+                return None
+            if item is None:
+                self._spin()
                 continue
-            event = event_params(params)
+            method, params = item
+            event = event_params(params) if method == "event" else None
             if event is None or event.get("subscription_id") != subscription_id:
                 continue
             text, outcome = stream.handle(event)
@@ -189,19 +224,17 @@ class RunCommand:
                 self._write(text)
             if outcome is not None:
                 return outcome
-        return None
 
-    async def _recover(self, reason: str) -> Outcome:
+    def _recover(self, reason: str) -> Outcome:
         """The connection dropped before our RunComplete: ask a new connection."""
         stream = self.stream
         assert stream is not None
         try:
-            async with open_client(self.socket_path) as client:
-                rc = await client.call("run.wait", {"run_id": self.run_id})
+            with BlockingClient.connect(self.socket_path) as client:
+                rc = client.call("run.wait", {"run_id": self.run_id})
         except (OSError, ConnectionLost, RpcError) as exc:
             return Outcome(
-                EXIT_LOST,
-                f"lost the connection to agentd before the run completed ({reason}); run.wait: {exc}",
+                EXIT_LOST, f"lost the connection to agentd before the run completed ({reason}); run.wait: {exc}"
             )
         text, outcome = stream.complete(rc)
         if self.json_output:
@@ -218,38 +251,6 @@ class RunCommand:
     def _fail(self, code: int, message: str) -> int:
         self._note(message)
         return code
-
-    # --- interrupts
-
-    async def _watch_interrupts(self, interrupts: Any, scope: trio.CancelScope) -> None:
-        async with trio.open_nursery() as nursery:
-            async for _ in interrupts:
-                stream, client = self.stream, self._client
-                if self._forced_exit is not None or stream is None or client is None or stream.cancel_requested:
-                    # Not started yet, or the second Ctrl-C: leave now.
-                    self._forced_exit = EXIT_INTERRUPTED
-                    scope.cancel()
-                    return
-                stream.cancel_requested = True
-                self._note("cancelling... (Ctrl-C again to quit at once)", informational=True)
-                nursery.start_soon(self._cancel_run, client, stream, scope)
-
-    async def _cancel_run(self, client: Client, stream: RunStream, scope: trio.CancelScope) -> None:
-        try:
-            await client.call(
-                "agent.cancel",
-                {
-                    "workspace_id": self._workspace_id,
-                    "session_id": stream.session_id,
-                    "run_id": stream.run_id,
-                },
-            )
-        except (RpcError, ConnectionLost):
-            pass
-        # The cancelled RunComplete normally ends us before this does.
-        await trio.sleep(CANCEL_GRACE)
-        self._forced_exit = EXIT_INTERRUPTED
-        scope.cancel()
 
     # --- output
 
@@ -273,18 +274,16 @@ class RunCommand:
     def _spinner_wanted(self) -> bool:
         return not self.quiet and not self.json_output and self.err.isatty()
 
-    async def _spin(self) -> None:
-        frame = 0
-        self._spinning = True
-        while self._spinning:
-            self.err.write(f"\r{_SPINNER[frame % len(_SPINNER)]} ")
+    def _spin(self) -> None:
+        if self._spinning:
+            self.err.write(f"\r{_SPINNER[self._spinner_frame % len(_SPINNER)]} ")
             self.err.flush()
-            frame += 1
-            await trio.sleep(0.1)
+            self._spinner_frame += 1
 
     def _stop_spinner(self) -> None:
-        """Erase the spinner before anything else reaches the terminal."""
+        """Erase the spinner before anything else reaches the terminal; it does not come back."""
         if self._spinning:
             self._spinning = False
-            self.err.write("\r\033[K")
-            self.err.flush()
+            if self._spinner_frame:
+                self.err.write("\r\033[K")
+                self.err.flush()

@@ -20,6 +20,8 @@ from typing import Any
 
 import trio
 
+from agentctl.errors import ConnectionLost
+from agentctl.runstream import event_params
 from agentd.rpc import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
@@ -32,13 +34,9 @@ from agentd.rpc import (
     encode_request,
 )
 
-__all__ = ["Client", "ConnectionLost", "ErrorCode", "RpcError", "open_client"]
+__all__ = ["Client", "ConnectionLost", "ErrorCode", "RpcError", "event_params", "open_client"]
 
 NOTIFICATION_BUFFER = 8192
-
-
-class ConnectionLost(Exception):
-    """The daemon's connection ended before the answer came."""
 
 
 class _Pending:
@@ -157,10 +155,3 @@ async def open_client(
             # One error from the caller's block: hand it back as itself, not as a group.
             raise group.exceptions[0] from None
         raise
-
-
-def event_params(params: Any) -> dict[str, Any] | None:
-    """The envelope map of an `event` notification, or None if it is not one."""
-    if isinstance(params, list) and len(params) == 1 and isinstance(params[0], dict):
-        return params[0]
-    return None

@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_USAGE",
     "Outcome",
     "RunStream",
+    "event_params",
 ]
 
 EXIT_OK = 0
@@ -24,6 +25,13 @@ EXIT_RUN_ERROR = 1
 EXIT_USAGE = 2
 EXIT_LOST = 3
 EXIT_INTERRUPTED = 130
+
+
+def event_params(params: Any) -> dict[str, Any] | None:
+    """The envelope map of an `event` notification's params, or None if it is not one."""
+    if isinstance(params, list) and len(params) == 1 and isinstance(params[0], dict):
+        return params[0]
+    return None
 
 
 class Outcome:
