@@ -209,3 +209,17 @@ async def test_two_clients_on_one_workspace_see_the_same_run(daemon: Daemon, ws:
             return [(e["seq"], e["type"]) for e in w.events.seen if e["payload"].get("run_id") == reply["run_id"]]
 
         assert run_events(ws) == run_events(other)
+
+
+async def test_scripted_stamp_prefixes_each_chunk_with_the_monotonic_clock(ws: Workspace) -> None:
+    import time
+
+    before = time.monotonic_ns()
+    session_id = await ws.new_session()
+    reply = await ws.send(session_id, {"chunks": ["a", "b"], "stamp": True})
+    rc = await ws.events.until_complete(reply["run_id"])
+    deltas = [e["payload"]["text"] for e in ws.events.of_type("message.delta")]
+    stamps = [int(d.split("|")[0]) for d in deltas]
+    assert [d.split("|", 1)[1] for d in deltas] == ["a", "b"]
+    assert before <= stamps[0] <= stamps[1] <= time.monotonic_ns()
+    assert rc["text"] == "".join(deltas)

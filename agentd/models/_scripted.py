@@ -1,13 +1,16 @@
 """`scripted`: a model whose prompt is its script, for tests and integrations.
 
 The prompt is a JSON object `{"chunks": [str...], "delay_ms": int, "hang": bool,
-"error": str|null}`: wait `delay_ms` before each chunk and stream it; then hang
-until cancelled, or fail with `error`, or finish.
+"error": str|null, "stamp": bool}`: wait `delay_ms` before each chunk and stream
+it; then hang until cancelled, or fail with `error`, or finish. With `stamp`,
+each chunk is sent as `<CLOCK_MONOTONIC in ns>|<chunk>`, taken as the model
+yields it, so a client on the same machine can measure delivery latency.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import attrs
@@ -27,6 +30,7 @@ class Script:
     delay_ms: int = 0
     hang: bool = False
     error: str | None = None
+    stamp: bool = False
 
 
 def parse_script(prompt: str) -> Script:
@@ -56,7 +60,7 @@ class ScriptedModel:
                 await trio.sleep(script.delay_ms / 1000)
             else:
                 await trio.lowlevel.checkpoint()
-            yield TextDelta(chunk)
+            yield TextDelta(f"{time.monotonic_ns()}|{chunk}" if script.stamp else chunk)
         if script.hang:
             await trio.sleep_forever()
         if script.error is not None:
