@@ -76,11 +76,26 @@ converter.register_structure_hook(bool, _strict(bool, "a boolean"))
 converter.register_structure_hook(float, _structure_float)
 
 
+_NO_DEFAULT = object()
+# Per params type: its value when called with no arguments at all (`[]`), or
+# _NO_DEFAULT when it has required fields. Frozen, so one instance serves all.
+_defaults: dict[type, object] = {}
+
+
 def structure_params(params: object, cls: type[T]) -> T:
     """Validate a request's params array (`[]` or `[{...}]`) into `cls`.
 
     Raises RpcError(INVALID_PARAMS) whose message names every offending field.
     """
+    if params == [] and type(params) is list:
+        default = _defaults.get(cls)
+        if default is None:
+            try:
+                default = _defaults[cls] = converter.structure({}, cls)
+            except Exception:
+                default = _defaults[cls] = _NO_DEFAULT
+        if default is not _NO_DEFAULT:
+            return default  # type: ignore[return-value]
     if type(params) is not list or len(params) > 1:
         raise RpcError(
             ErrorCode.INVALID_PARAMS,

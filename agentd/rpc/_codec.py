@@ -151,6 +151,12 @@ class RpcCodec:
         if end - self._message_start > self.max_message_size:
             raise self._too_large()
         self._message_start = end
+        # The hot path, a well-formed request, without a call; parse_message
+        # classifies (and refuses) everything else.
+        if type(obj) is list and len(obj) == 4 and obj[0] == REQUEST and type(obj[0]) is int:
+            msgid = obj[1]
+            if type(msgid) is int and 0 <= msgid <= MAX_MSGID:
+                return Request(msgid, obj[2], obj[3])
         try:
             return parse_message(obj)
         except ProtocolError as exc:

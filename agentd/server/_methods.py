@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,8 +38,29 @@ if TYPE_CHECKING:
 
 __all__ = ["Methods"]
 
-P = TypeVar("P")
-Handler = Callable[["ClientConnection", Any, list[Callable[[], None]]], Awaitable[Any]]
+AfterReply = list[Callable[[], None]]
+
+
+class _Method:
+    """One method: its params type, its handler, and whether the handler returns at once."""
+
+    __slots__ = ("params_type", "handler", "immediate")
+
+    def __init__(self, params_type: type, handler: Callable[..., Any], immediate: bool) -> None:
+        self.params_type = params_type
+        self.handler = handler
+        self.immediate = immediate
+
+
+def _now(params_type: type, handler: Callable[..., Any]) -> _Method:
+    """A handler that is a plain function: it never waits, so it is answered inline."""
+    return _Method(params_type, handler, True)
+
+
+def _later(params_type: type, handler: Callable[..., Awaitable[Any]]) -> _Method:
+    """A coroutine handler: it may wait, so it gets a task of its own."""
+    return _Method(params_type, handler, False)
+
 
 # What still works while the daemon shuts down: saying hello and watching it go.
 _ALLOWED_WHILE_SHUTTING_DOWN = frozenset({"initialize", "ping", "server.status", "run.wait"})
@@ -54,38 +75,41 @@ def _not_found(what: str, value: str) -> RpcError:
 class Methods:
     def __init__(self, state: DaemonState) -> None:
         self._state = state
-        self._table: dict[str, tuple[type, Handler]] = {
-            "initialize": (InitializeParams, self.initialize),
-            "ping": (NoParams, self.ping),
-            "server.status": (NoParams, self.server_status),
-            "server.shutdown": (ServerShutdownParams, self.server_shutdown),
-            "workspace.open": (WorkspaceOpenParams, self.workspace_open),
-            "workspace.close": (WorkspaceRef, self.workspace_close),
-            "workspace.list": (NoParams, self.workspace_list),
-            "session.create": (SessionCreateParams, self.session_create),
-            "session.list": (WorkspaceRef, self.session_list),
-            "session.get": (SessionRef, self.session_get),
-            "session.delete": (SessionRef, self.session_delete),
-            "session.messages": (SessionRef, self.session_messages),
-            "agent.send": (AgentSendParams, self.agent_send),
-            "agent.cancel": (AgentCancelParams, self.agent_cancel),
-            "agent.queue": (SessionRef, self.agent_queue),
-            "agent.queue_clear": (SessionRef, self.agent_queue_clear),
-            "run.wait": (RunWaitParams, self.run_wait),
-            "events.subscribe": (EventsSubscribeParams, self.events_subscribe),
-            "events.unsubscribe": (EventsUnsubscribeParams, self.events_unsubscribe),
+        now, later = _now, _later
+        self._table: dict[str, _Method] = {
+            "initialize": now(InitializeParams, self.initialize),
+            "ping": now(NoParams, self.ping),
+            "server.status": now(NoParams, self.server_status),
+            "server.shutdown": now(ServerShutdownParams, self.server_shutdown),
+            "workspace.open": later(WorkspaceOpenParams, self.workspace_open),
+            "workspace.close": now(WorkspaceRef, self.workspace_close),
+            "workspace.list": now(NoParams, self.workspace_list),
+            "session.create": later(SessionCreateParams, self.session_create),
+            "session.list": later(WorkspaceRef, self.session_list),
+            "session.get": later(SessionRef, self.session_get),
+            "session.delete": later(SessionRef, self.session_delete),
+            "session.messages": later(SessionRef, self.session_messages),
+            "agent.send": later(AgentSendParams, self.agent_send),
+            "agent.cancel": later(AgentCancelParams, self.agent_cancel),
+            "agent.queue": later(SessionRef, self.agent_queue),
+            "agent.queue_clear": later(SessionRef, self.agent_queue_clear),
+            "run.wait": later(RunWaitParams, self.run_wait),
+            "events.subscribe": later(EventsSubscribeParams, self.events_subscribe),
+            "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe),
         }
 
     def names(self) -> list[str]:
         return sorted(self._table)
 
-    async def call(
-        self,
-        conn: ClientConnection,
-        method: object,
-        params: object,
-        after_reply: list[Callable[[], None]],
-    ) -> Any:
+    def is_immediate(self, method: object) -> bool:
+        """Whether `method` answers without waiting, so the connection may answer it inline.
+
+        Unknown and malformed method names are immediate too: their answer is an error.
+        """
+        entry = self._table.get(method) if type(method) is str else None
+        return entry is None or entry.immediate
+
+    def _resolve(self, method: object, params: object) -> tuple[_Method, Any]:
         if type(method) is not str:
             raise RpcError(ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {method!r}")
         entry = self._table.get(method)
@@ -93,12 +117,23 @@ class Methods:
             raise RpcError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r}")
         if self._state.shutting_down and method not in _ALLOWED_WHILE_SHUTTING_DOWN:
             raise RpcError(ErrorCode.SHUTTING_DOWN, "agentd is shutting down")
-        params_type, handler = entry
-        return await handler(conn, structure_params(params, params_type), after_reply)
+        return entry, structure_params(params, entry.params_type)
+
+    def call_now(self, conn: ClientConnection, method: object, params: object, after_reply: AfterReply) -> Any:
+        """Run an immediate method (see `is_immediate`); raises RpcError for an error reply."""
+        entry, arguments = self._resolve(method, params)
+        assert entry.immediate
+        return entry.handler(conn, arguments, after_reply)
+
+    async def call(self, conn: ClientConnection, method: object, params: object, after_reply: AfterReply) -> Any:
+        """Run any method; raises RpcError for an error reply."""
+        entry, arguments = self._resolve(method, params)
+        result = entry.handler(conn, arguments, after_reply)
+        return result if entry.immediate else await result
 
     # --- server
 
-    async def initialize(self, conn: ClientConnection, p: InitializeParams, _: Any) -> Any:
+    def initialize(self, conn: ClientConnection, p: InitializeParams, _: Any) -> Any:
         conn.client_name = p.client_name
         conn.client_version = p.client_version
         return {
@@ -108,10 +143,10 @@ class Methods:
             "pid": os.getpid(),
         }
 
-    async def ping(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+    def ping(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
         return {}
 
-    async def server_status(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+    def server_status(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
         s = self._state
         return {
             "version": agentd.__version__,
@@ -124,7 +159,7 @@ class Methods:
             "events_dropped": s.stats.events_dropped,
         }
 
-    async def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: Any) -> Any:
+    def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: Any) -> Any:
         s = self._state
         if p.if_idle:
             others = len(s.connections) - 1
@@ -144,7 +179,7 @@ class Methods:
         conn.claims.add(host.id)
         return {"id": host.id, "path": host.path}
 
-    async def workspace_close(self, conn: ClientConnection, p: WorkspaceRef, _: Any) -> Any:
+    def workspace_close(self, conn: ClientConnection, p: WorkspaceRef, _: Any) -> Any:
         if p.workspace_id not in conn.claims:
             raise RpcError(
                 ErrorCode.NOT_FOUND,
@@ -154,7 +189,7 @@ class Methods:
         self._state.workspaces.release(p.workspace_id, conn.id)
         return {}
 
-    async def workspace_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+    def workspace_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
         return [
             {"id": h.id, "path": h.path, "clients": h.claim_count, "active_runs": h.dispatcher.active_runs()}
             for h in self._state.workspaces.hosts()
@@ -286,7 +321,7 @@ class Methods:
         after.append(lambda: conn.start_writer(sub))
         return {"subscription_id": sid}
 
-    async def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
+    def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
         sub = conn.subscriptions.pop(p.subscription_id, None)
         if sub is None:
             raise _not_found("subscription_id", p.subscription_id)

@@ -1,0 +1,1 @@
+"""Benchmarks of agentd: `python -m bench` runs them all, prints a table, and writes JSON."""

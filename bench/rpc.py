@@ -1,0 +1,185 @@
+"""RPC round trip: `ping` over the Unix socket, beside the floor (a minimal trio server) and a peer (Neovim).
+
+The same client measures all three: a plain blocking socket with pre-encoded
+requests and the project's sans-io codec, so the client costs the same whatever
+it talks to. Sequential: one request at a time (latency p50/p99, requests per
+second). Pipelined: 64 requests in flight, refilled as replies arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agentd.rpc import Response, RpcCodec, encode_request
+
+from ._common import Row, daemon, summarize_ms
+
+DEPTH = 64
+
+
+class PingClient:
+    def __init__(self, path: Path, method: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(os.fspath(path))
+        self.codec = RpcCodec()
+        self.method = method
+        self.msgid = 0
+
+    def _request(self) -> bytes:
+        self.msgid = (self.msgid + 1) % 2**32
+        return encode_request(self.msgid, self.method, [])
+
+    def _read_responses(self) -> int:
+        data = self.sock.recv(262144)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.codec.receive_data(data)
+        count = 0
+        while (message := self.codec.next_message()) is not None:
+            if type(message) is Response:
+                if message.error is not None:
+                    raise RuntimeError(f"{self.method} failed: {message.error}")
+                count += 1
+        return count
+
+    def sequential(self, n: int) -> list[float]:
+        latencies = []
+        for _ in range(n):
+            start = time.perf_counter()
+            self.sock.sendall(self._request())
+            while not self._read_responses():
+                pass
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+    def pipelined(self, n: int, depth: int = DEPTH) -> float:
+        """Seconds to complete `n` requests with `depth` in flight."""
+        start = time.perf_counter()
+        sent = min(depth, n)
+        self.sock.sendall(b"".join(self._request() for _ in range(sent)))
+        done = 0
+        while done < n:
+            got = self._read_responses()
+            done += got
+            refill = min(got, n - sent)
+            if refill:
+                self.sock.sendall(b"".join(self._request() for _ in range(refill)))
+                sent += refill
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def measure(path: Path, method: str, sequential: int, pipelined: int) -> dict[str, Any]:
+    client = PingClient(path, method)
+    try:
+        client.sequential(min(500, sequential))  # warm up both ends
+        started = time.perf_counter()
+        latencies = client.sequential(sequential)
+        seq_seconds = time.perf_counter() - started
+        pipe_seconds = client.pipelined(pipelined)
+    finally:
+        client.close()
+    return {
+        "method": method,
+        "sequential": {"n": sequential, "rps": sequential / seq_seconds, **summarize_ms(latencies)},
+        "pipelined": {"n": pipelined, "depth": DEPTH, "rps": pipelined / pipe_seconds},
+    }
+
+
+@contextmanager
+def _floor_server() -> Iterator[Path]:
+    workdir = Path(tempfile.mkdtemp(prefix="agf", dir="/tmp"))
+    path = workdir / "floor.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor_server", str(path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("floor server did not start")
+        yield path
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _nvim_server() -> Iterator[Path | None]:
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        yield None
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="agn", dir="/tmp"))
+    path = workdir / "nvim.sock"
+    proc = subprocess.Popen(
+        [nvim, "--headless", "--clean", "--listen", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("nvim did not start listening")
+            time.sleep(0.02)
+        yield path
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(quick: bool = False) -> tuple[dict[str, Any], list[Row]]:
+    sequential, pipelined = (2_000, 20_000) if quick else (20_000, 200_000)
+    results: dict[str, Any] = {}
+    with daemon() as d:
+        results["agentd"] = measure(d.socket_path, "ping", sequential, pipelined)
+    with _floor_server() as path:
+        results["floor"] = measure(path, "ping", sequential, pipelined)
+    with _nvim_server() as path:
+        results["nvim"] = measure(path, "nvim_get_mode", sequential, pipelined) if path else None
+    return results, rows(results)
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    ours, floor, nvim = results["agentd"], results["floor"], results["nvim"]
+    out = []
+    for mode in ("sequential", "pipelined"):
+        ratio = ours[mode]["rps"] / floor[mode]["rps"]
+        detail = f"{ours[mode]['rps']:,.0f} req/s"
+        if mode == "sequential":
+            detail += f", p50 {ours[mode]['p50_ms'] * 1000:.0f} µs, p99 {ours[mode]['p99_ms'] * 1000:.0f} µs"
+        out.append(Row("rpc", f"ping {mode}", detail))
+        out.append(
+            Row("rpc", f"  vs floor ({floor[mode]['rps']:,.0f} req/s)", f"{ratio:.2f}x", ">= 0.8x", ratio >= 0.8)
+        )
+        if nvim is not None:
+            peer = ours[mode]["rps"] / nvim[mode]["rps"]
+            out.append(Row("rpc", f"  vs nvim ({nvim[mode]['rps']:,.0f} req/s)", f"{peer:.2f}x", "> 1x", peer > 1))
+        else:
+            out.append(Row("rpc", "  vs nvim", "nvim not installed", "> 1x", None))
+    return out
+
+
+if __name__ == "__main__":
+    data, table = run(quick="--quick" in sys.argv)
+    for row in table:
+        print(f"{row.what:<40} {row.value:<40} {row.target}")
+    print(json.dumps(data, indent=2))
