@@ -12,12 +12,10 @@ not importing an event loop keeps the command's start-up close to Python's own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -109,7 +107,8 @@ class RunCommand:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.quiet = quiet
-        self.run_id = uuid.uuid4().hex
+        # As random as uuid4, without importing uuid on the way to the first byte.
+        self.run_id = os.urandom(16).hex()
         self.stream: RunStream | None = None
         self._workspace_id = ""
         self._interrupts = 0
@@ -137,11 +136,9 @@ class RunCommand:
 
     def _drive(self) -> int:
         try:
-            ensure_daemon(self.socket_path)
+            client = self._connect()
         except DaemonUnavailable as exc:
             return self._fail(EXIT_LOST, f"cannot reach agentd: {exc}")
-        try:
-            client = BlockingClient.connect(self.socket_path)
         except OSError as exc:
             return self._fail(EXIT_LOST, f"cannot connect to agentd at {self.socket_path}: {exc}")
         with client:
@@ -156,6 +153,14 @@ class RunCommand:
         if outcome is None:
             outcome = self._recover(reason or "connection closed")
         return self._finish(outcome)
+
+    def _connect(self) -> BlockingClient:
+        """Connect, starting the daemon only if nothing answers: the common case is one connect."""
+        try:
+            return BlockingClient.connect(self.socket_path)
+        except OSError:
+            ensure_daemon(self.socket_path)
+        return BlockingClient.connect(self.socket_path)
 
     def _start(self, client: BlockingClient) -> str:
         client.call("initialize", {"client_name": "agentctl", "client_version": __version__})
@@ -219,7 +224,7 @@ class RunCommand:
             text, outcome = stream.handle(event)
             if self.json_output:
                 if stream.is_ours(event) or event.get("type") == "events.gap":
-                    self._write(json.dumps(event, ensure_ascii=False) + "\n")
+                    self._write(_json_line(event, ensure_ascii=False) + "\n")
             elif text:
                 self._write(text)
             if outcome is not None:
@@ -238,7 +243,7 @@ class RunCommand:
             )
         text, outcome = stream.complete(rc)
         if self.json_output:
-            self._write(json.dumps({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
+            self._write(_json_line({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
         else:
             self._write(text)
         return outcome
@@ -287,3 +292,9 @@ class RunCommand:
             if self._spinner_frame:
                 self.err.write("\r\033[K")
                 self.err.flush()
+
+
+def _json_line(value: object, **kwargs: Any) -> str:
+    import json  # only --json needs it
+
+    return json.dumps(value, **kwargs)

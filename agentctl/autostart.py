@@ -7,17 +7,20 @@ Readiness is a pipe the daemon writes to once it listens, so nobody polls.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import select
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Sequence
+
+# subprocess, select, fcntl and time are imported where a daemon is started:
+# every agentctl call that finds one running (nearly all) never pays for them.
 
 __all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon"]
 
@@ -55,6 +58,8 @@ def spawn_daemon(
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `agentd` in the background on `socket_path` and return once it listens."""
+    import subprocess
+
     log_path = log_path or daemon_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
@@ -101,6 +106,9 @@ def spawn_daemon(
 
 
 def _wait_ready(fd: int, timeout: float) -> bool:
+    import select
+    import time
+
     deadline = time.monotonic() + timeout
     data = b""
     while b"\n" not in data:
@@ -133,6 +141,8 @@ def ensure_daemon(socket_path: Path) -> None:
         ensure_private_dir(socket_path.parent, owned=socket_path.parent in managed_socket_dirs())
     except OSError as exc:
         raise DaemonUnavailable(f"cannot prepare {socket_path.parent}: {exc}") from None
+    import fcntl
+
     lock_path = socket_path.with_name(socket_path.name + ".start-lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
