@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -22,15 +23,7 @@ SUITES = ("rpc", "fanout", "cli", "scale")
 
 
 def _suite(name: str) -> Any:
-    if name == "rpc":
-        from . import rpc as module
-    elif name == "fanout":
-        from . import fanout as module
-    elif name == "cli":
-        from . import cli as module
-    else:
-        from . import scale as module
-    return module
+    return importlib.import_module(f"bench.{name}")
 
 
 def _table(rows: list[Row]) -> str:

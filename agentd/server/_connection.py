@@ -182,7 +182,7 @@ class ClientConnection:
             if self._requests == 0:
                 self._requests_done.set()
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | memoryview) -> None:
         """Write one or more whole messages; a broken stream ends the connection."""
         lock = self._send_lock
         try:
@@ -214,33 +214,76 @@ class ClientConnection:
         try:
             async for event in receive:
                 batch = [event]
+                drained = False
                 while len(batch) < _WRITE_BATCH:
                     try:
                         batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
+                    except trio.WouldBlock:
+                        drained = True
                         break
-                if receive.statistics().current_buffer_used == 0:
-                    # Drained: the subscriber has room again, so it hears what it lost.
+                    except trio.EndOfChannel:
+                        break
+                if drained:
+                    # The subscriber has room again, so it hears what it lost.
                     gap = sub.take_gap()
                     if gap is not None:
                         batch.append(gap)
                 data = b"".join([e.encode_notification(sid) for e in batch])
-                # A must-deliver event in the channel or in this batch bounds the
-                # write: a client that stops reading is cut off, not waited on forever.
-                with trio.CancelScope(deadline=sub.flush_deadline) as scope:
-                    sub.write_scope = scope
-                    await self.send(data)
-                sub.write_scope = None
-                if scope.cancelled_caught:
+                if not await self._write_events_batch(data, sub):
                     sub.disconnect("a must-deliver event in time (its connection stopped reading)")
                     return
                 sub.flushed(sum(e.must_deliver for e in batch))
+                # One trip through the scheduler per write lets the publisher
+                # queue more: the next write carries a bigger batch, and writes,
+                # not events, are what a subscriber costs.
+                await trio.lowlevel.checkpoint()
         finally:
             sub.close()
             self.subscriptions.pop(sid, None)
             self._writers -= 1
             if self._writers == 0:
                 self._writers_done.set()
+
+    async def _write_events_batch(self, data: bytes, sub: Subscriber) -> bool:
+        """Write a batch of `sub`'s events; False if a must-deliver deadline passed first.
+
+        The common case, a free lock and room in the socket, is one write and no
+        cancel scope. Only when the write has to wait is it bounded: a
+        must-deliver event in the channel or in this batch sets the deadline,
+        and one published meanwhile tightens it (`sub.write_scope`). A client
+        that stops reading is cut off, not waited on forever.
+        """
+        lock = self._send_lock
+        sent = 0
+        held = False
+        if not lock.locked():
+            lock.acquire_nowait()
+            held = True
+            try:
+                sent = self._stream.send_nowait(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                lock.release()
+                self.disconnect("the client went away")
+                return True
+            if sent == len(data):
+                lock.release()
+                return True
+            # The socket is full. The lock stays held: the rest of these bytes
+            # must follow the first part directly.
+        with trio.CancelScope(deadline=sub.flush_deadline) as scope:
+            sub.write_scope = scope
+            try:
+                if not held:
+                    await lock.acquire()
+                    held = True
+                await self._stream.send_all(memoryview(data)[sent:])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.disconnect("the client went away")
+            finally:
+                sub.write_scope = None
+                if held:
+                    lock.release()
+        return not scope.cancelled_caught
 
     def close_subscriptions(self) -> None:
         for sub in list(self.subscriptions.values()):

@@ -42,7 +42,16 @@ class SocketIO:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
-    async def send_all(self, data: bytes) -> None:
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Write what fits now, without waiting; how many bytes that was."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    async def send_all(self, data: bytes | memoryview) -> None:
         """Write all of `data`, parking only while the socket has no room."""
         view = memoryview(data)
         while view:
