@@ -7,13 +7,18 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
 from agentd.paths import resolve_socket_path
+
+# typing costs milliseconds to import, and agentctl's start-up is measured in them;
+# annotations are strings here, so only type checkers need these names.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["cancel", "sessions", "status", "stop"]
 

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
 
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
@@ -34,6 +33,12 @@ from agentctl.runstream import (
 )
 from agentd import __version__
 from agentd.paths import resolve_socket_path
+
+# typing costs milliseconds to import, and agentctl's start-up is measured in them;
+# annotations are strings here, so only type checkers need these names.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["run_command"]
 

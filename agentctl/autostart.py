@@ -11,10 +11,10 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
 
+TYPE_CHECKING = False  # not typing's: importing typing costs agentctl milliseconds
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Sequence

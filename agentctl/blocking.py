@@ -22,7 +22,6 @@ import socket
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from agentctl.errors import ConnectionLost
 from agentd.rpc import (
@@ -35,6 +34,12 @@ from agentd.rpc import (
     RpcError,
     encode_request,
 )
+
+# typing costs milliseconds to import, and agentctl's start-up is measured in them;
+# annotations are strings here, so only type checkers need these names.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BlockingClient", "ConnectionLost", "RpcError"]
 

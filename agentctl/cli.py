@@ -37,8 +37,36 @@ def _add_socket(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _formatter() -> Any:
+    """argparse's help formatter, sized without `shutil`.
+
+    argparse builds a formatter for every argument it adds, and the default one
+    imports shutil and asks for the terminal size each time: milliseconds on
+    every command, for help text that is almost never printed.
+    """
+    import argparse
+    import os
+
+    global _FORMATTER
+    if _FORMATTER is None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+        except (ValueError, OSError):
+            columns = 80
+
+        class Formatter(argparse.HelpFormatter):
+            def __init__(self, prog: str) -> None:
+                super().__init__(prog, width=max(columns - 2, 40))
+
+        _FORMATTER = Formatter
+    return _FORMATTER
+
+
+_FORMATTER: Any = None
+
+
 def _add_run(sub: Any) -> None:
-    run = sub.add_parser("run", help="run a prompt and stream the answer")
+    run = sub.add_parser("run", help="run a prompt and stream the answer", formatter_class=_formatter())
     _add_socket(run, top=False)
     run.add_argument("--model", help="model name (default: the daemon's default)")
     which = run.add_mutually_exclusive_group()
@@ -51,27 +79,29 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_status(sub: Any) -> None:
-    status = sub.add_parser("status", help="show the daemon's status")
+    status = sub.add_parser("status", help="show the daemon's status", formatter_class=_formatter())
     _add_socket(status, top=False)
     status.add_argument("--json", action="store_true")
 
 
 def _add_sessions(sub: Any) -> None:
-    sessions = sub.add_parser("sessions", help="list the sessions of a workspace")
+    sessions = sub.add_parser("sessions", help="list the sessions of a workspace", formatter_class=_formatter())
     _add_socket(sessions, top=False)
     sessions.add_argument("--cwd", metavar="DIR")
     sessions.add_argument("--json", action="store_true")
 
 
 def _add_cancel(sub: Any) -> None:
-    cancel = sub.add_parser("cancel", help="cancel the running prompt (and clear the queue)")
+    cancel = sub.add_parser(
+        "cancel", help="cancel the running prompt (and clear the queue)", formatter_class=_formatter()
+    )
     _add_socket(cancel, top=False)
     cancel.add_argument("--session", metavar="ID", help="only this session (default: every busy one)")
     cancel.add_argument("--cwd", metavar="DIR")
 
 
 def _add_stop(sub: Any) -> None:
-    stop = sub.add_parser("stop", help="stop the daemon")
+    stop = sub.add_parser("stop", help="stop the daemon", formatter_class=_formatter())
     _add_socket(stop, top=False)
     stop.add_argument(
         "--if-idle", action="store_true", help="only when no run is active and no other client is connected"
@@ -91,7 +121,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's part of it (building all five costs milliseconds)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="agentctl", description="Talk to the agentd daemon.")
+    parser = argparse.ArgumentParser(
+        prog="agentctl", description="Talk to the agentd daemon.", formatter_class=_formatter()
+    )
     parser.add_argument("--version", action="version", version=f"agentctl {agentd.__version__}")
     _add_socket(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -7,7 +7,12 @@ test.
 
 from __future__ import annotations
 
-from typing import Any
+# typing costs milliseconds to import, and agentctl's start-up is measured in them;
+# annotations are strings here, so only type checkers need these names.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = [
     "EXIT_INTERRUPTED",

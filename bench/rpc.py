@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,20 +83,42 @@ class PingClient:
         self.sock.close()
 
 
-def measure(path: Path, method: str, sequential: int, pipelined: int) -> dict[str, Any]:
-    client = PingClient(path, method)
+def measure(servers: dict[str, tuple[Path, str]], sequential: int, pipelined: int, rounds: int) -> dict[str, Any]:
+    """Measure every server in turns, round after round, and keep the median of each.
+
+    Interleaving matters: whichever server goes first on a cold machine pays
+    for the warm-up (CPU frequency, caches), which skews a one-after-the-other
+    comparison by 30% or more.
+    """
+    clients = {name: PingClient(path, method) for name, (path, method) in servers.items()}
     try:
-        client.sequential(min(500, sequential))  # warm up both ends
-        started = time.perf_counter()
-        latencies = client.sequential(sequential)
-        seq_seconds = time.perf_counter() - started
-        pipe_seconds = client.pipelined(pipelined)
+        for client in clients.values():
+            client.sequential(1000)  # warm up both ends
+        samples: dict[str, dict[str, list[Any]]] = {
+            name: {"latencies": [], "seq_rps": [], "pipe_rps": []} for name in clients
+        }
+        for _ in range(rounds):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                latencies = client.sequential(sequential)
+                samples[name]["seq_rps"].append(sequential / (time.perf_counter() - started))
+                samples[name]["latencies"].extend(latencies)
+                samples[name]["pipe_rps"].append(pipelined / client.pipelined(pipelined))
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
     return {
-        "method": method,
-        "sequential": {"n": sequential, "rps": sequential / seq_seconds, **summarize_ms(latencies)},
-        "pipelined": {"n": pipelined, "depth": DEPTH, "rps": pipelined / pipe_seconds},
+        name: {
+            "method": servers[name][1],
+            "rounds": rounds,
+            "sequential": {
+                "n": sequential * rounds,
+                "rps": statistics.median(got["seq_rps"]),
+                **summarize_ms(got["latencies"]),
+            },
+            "pipelined": {"n": pipelined * rounds, "depth": DEPTH, "rps": statistics.median(got["pipe_rps"])},
+        }
+        for name, got in samples.items()
     }
 
 
@@ -147,14 +170,13 @@ def _nvim_server() -> Iterator[Path | None]:
 
 
 def run(quick: bool = False) -> tuple[dict[str, Any], list[Row]]:
-    sequential, pipelined = (2_000, 20_000) if quick else (20_000, 200_000)
-    results: dict[str, Any] = {}
-    with daemon() as d:
-        results["agentd"] = measure(d.socket_path, "ping", sequential, pipelined)
-    with _floor_server() as path:
-        results["floor"] = measure(path, "ping", sequential, pipelined)
-    with _nvim_server() as path:
-        results["nvim"] = measure(path, "nvim_get_mode", sequential, pipelined) if path else None
+    sequential, pipelined, rounds = (1_000, 10_000, 3) if quick else (5_000, 50_000, 5)
+    with daemon() as d, _floor_server() as floor, _nvim_server() as nvim:
+        servers = {"agentd": (d.socket_path, "ping"), "floor": (floor, "ping")}
+        if nvim is not None:
+            servers["nvim"] = (nvim, "nvim_get_mode")
+        results = measure(servers, sequential, pipelined, rounds)
+    results.setdefault("nvim", None)
     return results, rows(results)
 
 

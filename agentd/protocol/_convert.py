@@ -87,7 +87,7 @@ def structure_params(params: object, cls: type[T]) -> T:
 
     Raises RpcError(INVALID_PARAMS) whose message names every offending field.
     """
-    if params == [] and type(params) is list:
+    if type(params) is list and not params:
         default = _defaults.get(cls)
         if default is None:
             try:

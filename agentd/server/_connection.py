@@ -20,7 +20,7 @@ from agentd.rpc import ErrorCode, ProtocolError, Request, RpcCodec, RpcError, en
 from ._socket_io import SocketIO
 
 if TYPE_CHECKING:
-    from ._methods import Methods
+    from ._methods import Method, Methods
 
 __all__ = ["ClientConnection"]
 
@@ -120,13 +120,18 @@ class ClientConnection:
                 while (message := codec.next_message()) is not None:
                     if type(message) is not Request:
                         continue  # notifications and responses from a client ask nothing of us
-                    if methods.is_immediate(message.method):
-                        replies.append(self._reply_now(message, after_reply))
+                    try:
+                        method = methods.lookup(message.method)
+                    except RpcError as exc:
+                        replies.append(self._encode(message, exc.to_wire(), None))
+                        continue
+                    if method.immediate:
+                        replies.append(self._reply_now(method, message, after_reply))
                     else:
                         await self._in_flight.acquire()
                         self._requests += 1
                         self._requests_done = trio.Event()
-                        nursery.start_soon(self._answer, message)
+                        nursery.start_soon(self._answer, method, message)
             except ProtocolError as exc:
                 log.warning("client %d: closing connection: %s", self.id, exc)
                 if replies:
@@ -137,10 +142,10 @@ class ClientConnection:
                 for action in after_reply:
                     action()
 
-    def _reply_now(self, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
+    def _reply_now(self, method: Method, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
         """Answer an immediate request (a plain function call: no exception groups to split)."""
         try:
-            result = self._methods.call_now(self, request.method, request.params, after_reply)
+            result = method.call_now(self, request.params, after_reply)
         except RpcError as exc:
             return self._encode(request, exc.to_wire(), None)
         except Exception as exc:
@@ -148,12 +153,12 @@ class ClientConnection:
             return self._encode(request, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
         return self._encode(request, None, result)
 
-    async def _reply_to(self, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
+    async def _reply_to(self, method: Method, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
         """Run one request to its encoded response; every failure becomes an error reply."""
         error: object = None
         result: object = None
         try:
-            result = await self._methods.call(self, request.method, request.params, after_reply)
+            result = await method.call(self, request.params, after_reply)
         except* RpcError as group:
             leaf = _first_leaf(group)
             assert isinstance(leaf, RpcError)
@@ -170,10 +175,10 @@ class ClientConnection:
             log.exception("client %d: cannot encode the reply to %r", self.id, request.method)
             return encode_response(request.msgid, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
 
-    async def _answer(self, request: Request) -> None:
+    async def _answer(self, method: Method, request: Request) -> None:
         after_reply: list[Callable[[], None]] = []
         try:
-            await self.send(await self._reply_to(request, after_reply))
+            await self.send(await self._reply_to(method, request, after_reply))
             for action in after_reply:
                 action()
         finally:

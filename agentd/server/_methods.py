@@ -36,12 +36,12 @@ if TYPE_CHECKING:
     from ._connection import ClientConnection
     from ._state import DaemonState
 
-__all__ = ["Methods"]
+__all__ = ["Method", "Methods"]
 
 AfterReply = list[Callable[[], None]]
 
 
-class _Method:
+class Method:
     """One method: its params type, its handler, and whether the handler returns at once."""
 
     __slots__ = ("params_type", "handler", "immediate")
@@ -51,15 +51,23 @@ class _Method:
         self.handler = handler
         self.immediate = immediate
 
+    def call_now(self, conn: ClientConnection, params: object, after_reply: AfterReply) -> Any:
+        """Run an immediate method; RpcError for an error reply."""
+        return self.handler(conn, structure_params(params, self.params_type), after_reply)
 
-def _now(params_type: type, handler: Callable[..., Any]) -> _Method:
+    async def call(self, conn: ClientConnection, params: object, after_reply: AfterReply) -> Any:
+        """Run a waiting method; RpcError for an error reply."""
+        return await self.handler(conn, structure_params(params, self.params_type), after_reply)
+
+
+def _now(params_type: type, handler: Callable[..., Any]) -> Method:
     """A handler that is a plain function: it never waits, so it is answered inline."""
-    return _Method(params_type, handler, True)
+    return Method(params_type, handler, True)
 
 
-def _later(params_type: type, handler: Callable[..., Awaitable[Any]]) -> _Method:
+def _later(params_type: type, handler: Callable[..., Awaitable[Any]]) -> Method:
     """A coroutine handler: it may wait, so it gets a task of its own."""
-    return _Method(params_type, handler, False)
+    return Method(params_type, handler, False)
 
 
 # What still works while the daemon shuts down: saying hello and watching it go.
@@ -76,7 +84,7 @@ class Methods:
     def __init__(self, state: DaemonState) -> None:
         self._state = state
         now, later = _now, _later
-        self._table: dict[str, _Method] = {
+        self._table: dict[str, Method] = {
             "initialize": now(InitializeParams, self.initialize),
             "ping": now(NoParams, self.ping),
             "server.status": now(NoParams, self.server_status),
@@ -101,35 +109,16 @@ class Methods:
     def names(self) -> list[str]:
         return sorted(self._table)
 
-    def is_immediate(self, method: object) -> bool:
-        """Whether `method` answers without waiting, so the connection may answer it inline.
-
-        Unknown and malformed method names are immediate too: their answer is an error.
-        """
+    def lookup(self, method: object) -> Method:
+        """The method a request names; RpcError if there is none or it may not run now."""
         entry = self._table.get(method) if type(method) is str else None
-        return entry is None or entry.immediate
-
-    def _resolve(self, method: object, params: object) -> tuple[_Method, Any]:
-        if type(method) is not str:
-            raise RpcError(ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {method!r}")
-        entry = self._table.get(method)
         if entry is None:
+            if type(method) is not str:
+                raise RpcError(ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {method!r}")
             raise RpcError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r}")
         if self._state.shutting_down and method not in _ALLOWED_WHILE_SHUTTING_DOWN:
             raise RpcError(ErrorCode.SHUTTING_DOWN, "agentd is shutting down")
-        return entry, structure_params(params, entry.params_type)
-
-    def call_now(self, conn: ClientConnection, method: object, params: object, after_reply: AfterReply) -> Any:
-        """Run an immediate method (see `is_immediate`); raises RpcError for an error reply."""
-        entry, arguments = self._resolve(method, params)
-        assert entry.immediate
-        return entry.handler(conn, arguments, after_reply)
-
-    async def call(self, conn: ClientConnection, method: object, params: object, after_reply: AfterReply) -> Any:
-        """Run any method; raises RpcError for an error reply."""
-        entry, arguments = self._resolve(method, params)
-        result = entry.handler(conn, arguments, after_reply)
-        return result if entry.immediate else await result
+        return entry
 
     # --- server
 
