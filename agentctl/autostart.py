@@ -8,15 +8,16 @@ Readiness is a pipe the daemon writes to once it listens, so nobody polls.
 from __future__ import annotations
 
 import os
-import socket
 import sys
-from pathlib import Path
 
 from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
 
 TYPE_CHECKING = False  # not typing's: importing typing costs agentctl milliseconds
 if TYPE_CHECKING:
     import subprocess
+    from os import PathLike
+
+    StrPath = str | PathLike[str]
     from collections.abc import Sequence
 
 # subprocess, select, fcntl and time are imported where a daemon is started:
@@ -31,12 +32,14 @@ class DaemonUnavailable(Exception):
     """No daemon answers, and one could not be started."""
 
 
-def daemon_log_path() -> Path:
-    return state_dir() / "agentd.log"
+def daemon_log_path() -> str:
+    return os.path.join(state_dir(), "agentd.log")
 
 
-def is_listening(socket_path: Path) -> bool:
+def is_listening(socket_path: StrPath) -> bool:
     """Whether something accepts connections on `socket_path` right now."""
+    import socket  # only on the way to starting a daemon
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(os.fspath(socket_path))
@@ -50,18 +53,18 @@ def is_listening(socket_path: Path) -> bool:
 
 
 def spawn_daemon(
-    socket_path: Path,
+    socket_path: StrPath,
     extra_args: Sequence[str] = (),
     *,
-    log_path: Path | None = None,
+    log_path: StrPath | None = None,
     timeout: float = READY_TIMEOUT,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `agentd` in the background on `socket_path` and return once it listens."""
     import subprocess
 
-    log_path = log_path or daemon_log_path()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path = os.fspath(log_path or daemon_log_path())
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
     read_fd, write_fd = os.pipe()
     try:
         with open(log_path, "ab") as log:
@@ -125,25 +128,28 @@ def _wait_ready(fd: int, timeout: float) -> bool:
     return data.startswith(b"ready")
 
 
-def _last_line(path: Path) -> str:
+def _last_line(path: str) -> str:
     try:
-        lines = path.read_text(errors="replace").strip().splitlines()
+        with open(path, errors="replace") as log:
+            lines = log.read().strip().splitlines()
     except OSError:
         return "(no log)"
     return lines[-1] if lines else "(empty log)"
 
 
-def ensure_daemon(socket_path: Path) -> None:
+def ensure_daemon(socket_path: StrPath) -> None:
     """Make sure a daemon listens on `socket_path`, starting one if needed."""
     if is_listening(socket_path):
         return
+    path = os.fspath(socket_path)
+    parent = os.path.dirname(path) or "."
     try:
-        ensure_private_dir(socket_path.parent, owned=socket_path.parent in managed_socket_dirs())
+        ensure_private_dir(parent, owned=parent in managed_socket_dirs())
     except OSError as exc:
-        raise DaemonUnavailable(f"cannot prepare {socket_path.parent}: {exc}") from None
+        raise DaemonUnavailable(f"cannot prepare {parent}: {exc}") from None
     import fcntl
 
-    lock_path = socket_path.with_name(socket_path.name + ".start-lock")
+    lock_path = path + ".start-lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

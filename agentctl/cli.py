@@ -8,6 +8,7 @@ imports what it needs when it runs; `agentctl --version` imports nothing at all.
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import agentd
 
@@ -144,6 +145,68 @@ def _command_in(argv: list[str]) -> str | None:
     return None
 
 
+# `run`'s options as `parse_run_quickly` reads them: option -> (dest, takes a value).
+# tests/test_cli_parsing.py holds this to the argparse parser above, which stays
+# the authority: anything this table does not cover goes to it.
+RUN_OPTIONS: dict[str, tuple[str, bool]] = {
+    "--socket": ("socket", True),
+    "--model": ("model", True),
+    "--session": ("session", True),
+    "--continue": ("continue_", False),
+    "--json": ("json", False),
+    "--quiet": ("quiet", False),
+    "--cwd": ("cwd", True),
+}
+
+
+def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
+    """`agentctl [--socket P] run [OPTIONS] PROMPT...` parsed without argparse, or None.
+
+    `agentctl run` is the command scripts call in loops, and argparse (with the
+    re, gettext and locale it imports) is a large share of its start-up. The
+    common, unambiguous shapes are read here; anything else (help, `--`, an
+    option after the prompt, `--opt=value`, a value that looks like an option,
+    a conflict) returns None, for argparse to parse or to explain.
+    """
+    values: dict[str, object] = {
+        "command": "run",
+        "socket": None,
+        "model": None,
+        "session": None,
+        "continue_": False,
+        "json": False,
+        "quiet": False,
+        "cwd": None,
+    }
+    prompt: list[str] = []
+    seen_command = False
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word.startswith("-") and word != "-":
+            spec = RUN_OPTIONS.get(word)
+            if spec is None or prompt or (not seen_command and word != "--socket"):
+                return None
+            dest, takes_value = spec
+            if takes_value:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                    return None
+                values[dest] = argv[i + 1]
+                i += 2
+                continue
+            values[dest] = True
+        elif seen_command:
+            prompt.append(word)
+        elif word == "run":
+            seen_command = True
+        else:
+            return None
+        i += 1
+    if not seen_command or (values["session"] is not None and values["continue_"]):
+        return None
+    return SimpleNamespace(prompt=prompt, **values)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -151,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         # The one call that needs nothing but a string.
         print(f"agentctl {agentd.__version__}")
         return 0
+    quick = parse_run_quickly(argv)
+    if quick is not None:
+        from agentctl._run import run_command
+
+        return run_command(quick)
     parser = build_parser(only=_command_in(argv))
     args = parser.parse_args(argv)
     if args.command is None:

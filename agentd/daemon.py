@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import trio
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from agentd.server import DaemonConfig, StartupError, serve
 
     config = DaemonConfig(
-        socket_path=resolve_socket_path(args.socket),
+        socket_path=Path(resolve_socket_path(args.socket)),
         must_deliver_timeout=args.must_deliver_timeout,
         idle_grace=args.idle_grace,
         subscriber_capacity=args.subscriber_buffer,

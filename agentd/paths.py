@@ -1,13 +1,14 @@
 """Where agentd's files live; agentd and agentctl resolve them here, the same way.
 
-Standard library only: `agentctl` imports this at start-up.
+Plain strings and `os.path`, not pathlib: `agentctl` imports this at start-up,
+and pathlib (with the re and urllib it pulls in) would cost more than the
+rest of a command's imports together.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 __all__ = [
     "default_socket_path",
@@ -17,55 +18,61 @@ __all__ = [
     "state_dir",
 ]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-def default_socket_path(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def default_socket_path(environ: Mapping[str, str] | None = None) -> str:
     """`$AGENTD_SOCKET`, else `$XDG_RUNTIME_DIR/agentd/agentd.sock`, else `/tmp/agentd-$UID/agentd.sock`."""
-    env = os.environ if environ is None else environ
+    env = _env(environ)
     explicit = env.get("AGENTD_SOCKET")
     if explicit:
-        return Path(explicit)
+        return explicit
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
-        return Path(runtime) / "agentd" / "agentd.sock"
-    return Path(f"/tmp/agentd-{os.getuid()}") / "agentd.sock"
+        return os.path.join(runtime, "agentd", "agentd.sock")
+    return f"/tmp/agentd-{os.getuid()}/agentd.sock"
 
 
-def managed_socket_dirs(environ: os._Environ[str] | dict[str, str] | None = None) -> set[Path]:
+def managed_socket_dirs(environ: Mapping[str, str] | None = None) -> set[str]:
     """The directories agentd owns outright, and so keeps at mode 0700."""
-    env = os.environ if environ is None else environ
-    dirs = {Path(f"/tmp/agentd-{os.getuid()}")}
+    env = _env(environ)
+    dirs = {f"/tmp/agentd-{os.getuid()}"}
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
-        dirs.add(Path(runtime) / "agentd")
+        dirs.add(os.path.join(runtime, "agentd"))
     return dirs
 
 
-def resolve_socket_path(flag: str | None) -> Path:
+def resolve_socket_path(flag: str | None) -> str:
     """`--socket PATH` wins over everything the environment says."""
-    if flag:
-        return Path(flag)
-    return default_socket_path()
+    return flag if flag else default_socket_path()
 
 
-def state_dir(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+def state_dir(environ: Mapping[str, str] | None = None) -> str:
     """`$XDG_STATE_HOME/agentd`, else `~/.local/state/agentd`: the daemon's log and start lock."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "agentd"
+    env = _env(environ)
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "agentd")
 
 
-def ensure_private_dir(path: Path, *, owned: bool = True) -> None:
+def ensure_private_dir(path: str, *, owned: bool = True) -> None:
     """Create `path` (and parents) 0700; when agentd owns it (`owned`), also fix its mode.
 
     The socket's directory is the socket's real access control: a 0600 socket in a
     directory someone else can write to could be swapped under us. A directory the
     user named with `--socket` may be shared (say `/tmp`), so its mode is theirs.
     """
-    existed = path.is_dir()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existed = os.path.isdir(path)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     if existed and not owned:
         return
-    st = path.stat()
+    st = os.stat(path)
     if st.st_uid != os.getuid():
         raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by this user")
     if stat.S_IMODE(st.st_mode) != 0o700:

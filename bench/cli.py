@@ -26,45 +26,46 @@ def _agentctl() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "agentctl"]
 
 
-def _once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one run of `argv`, which must succeed."""
+# Linux counts a forked child's peak RSS from its parent's size at the fork,
+# so a child of this (large) benchmark process would report the benchmark's
+# memory. GNU time is a small process in between, and its children report
+# their own; without it, no memory is reported rather than a wrong one.
+_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+
+
+def _once(argv: list[str], env: dict[str, str], cwd: Path, *, measure_memory: bool = False) -> tuple[float, int | None]:
+    """Wall seconds and peak RSS (KiB, or None) of one run of `argv`, which must succeed.
+
+    Memory is measured on request only: the wrapper's own start would be
+    counted in the wall time.
+    """
+    wrap = measure_memory and _TIME is not None
+    wrapped = [_TIME, "-f", "%M", *argv] if wrap and _TIME else argv
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(wrapped, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        assert proc.stderr is not None
-        raise RuntimeError(f"{argv} exited {proc.returncode}: {proc.stderr.read().decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss
+        raise RuntimeError(f"{argv} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+    peak = int(proc.stderr.decode().strip().splitlines()[-1]) if wrap else None
+    return elapsed, peak
 
 
 def _series(argv: list[str], env: dict[str, str], cwd: Path, n: int) -> dict[str, Any]:
-    _once(argv, env, cwd)  # warm the page cache
-    runs = [_once(argv, env, cwd) for _ in range(n)]
-    times = [t for t, _ in runs]
-    return {
-        "n": n,
-        "median_ms": statistics.median(times) * 1000,
-        "min_ms": min(times) * 1000,
-        "peak_rss_kb": max(rss for _, rss in runs),
-    }
+    _, peak = _once(argv, env, cwd, measure_memory=True)  # also warms the page cache
+    times = [_once(argv, env, cwd)[0] for _ in range(n)]
+    return {"n": n, "median_ms": statistics.median(times) * 1000, "min_ms": min(times) * 1000, "peak_rss_kb": peak}
 
 
 def _cold(env: dict[str, str], cwd: Path, n: int) -> dict[str, Any]:
     """agentctl run with no daemon: it starts one; each is stopped before the next run."""
     argv = [*_agentctl(), "run", "--model", "echo", "hello"]
-    runs = []
+    times = []
     for _ in range(n):
-        runs.append(_once(argv, env, cwd))
+        times.append(_once(argv, env, cwd)[0])
         _stop(env)
-    times = [t for t, _ in runs]
-    return {
-        "n": n,
-        "median_ms": statistics.median(times) * 1000,
-        "min_ms": min(times) * 1000,
-        "peak_rss_kb": max(rss for _, rss in runs),
-    }
+    _, peak = _once(argv, env, cwd, measure_memory=True)
+    _stop(env)
+    return {"n": n, "median_ms": statistics.median(times) * 1000, "min_ms": min(times) * 1000, "peak_rss_kb": peak}
 
 
 def _stop(env: dict[str, str]) -> None:
@@ -117,7 +118,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
 
 
 def _fmt(result: dict[str, Any]) -> str:
-    return f"{result['median_ms']:.1f} ms, {result['peak_rss_kb'] / 1024:.1f} MiB peak"
+    peak = result["peak_rss_kb"]
+    memory = f"{peak / 1024:.1f} MiB peak" if peak is not None else "peak memory not measured (no /usr/bin/time)"
+    return f"{result['median_ms']:.1f} ms, {memory}"
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import enum
-
 __all__ = ["ErrorCode", "RpcError"]
 
 
-class ErrorCode(enum.IntEnum):
+class ErrorCode:
+    """The codes, as plain ints: an IntEnum would import enum into every agentctl start."""
+
     INTERNAL = 0
     INVALID_PARAMS = 1
     NOT_FOUND = 2
@@ -15,6 +15,9 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 4
     UNKNOWN_METHOD = 5
     TIMEOUT = 6
+
+
+_NAMES = {code: name.lower() for name, code in vars(ErrorCode).items() if name.isupper()}
 
 
 class RpcError(Exception):
@@ -36,8 +39,5 @@ class RpcError(Exception):
         return cls(ErrorCode.INTERNAL, str(error))
 
     def __str__(self) -> str:
-        try:
-            name = ErrorCode(self.code).name.lower()
-        except ValueError:
-            name = f"error {self.code}"
+        name = _NAMES.get(self.code, f"error {self.code}")
         return f"{name}: {self.message}"

@@ -63,7 +63,8 @@ async def bind_listener(socket_path: Path) -> tuple[trio.SocketListener, SocketC
     if len(os.fsencode(socket_path)) >= 108:
         raise StartupError(f"socket path is too long for a Unix socket (max 107 bytes): {socket_path}")
     try:
-        ensure_private_dir(socket_path.parent, owned=socket_path.parent in managed_socket_dirs())
+        parent = os.fspath(socket_path.parent)
+        ensure_private_dir(parent, owned=parent in managed_socket_dirs())
     except OSError as exc:
         raise StartupError(f"cannot prepare the socket directory {socket_path.parent}: {exc}") from None
     claim = SocketClaim(socket_path)
