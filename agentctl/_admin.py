@@ -1,4 +1,4 @@
-"""`agentctl status | sessions | cancel | stop`: small requests, printed for people or as JSON."""
+"""`agentctl status | sessions | show | rm | cancel | stop`: small requests, printed for people or as JSON."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from agentctl._sessions import resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["cancel", "sessions", "status", "stop"]
+__all__ = ["cancel", "rm", "sessions", "show", "status", "stop"]
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_RUNNING = 0, 1, 3
 # How long `stop` waits for the daemon to finish shutting down.
@@ -65,6 +66,23 @@ def _cwd(args: argparse.Namespace) -> str:
     return os.path.abspath(args.cwd or os.getcwd())
 
 
+def _title(session: dict[str, Any]) -> str:
+    """A session's title for people: the daemon gives `New session` when none was set."""
+    return str(session["title"]) or "(untitled)"
+
+
+def _emit(text: str) -> None:
+    """Write `text` to stdout; a reader that went away (`| head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def status(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
         info = client.call("server.status")
@@ -88,7 +106,50 @@ def sessions(args: argparse.Namespace) -> int:
         for s in found:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["updated_at"]))
             busy = " busy" if s["busy"] else ""
-            print(f"{s['id']}  {when}  {s['message_count']:>4} msgs{busy}  {s['title']}")
+            print(f"{s['id']}  {when}  {s['message_count']:>4} msgs{busy}  {_title(s)}")
+        return EXIT_OK
+
+    return _with_client(args, body, autostart=True)
+
+
+def _message_heading(message: dict[str, Any]) -> str:
+    reason = message["finish_reason"]
+    if reason is None:
+        return f"## {message['role']} (in progress)"
+    if reason != "stop":
+        return f"## {message['role']} ({reason})"
+    return f"## {message['role']}"
+
+
+def show(args: argparse.Namespace) -> int:
+    def body(client: BlockingClient) -> int:
+        workspace_id = client.call("workspace.open", {"path": _cwd(args)})["id"]
+        session_id = resolve_session(client, workspace_id, args.session)
+        ref = {"workspace_id": workspace_id, "session_id": session_id}
+        # Both at once: neither depends on the other's reply.
+        get, messages_request = client.request("session.get", ref), client.request("session.messages", ref)
+        session = client.wait(get)
+        messages: list[dict[str, Any]] = client.wait(messages_request)
+        if args.json:
+            _emit(json.dumps(messages) + "\n")
+            return EXIT_OK
+        count = len(messages)
+        blocks = [f"# {_title(session)} ({session_id}, {count} message{'' if count == 1 else 's'})"]
+        for message in messages:
+            text = message["text"].rstrip("\n")
+            blocks.append(f"{_message_heading(message)}\n{text}" if text else _message_heading(message))
+        _emit("\n\n".join(blocks) + "\n")
+        return EXIT_OK
+
+    return _with_client(args, body, autostart=True)
+
+
+def rm(args: argparse.Namespace) -> int:
+    def body(client: BlockingClient) -> int:
+        workspace_id = client.call("workspace.open", {"path": _cwd(args)})["id"]
+        session_id = resolve_session(client, workspace_id, args.session)
+        removed = client.call("session.delete", {"workspace_id": workspace_id, "session_id": session_id})
+        print(f"removed {removed['id']} ({_title(removed)})")
         return EXIT_OK
 
     return _with_client(args, body, autostart=True)

@@ -182,8 +182,8 @@ class RunCommand:
             if sessions:
                 session_id = max(sessions, key=lambda s: s["updated_at"])["id"]
         if session_id is None:
-            title = self.prompt.strip().splitlines()[0][:60]
-            session_request = client.request("session.create", {"workspace_id": workspace_id, "title": title})
+            # Untitled: the daemon names a session after its first prompt.
+            session_request = client.request("session.create", {"workspace_id": workspace_id})
         else:
             session_request = client.request("session.get", {"workspace_id": workspace_id, "session_id": session_id})
         # Subscribe before sending: the run's first event must not beat us to it.

@@ -92,6 +92,21 @@ def _add_sessions(sub: Any) -> None:
     sessions.add_argument("--json", action="store_true")
 
 
+def _add_show(sub: Any) -> None:
+    show = sub.add_parser("show", help="print the conversation of a session", formatter_class=_formatter())
+    _add_socket(show, top=False)
+    show.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
+    show.add_argument("--json", action="store_true", help="print the session's messages as a JSON array")
+    show.add_argument("session", metavar="SESSION", help="session id, or enough of its start to be unambiguous")
+
+
+def _add_rm(sub: Any) -> None:
+    rm = sub.add_parser("rm", help="delete a session and its messages", formatter_class=_formatter())
+    _add_socket(rm, top=False)
+    rm.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
+    rm.add_argument("session", metavar="SESSION", help="session id, or enough of its start to be unambiguous")
+
+
 def _add_cancel(sub: Any) -> None:
     cancel = sub.add_parser(
         "cancel", help="cancel the running prompt (and clear the queue)", formatter_class=_formatter()
@@ -113,13 +128,15 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "status": _add_status,
     "sessions": _add_sessions,
+    "show": _add_show,
+    "rm": _add_rm,
     "cancel": _add_cancel,
     "stop": _add_stop,
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, just that command's part of it (building all five costs milliseconds)."""
+    """The parser; with `only`, just that command's part of it (building them all costs milliseconds)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -233,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     command = {
         "status": _admin.status,
         "sessions": _admin.sessions,
+        "show": _admin.show,
+        "rm": _admin.rm,
         "cancel": _admin.cancel,
         "stop": _admin.stop,
     }[args.command]

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 import agentd
-from agentd.paths import resolve_socket_path
+from agentd.paths import data_dir, resolve_socket_path
 
 __all__ = ["main"]
 
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentd", description="The agentd daemon.")
     p.add_argument("--version", action="version", version=f"agentd {agentd.__version__}")
     p.add_argument("--socket", metavar="PATH", help="Unix socket to listen on")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the database lives (default: $XDG_DATA_HOME/agentd, else ~/.local/share/agentd)",
+    )
     p.add_argument(
         "--must-deliver-timeout",
         type=_positive,
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = DaemonConfig(
         socket_path=Path(resolve_socket_path(args.socket)),
+        data_dir=args.data_dir or data_dir(),
         must_deliver_timeout=args.must_deliver_timeout,
         idle_grace=args.idle_grace,
         subscriber_capacity=args.subscriber_buffer,

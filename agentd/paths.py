@@ -11,6 +11,7 @@ import os
 import stat
 
 __all__ = [
+    "data_dir",
     "default_socket_path",
     "ensure_private_dir",
     "managed_socket_dirs",
@@ -58,6 +59,13 @@ def state_dir(environ: Mapping[str, str] | None = None) -> str:
     """`$XDG_STATE_HOME/agentd`, else `~/.local/state/agentd`: the daemon's log and start lock."""
     env = _env(environ)
     base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "agentd")
+
+
+def data_dir(environ: Mapping[str, str] | None = None) -> str:
+    """`$XDG_DATA_HOME/agentd`, else `~/.local/share/agentd`: the database."""
+    env = _env(environ)
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "agentd")
 
 

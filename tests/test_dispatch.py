@@ -39,7 +39,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = Store()
+    store = await Store.open(str(tmp_path / "agentd.db"))
     workspace = await store.workspace_for_path(str(tmp_path))
     host = WorkspaceHost(
         workspace.id,
@@ -56,6 +56,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         sub = host.broker.subscribe("sub", 1024, lambda s: None)
         yield Harness(host, store, sub)
         host.request_close("test over")
+    await store.aclose()
 
 
 async def test_cancel_before_the_run_task_starts_still_ends_the_run_cancelled(harness: Harness) -> None:

@@ -28,7 +28,7 @@ async def barrier(ws: Workspace) -> None:
 async def test_pre_run_error_publishes_one_errored_run_complete_with_run_and_session(ws: Workspace) -> None:
     session_id = await ws.new_session()
     reply = await ws.send(session_id, "hi", model="no-such-model", run_id="run-1")
-    assert reply == {"run_id": "run-1", "queued": False}
+    assert reply == {"run_id": "run-1", "queued": False, "state": "running"}
     rc = await ws.events.until_complete("run-1")
     assert rc["session_id"] == session_id
     assert rc["run_id"] == "run-1"

@@ -24,6 +24,10 @@ from agentd.store import Store
 __all__ = ["Coordinator", "SessionAgent"]
 
 
+# How often a streaming answer's text so far is saved.
+PARTIAL_SAVE_INTERVAL = 1.0
+
+
 class Coordinator:
     def __init__(
         self,
@@ -66,6 +70,7 @@ class SessionAgent:
         # The prompt is the user's: it is kept even when the run was cancelled
         # before it began, so this part cannot be cancelled.
         with trio.CancelScope(shield=True):
+            await store.start_run(run.id)
             user_message = await store.add_message(run.session_id, "user", run.prompt, run.id, "stop")
             broker.publish(events.MESSAGE_CREATED, unstructure(user_message))
 
@@ -85,6 +90,9 @@ class SessionAgent:
             assistant = await store.add_message(run.session_id, "assistant", "", run.id)
             message_id = assistant.id
             broker.publish(events.MESSAGE_CREATED, unstructure(assistant))
+            # Deltas are not written one by one: the text so far is saved now
+            # and then (so a crash keeps most of it), and in full at the end.
+            saved_at = trio.current_time()
             async with aclosing(model.stream(request)) as stream:  # type: ignore[type-var]
                 async for part in stream:
                     if isinstance(part, TextDelta):
@@ -96,6 +104,9 @@ class SessionAgent:
                         )
                         text_parts.append(part.text)
                         length += len(part.text)
+                        if trio.current_time() - saved_at >= PARTIAL_SAVE_INTERVAL:
+                            await store.update_message(message_id, "".join(text_parts), None)
+                            saved_at = trio.current_time()
                     elif isinstance(part, Finish):
                         finish_reason = part.reason
         except BaseException as exc:
@@ -103,18 +114,18 @@ class SessionAgent:
             raise
         finally:
             text = "".join(text_parts)
-            with trio.move_on_after(self._terminal.bound, shield=True):
-                if message_id is not None:
-                    if error is not None:
-                        reason = "error"
-                    elif cancelled:
-                        reason = "cancelled"
-                    else:
-                        # A stream that simply ends has finished normally.
-                        reason = finish_reason or "stop"
-                    final = await store.update_message(message_id, text, reason)
-                    broker.publish(events.MESSAGE_UPDATED, unstructure(final))
-                await self._terminal.complete(run, message_id=message_id, text=text, error=error, cancelled=cancelled)
+            if error is not None:
+                reason = "error"
+            elif cancelled:
+                reason = "cancelled"
+            else:
+                # A stream that simply ends has finished normally.
+                reason = finish_reason or "stop"
+            # The terminal finishes the message and records the RunComplete in
+            # one transaction, then publishes both: shielded and bounded there.
+            await self._terminal.complete(
+                run, message_id=message_id, text=text, error=error, cancelled=cancelled, finish_reason=reason
+            )
 
 
 def _classify(exc: BaseException) -> tuple[bool, str | None]:

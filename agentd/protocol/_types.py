@@ -24,6 +24,7 @@ __all__ = [
     "NoParams",
     "QueuedPrompt",
     "RunComplete",
+    "RunGetParams",
     "RunStarted",
     "RunWaitParams",
     "ServerShutdownParams",
@@ -203,6 +204,13 @@ class RunWaitParams:
 @attrs.frozen
 class EventsSubscribeParams:
     workspace_id: str
+    # Replay the logged events after this seq first (see docs/protocol.md).
+    since: int | None = None
+
+
+@attrs.frozen
+class RunGetParams:
+    run_id: str
 
 
 @attrs.frozen

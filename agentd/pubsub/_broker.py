@@ -242,23 +242,50 @@ class Subscriber:
 
 
 class Broker:
-    """The event publisher of one workspace: assigns `seq` and fans events out."""
+    """The event publisher of one workspace: assigns `seq` and fans events out.
+
+    Two hooks connect it to durability without putting I/O in the publish
+    path: `on_logged` sees every event whose type is in `logged_types` (the
+    workspace journals those for replay), and `on_seq_low` is called once the
+    seqs reserved in the store run low (the workspace reserves more, and
+    calls `reserved(through)`).
+    """
 
     def __init__(
         self,
         workspace_id: str,
         stats: DropStats,
         must_deliver_timeout: float = DEFAULT_MUST_DELIVER_TIMEOUT,
+        *,
+        last_seq: int = 0,
+        logged_types: frozenset[str] = frozenset(),
+        on_logged: Callable[[Event], None] | None = None,
+        on_seq_low: Callable[[], None] | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self.must_deliver_timeout = must_deliver_timeout
         self._stats = stats
-        self._seq = 0
+        self._seq = last_seq
         self._subscribers: dict[str, Subscriber] = {}
+        self._logged_types = logged_types
+        self._on_logged = on_logged
+        self._on_seq_low = on_seq_low
+        self._seq_low_at = math.inf
 
     @property
     def seq(self) -> int:
         return self._seq
+
+    def resume(self, last_seq: int) -> None:
+        """Continue numbering after `last_seq` (before anything is published)."""
+        self._seq = last_seq
+
+    def set_on_seq_low(self, callback: Callable[[], None]) -> None:
+        self._on_seq_low = callback
+
+    def reserved(self, low_at: int) -> None:
+        """Seqs are reserved well past `low_at`; call `on_seq_low` when it is reached."""
+        self._seq_low_at = low_at
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -284,7 +311,13 @@ class Broker:
 
     def _next_event(self, type: str, payload: dict[str, Any], must_deliver: bool = False) -> Event:
         self._seq += 1
-        return Event(self.workspace_id, self._seq, type, payload, must_deliver)
+        event = Event(self.workspace_id, self._seq, type, payload, must_deliver)
+        if type in self._logged_types and self._on_logged is not None:
+            self._on_logged(event)
+        if self._seq >= self._seq_low_at and self._on_seq_low is not None:
+            self._seq_low_at = math.inf
+            self._on_seq_low()
+        return event
 
     def publish(self, type: str, payload: dict[str, Any]) -> Event:
         """Lossy: never waits; a subscriber without room loses this event alone."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -69,6 +69,9 @@ class Dispatcher:
         self._on_busy_changed = on_busy_changed
         self._lanes: dict[str, _Lane] = {}
         self._closing = False
+        self._tasks = 0
+        self._idle = trio.Event()
+        self._idle.set()
 
     # --- what requests ask (all synchronous: no await between check and act)
 
@@ -87,8 +90,26 @@ class Dispatcher:
             lane.queue.append(run)
             return True
         lane.active = run
-        self._nursery.start_soon(self._drive, lane, name=f"lane {run.session_id}")
+        self._spawn(self._drive, lane)
         return False
+
+    def _spawn(self, fn: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+        if self._tasks == 0:
+            self._idle = trio.Event()
+        self._tasks += 1
+        self._nursery.start_soon(self._tracked, fn, arg)
+
+    async def _tracked(self, fn: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+        try:
+            await fn(arg)
+        finally:
+            self._tasks -= 1
+            if self._tasks == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until every run task, and every completion of a cleared run, has finished."""
+        await self._idle.wait()
 
     def is_busy(self, session_id: str) -> bool:
         lane = self._lanes.get(session_id)
@@ -110,7 +131,7 @@ class Dispatcher:
         lane.queue.clear()
         # The workspace owns these completions, not the request that asked:
         # a client hanging up right after must not cost anyone their terminal event.
-        self._nursery.start_soon(self._complete_cleared, cleared)
+        self._spawn(self._complete_cleared, cleared)
         return cleared
 
     def cancel(self, session_id: str) -> tuple[Run | None, list[Run]]:
@@ -141,7 +162,7 @@ class Dispatcher:
         cleared = [r for r in lane.queue if r.id == run_id]
         if cleared:
             lane.queue.remove(cleared[0])
-            self._nursery.start_soon(self._complete_cleared, cleared)
+            self._spawn(self._complete_cleared, cleared)
         return None, cleared
 
     def close(self) -> None:

@@ -40,8 +40,14 @@ class RunTerminal:
         text: str = "",
         error: str | None = None,
         cancelled: bool = False,
+        finish_reason: str | None = None,
     ) -> bool:
-        """Decide `run`'s RunComplete and publish it; False if it already had one.
+        """Decide `run`'s RunComplete, record it, and publish it; False if it already had one.
+
+        With `message_id` and `finish_reason`, the run's assistant message is
+        finished with `text` in the same transaction that records the
+        RunComplete: the messages are durable before anyone hears the run is
+        over, and `message.updated` goes out just ahead of `run.complete`.
 
         Shielded and bounded: a cancelled run must still report that it was
         cancelled, and a stuck subscriber is disconnected by the broker within
@@ -60,13 +66,17 @@ class RunTerminal:
         run.complete = rc
         run.state = RunState.DONE
         with trio.move_on_after(self.bound, shield=True) as scope:
+            final = (message_id, text, finish_reason) if message_id is not None and finish_reason else None
+            message = None
             try:
-                await self._store.finish_run(run.id, rc)
+                message = await self._store.finish_run(rc, final)
             except Exception:
                 # The subscribers still get their terminal event; a run must never end silently.
                 log.exception("run %s: recording its RunComplete failed", run.id)
             run.finished.set()
             self._on_finished(run)
+            if message is not None:
+                self._broker.publish(events.MESSAGE_UPDATED, unstructure(message))
             await self._broker.publish_must_deliver(events.RUN_COMPLETE, unstructure(rc))
         if scope.cancelled_caught:
             log.error("run %s: publishing its RunComplete took over %.1fs", run.id, self.bound)

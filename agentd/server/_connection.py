@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from agentd.pubsub import Subscriber
+from agentd.pubsub import Event, Subscriber
 from agentd.rpc import ErrorCode, ProtocolError, Request, RpcCodec, RpcError, encode_response
 
 from ._socket_io import SocketIO
@@ -206,17 +206,23 @@ class ClientConnection:
 
     # --- subscriptions
 
-    def start_writer(self, sub: Subscriber) -> None:
-        """Start draining `sub`; called once its subscribe reply is on the wire."""
+    def start_writer(self, sub: Subscriber, replay: list[Event]) -> None:
+        """Start draining `sub`, after `replay`; called once its subscribe reply is on the wire."""
         assert self._nursery is not None
         self._writers += 1
         self._writers_done = trio.Event()
-        self._nursery.start_soon(self._write_events, sub)
+        self._nursery.start_soon(self._write_events, sub, replay)
 
-    async def _write_events(self, sub: Subscriber) -> None:
+    async def _write_events(self, sub: Subscriber, replay: list[Event]) -> None:
         receive = sub.receive_channel
         sid = sub.id
         try:
+            for start in range(0, len(replay), _WRITE_BATCH):
+                # What the client missed goes first: live events queue behind it.
+                data = b"".join([e.encode_notification(sid) for e in replay[start : start + _WRITE_BATCH]])
+                if not await self._write_events_batch(data, sub):
+                    sub.disconnect("its replay in time (its connection stopped reading)")
+                    return
             async for event in receive:
                 batch = [event]
                 drained = False

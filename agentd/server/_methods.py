@@ -18,6 +18,7 @@ from agentd.protocol import (
     EventsUnsubscribeParams,
     InitializeParams,
     NoParams,
+    RunGetParams,
     RunWaitParams,
     ServerShutdownParams,
     SessionCreateParams,
@@ -28,6 +29,7 @@ from agentd.protocol import (
     structure_params,
     unstructure,
 )
+from agentd.pubsub import Event
 from agentd.rpc import ErrorCode, RpcError
 from agentd.runs import Closing, Run
 from agentd.store import RunRecord
@@ -76,6 +78,27 @@ _ALLOWED_WHILE_SHUTTING_DOWN = frozenset({"initialize", "ping", "server.status",
 _MAX_RUN_ID = 128
 
 
+DEFAULT_TITLE = "New session"
+_TITLE_LENGTH = 60
+
+
+def session_title(prompt: str) -> str:
+    """A title from a prompt: its first line, whitespace collapsed, shortened."""
+    first = next((line for line in prompt.splitlines() if line.strip()), prompt)
+    title = " ".join(first.split())
+    return title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def _resend(p: AgentSendParams, session_id: str, prompt: str, state: str) -> dict[str, Any]:
+    """A send with a run_id the daemon already knows: the same request again, or a mistake."""
+    if prompt != p.prompt or session_id != p.session_id:
+        raise RpcError(
+            ErrorCode.CONFLICT,
+            f"run_id: {p.run_id!r} is already used by another prompt",
+        )
+    return {"run_id": p.run_id, "queued": state == "queued", "state": state}
+
+
 def _not_found(what: str, value: str) -> RpcError:
     return RpcError(ErrorCode.NOT_FOUND, f"{what}: no such {what.removesuffix('_id')} {value!r}")
 
@@ -102,6 +125,7 @@ class Methods:
             "agent.queue": later(SessionRef, self.agent_queue),
             "agent.queue_clear": later(SessionRef, self.agent_queue_clear),
             "run.wait": later(RunWaitParams, self.run_wait),
+            "run.get": later(RunGetParams, self.run_get),
             "events.subscribe": later(EventsSubscribeParams, self.events_subscribe),
             "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe),
         }
@@ -196,7 +220,7 @@ class Methods:
 
     async def session_create(self, conn: ClientConnection, p: SessionCreateParams, _: Any) -> Any:
         host = self._state.workspaces.get(p.workspace_id)
-        record = await self._state.store.create_session(host.id, p.title or "New session")
+        record = await self._state.store.create_session(host.id, p.title or DEFAULT_TITLE)
         session = unstructure(host.session_view(record))
         host.broker.publish(events.SESSION_CREATED, session)
         return session
@@ -239,11 +263,14 @@ class Methods:
             raise RpcError(ErrorCode.INVALID_PARAMS, f"run_id: must be 1 to {_MAX_RUN_ID} characters")
         host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
         state = self._state
-        used = await state.store.get_run(run_id) is not None
-        # Checked again after the await, with no checkpoint before the accept:
-        # two sends racing with one run_id cannot both get in.
-        if used or state.runs.get(run_id) is not None:
-            raise RpcError(ErrorCode.CONFLICT, f"run_id: {run_id!r} is already used")
+        stored = await state.store.get_run(run_id)
+        # The live index is checked after the await, with no checkpoint before
+        # the accept: two sends racing with one run_id cannot both start a run.
+        live = state.runs.get(run_id)
+        if live is not None:
+            return _resend(p, live.session_id, live.prompt, live.state.value)
+        if stored is not None:
+            return _resend(p, stored.session_id, stored.prompt, stored.state)
         run = Run(run_id, host.id, record.id, p.prompt, p.model)
         # From here the run is the workspace's: a client that hangs up now must
         # not leave it half accepted.
@@ -254,7 +281,11 @@ class Methods:
                 raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
             state.runs.add(run)
             await state.store.create_run(RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at))
-        return {"run_id": run_id, "queued": queued}
+            if record.message_count == 0 and record.title in ("", DEFAULT_TITLE):
+                # An untitled session is named by its first prompt, so lists are readable.
+                await state.store.set_session_title(record.id, session_title(p.prompt))
+                await host.publish_session_state(record.id)
+        return {"run_id": run_id, "queued": queued, "state": "queued" if queued else "running"}
 
     async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: Any) -> Any:
         host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
@@ -294,21 +325,57 @@ class Methods:
 
     # --- events
 
+    async def run_get(self, conn: ClientConnection, p: RunGetParams, _: Any) -> Any:
+        run = self._state.runs.get(p.run_id)
+        if run is not None:
+            return {
+                "run_id": run.id,
+                "workspace_id": run.workspace_id,
+                "session_id": run.session_id,
+                "model": run.model or "",
+                "prompt": run.prompt,
+                "state": run.state.value,
+                "created_at": run.created_at,
+                "complete": unstructure(run.complete) if run.complete is not None else None,
+            }
+        record = await self._state.store.get_run(p.run_id)
+        if record is None:
+            raise _not_found("run_id", p.run_id)
+        return {
+            "run_id": record.id,
+            "workspace_id": record.workspace_id,
+            "session_id": record.session_id,
+            "model": record.model,
+            "prompt": record.prompt,
+            "state": record.state,
+            "created_at": record.created_at,
+            "complete": unstructure(record.complete) if record.complete is not None else None,
+        }
+
+    # --- events
+
     async def events_subscribe(
         self, conn: ClientConnection, p: EventsSubscribeParams, after: list[Callable[[], None]]
     ) -> Any:
+        if p.since is not None and p.since < 0:
+            raise RpcError(ErrorCode.INVALID_PARAMS, "since: must be >= 0")
         host = self._state.workspaces.get(p.workspace_id)
         sid = f"sub_{uuid.uuid4().hex[:16]}"
 
         def overflow(_sub: object) -> None:
             conn.disconnect(f"subscription {sid} did not take a must-deliver event in time")
 
-        sub = host.broker.subscribe(sid, self._state.config.subscriber_capacity, overflow)
+        sub, replay, too_old, through = await host.subscribe(
+            sid, self._state.config.subscriber_capacity, overflow, p.since
+        )
         conn.subscriptions[sid] = sub
-        # Events queue from now on; they go out once the reply has, so a client
-        # never sees an event for a subscription it has not heard of.
-        after.append(lambda: conn.start_writer(sub))
-        return {"subscription_id": sid}
+        if too_old:
+            # The client must reload (session.messages) rather than trust the replay.
+            replay.insert(0, Event(host.id, p.since or 0, events.EVENTS_GAP, {"reason": "too_old"}))
+        # Events queue from now on; the replay, then they, go out once the reply
+        # has, so a client never sees an event for a subscription it has not heard of.
+        after.append(lambda: conn.start_writer(sub, replay))
+        return {"subscription_id": sid, "seq": through}
 
     def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
         sub = conn.subscriptions.pop(p.subscription_id, None)

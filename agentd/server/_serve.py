@@ -28,11 +28,11 @@ import trio
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.runs import RunIndex
-from agentd.store import Store
+from agentd.store import Store, StoreError
 from agentd.workspaces import Workspaces
 
 from ._connection import ClientConnection
-from ._listener import bind_listener
+from ._listener import StartupError, bind_listener
 from ._methods import Methods
 from ._state import DaemonConfig, DaemonState
 
@@ -49,12 +49,22 @@ _SHUTDOWN_MARGIN = 3.0
 async def serve(config: DaemonConfig) -> None:
     listener, claim = await bind_listener(config.socket_path)
     try:
-        await _serve(config, listener)
+        try:
+            store = await Store.open(os.path.join(config.data_dir, "agentd.db"))
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
+        if store.recovered:
+            log.warning("finished %d run(s) a crash had left unfinished, as interrupted", len(store.recovered))
+        try:
+            await _serve(config, listener, store)
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
     finally:
         claim.release()
 
 
-async def _serve(config: DaemonConfig, listener: trio.SocketListener) -> None:
+async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Store) -> None:
     shutdown_requested = trio.Event()
     shutdown_reason = ["signal"]
 
@@ -63,7 +73,6 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener) -> None:
             shutdown_reason[0] = reason
             shutdown_requested.set()
 
-    store = Store()
     state = DaemonState(
         config=config,
         store=store,
@@ -126,7 +135,6 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener) -> None:
                 connections.cancel_scope.cancel()
             workspaces_nursery.cancel_scope.cancel()
         root.cancel_scope.cancel()
-    await store.aclose()
     log.info("agentd %d stopped", os.getpid())
 
 

@@ -26,6 +26,7 @@ __all__ = ["DaemonConfig", "DaemonState"]
 @attrs.frozen
 class DaemonConfig:
     socket_path: Path
+    data_dir: str
     must_deliver_timeout: float = DEFAULT_MUST_DELIVER_TIMEOUT
     idle_grace: float = 30.0
     subscriber_capacity: int = DEFAULT_SUBSCRIBER_CAPACITY

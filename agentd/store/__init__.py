@@ -1,5 +1,5 @@
-"""The one place state lives (see `_memory`)."""
+"""The one place state lives: SQLite (see `_sqlite`)."""
 
-from ._memory import RunRecord, SessionRecord, Store, new_id
+from ._sqlite import INTERRUPTED, LoggedEvent, RunRecord, SessionRecord, Store, StoreError, new_id
 
-__all__ = ["RunRecord", "SessionRecord", "Store", "new_id"]
+__all__ = ["INTERRUPTED", "LoggedEvent", "RunRecord", "SessionRecord", "Store", "StoreError", "new_id"]

@@ -15,13 +15,18 @@ import trio
 from agentd.agent import Coordinator
 from agentd.models import ModelRegistry
 from agentd.protocol import Session, WorkspaceClosed, events, unstructure
-from agentd.pubsub import Broker, DropStats
+from agentd.pubsub import Broker, DropStats, Event, Subscriber
 from agentd.runs import Dispatcher, Run, RunTerminal
 from agentd.store import SessionRecord, Store
+
+from ._journal import LOGGED_EVENTS, EventJournal
 
 __all__ = ["WorkspaceHost"]
 
 log = logging.getLogger(__name__)
+
+# Event seqs are reserved in the store this many at a time, ahead of use.
+SEQ_BLOCK = 100_000
 
 
 class WorkspaceHost:
@@ -39,7 +44,16 @@ class WorkspaceHost:
     ) -> None:
         self.id = workspace_id
         self.path = path
-        self.broker = Broker(workspace_id, stats, must_deliver_timeout)
+        self.journal = EventJournal(workspace_id, store)
+        self._seq_low = trio.Event()
+        self.broker = Broker(
+            workspace_id,
+            stats,
+            must_deliver_timeout,
+            logged_types=LOGGED_EVENTS,
+            on_logged=self.journal.record,
+            on_seq_low=self._seq_low.set,
+        )
         self._store = store
         self._models = models
         self._idle_grace = idle_grace
@@ -61,27 +75,70 @@ class WorkspaceHost:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The workspace's life: from open until its last run has completed."""
         try:
+            # Seqs go on from above everything this workspace may ever have handed out.
+            first = await self._store.reserve_seqs(self.id, SEQ_BLOCK)
+            self.broker.resume(first - 1)
+            self.broker.reserved(low_at=first - 1 + SEQ_BLOCK // 2)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reserve_seqs)
+                nursery.start_soon(self.journal.run)
                 terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
                 coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
                 self._nursery = nursery
-                self._dispatcher = Dispatcher(nursery, coordinator, terminal, self.broker, self._publish_session_state)
+                self._dispatcher = Dispatcher(nursery, coordinator, terminal, self.broker, self.publish_session_state)
                 task_status.started()
                 await self._close_requested.wait()
                 log.info("closing workspace %s (%s)", self.id, self._close_reason)
                 self._dispatcher.close()
                 if self._idle_scope is not None:
                     self._idle_scope.cancel()
-            # The nursery has exited: every run has its RunComplete.
+                await self._dispatcher.wait_idle()
+                # Every run has its RunComplete: the background tasks can go.
+                nursery.cancel_scope.cancel()
             with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
                 await self.broker.publish_must_deliver(
                     events.WORKSPACE_CLOSED,
                     unstructure(WorkspaceClosed(self.id, self._close_reason)),
                 )
+                await self.journal.flush()
         finally:
             self.closing = True
             self.broker.close()
             self.closed.set()
+
+    async def _reserve_seqs(self) -> None:
+        while True:
+            await self._seq_low.wait()
+            self._seq_low = trio.Event()
+            self.broker.set_on_seq_low(self._seq_low.set)
+            first = await self._store.reserve_seqs(self.id, SEQ_BLOCK)
+            self.broker.reserved(low_at=first - 1 + SEQ_BLOCK // 2)
+
+    async def subscribe(
+        self, subscription_id: str, capacity: int, on_overflow: Callable[[Subscriber], None], since: int | None
+    ) -> tuple[Subscriber, list[Event], bool, int]:
+        """Subscribe, and with `since`, what to replay first: (subscriber, replay, too_old, through).
+
+        The subscriber takes live events from `through + 1` on, and the replay
+        stops at `through`: no gap and no duplicate at the seam.
+        """
+        sub = self.broker.subscribe(subscription_id, capacity, on_overflow)
+        through = self.broker.seq
+        if since is None:
+            return sub, [], False, through
+        if since > through:
+            # Seqs this workspace never published: the client's state is not ours.
+            return sub, [], True, through
+        unwritten = self.journal.unwritten(since, through)
+        try:
+            logged, too_old = await self._store.events_after(self.id, since, through)
+        except BaseException:
+            sub.close()
+            raise
+        replay = {e.seq: Event(self.id, e.seq, e.type, e.payload) for e in logged}
+        for event in unwritten:
+            replay.setdefault(event.seq, event)
+        return sub, [replay[seq] for seq in sorted(replay)], too_old, through
 
     def request_close(self, reason: str) -> None:
         if not self._close_requested.is_set():
@@ -130,7 +187,7 @@ class WorkspaceHost:
             busy=self.dispatcher.is_busy(record.id),
         )
 
-    async def _publish_session_state(self, session_id: str) -> None:
+    async def publish_session_state(self, session_id: str) -> None:
         record = await self._store.get_session(self.id, session_id)
         if record is not None:
             self.broker.publish(events.SESSION_UPDATED, unstructure(self.session_view(record)))
