@@ -45,10 +45,21 @@ __all__ = ["run_command"]
 
 # After the first Ctrl-C, how long to wait for the cancelled RunComplete.
 CANCEL_GRACE = 5.0
+# After the connection drops, how long to keep trying to reach a daemon again.
+RECONNECT_WINDOW = 30.0
+RECONNECT_PAUSE = 0.2
 # How often the loop wakes with nothing to read: the spinner's frame and the
 # longest a Ctrl-C waits to be acted on.
 _TICK = 0.1
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+def _reconnect_window() -> float:
+    """`$AGENTCTL_RECONNECT_TIMEOUT` seconds, else RECONNECT_WINDOW: CI may want to fail sooner."""
+    try:
+        return max(0.0, float(os.environ.get("AGENTCTL_RECONNECT_TIMEOUT", RECONNECT_WINDOW)))
+    except ValueError:
+        return RECONNECT_WINDOW
 
 
 class _Interrupted(Exception):
@@ -117,6 +128,8 @@ class RunCommand:
         self.run_id = os.urandom(16).hex()
         self.stream: RunStream | None = None
         self._workspace_id = ""
+        # The last seq this run's subscription saw: where a resubscribe resumes.
+        self._last_seq = 0
         self._interrupts = 0
         self._spinning = self._spinner_wanted()
         self._spinner_frame = 0
@@ -190,6 +203,7 @@ class RunCommand:
         subscribe_request = client.request("events.subscribe", {"workspace_id": workspace_id})
         session_id = client.wait(session_request)["id"]
         subscription = client.wait(subscribe_request)
+        self._last_seq = int(subscription.get("seq", 0))
         params: dict[str, Any] = {
             "workspace_id": workspace_id,
             "session_id": session_id,
@@ -233,6 +247,9 @@ class RunCommand:
             event = event_params(params) if method == "event" else None
             if event is None or event.get("subscription_id") != subscription_id:
                 continue
+            seq = event.get("seq")
+            if isinstance(seq, int) and event.get("type") != "events.gap":
+                self._last_seq = max(self._last_seq, seq)
             text, outcome = stream.handle(event)
             if self.json_output:
                 if stream.is_ours(event) or event.get("type") == "events.gap":
@@ -243,22 +260,46 @@ class RunCommand:
                 return outcome
 
     def _recover(self, reason: str) -> Outcome:
-        """The connection dropped before our RunComplete: ask a new connection."""
+        """The connection dropped before our RunComplete: pick up where we were.
+
+        Reconnect (starting the daemon if it went away), resubscribe from the
+        last seq seen, and ask for the run: a finished run (including one a
+        restart interrupted) ends us at once; a running one is followed on.
+        Only when no daemon can be reached again in time is it exit 3.
+        """
+        self._note(f"lost the connection to agentd ({reason}); reconnecting", informational=True)
+        deadline = time.monotonic() + _reconnect_window()
+        while True:
+            try:
+                outcome = self._resume()
+            except (DaemonUnavailable, OSError, ConnectionLost) as exc:
+                reason = str(exc)
+            except RpcError as exc:
+                return Outcome(EXIT_LOST, f"lost the connection to agentd, and then: {exc}")
+            else:
+                if outcome is not None:
+                    return outcome
+                reason = "the connection dropped again"
+            if time.monotonic() >= deadline:
+                return Outcome(EXIT_LOST, f"lost the connection to agentd before the run completed ({reason})")
+            time.sleep(RECONNECT_PAUSE)
+
+    def _resume(self) -> Outcome | None:
         stream = self.stream
         assert stream is not None
-        try:
-            with BlockingClient.connect(self.socket_path) as client:
-                rc = client.call("run.wait", {"run_id": self.run_id})
-        except (OSError, ConnectionLost, RpcError) as exc:
-            return Outcome(
-                EXIT_LOST, f"lost the connection to agentd before the run completed ({reason}); run.wait: {exc}"
-            )
-        text, outcome = stream.complete(rc)
-        if self.json_output:
-            self._write(_json_line({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
-        else:
-            self._write(text)
-        return outcome
+        with self._connect() as client:
+            workspace = client.call("workspace.open", {"path": self.cwd})
+            subscription = client.call("events.subscribe", {"workspace_id": workspace["id"], "since": self._last_seq})
+            run = client.call("run.get", {"run_id": self.run_id})
+            if run["complete"] is not None:
+                rc = run["complete"]
+                text, outcome = stream.complete(rc)
+                if self.json_output:
+                    self._write(_json_line({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
+                else:
+                    self._write(text)
+                return outcome
+            return self._follow(client, str(subscription["subscription_id"]))
 
     def _finish(self, outcome: Outcome) -> int:
         if outcome.error and outcome.exit_code != 0:
