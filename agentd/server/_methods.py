@@ -375,7 +375,9 @@ class Methods:
         # Events queue from now on; the replay, then they, go out once the reply
         # has, so a client never sees an event for a subscription it has not heard of.
         after.append(lambda: conn.start_writer(sub, replay))
-        return {"subscription_id": sid, "seq": through}
+        # `seq`: live events are those above it; `replayed`: how many events come
+        # first, from before it (so a client knows when it has caught up).
+        return {"subscription_id": sid, "seq": through, "replayed": len(replay)}
 
     def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
         sub = conn.subscriptions.pop(p.subscription_id, None)

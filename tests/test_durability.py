@@ -1,0 +1,256 @@
+"""What survives the daemon: history, run outcomes, event seqs and the replayable event log."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from support import WAIT, Daemon, DaemonFactory, Workspace, open_workspace
+
+from agentctl.client import RpcError
+from agentd.rpc import ErrorCode
+
+
+async def wait_exit(daemon: Daemon) -> int:
+    return await trio.to_thread.run_sync(lambda: daemon.proc.wait(timeout=WAIT))
+
+
+async def kill9(daemon: Daemon) -> None:
+    daemon.proc.kill()
+    await wait_exit(daemon)
+
+
+async def test_run_killed_mid_stream_reads_interrupted_after_restart_with_its_partial_text(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        # The text so far is saved about once a second: the second chunk comes
+        # after the save that followed the first.
+        reply = await ws.send(session_id, {"chunks": ["part1 ", "part2"], "delay_ms": 1100, "hang": True})
+        await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "part2")
+    await kill9(daemon)
+
+    again = start_daemon()
+    async with again.client() as client:
+        rc = await client.call("run.wait", {"run_id": reply["run_id"], "timeout": 5})
+        assert rc["error"] == "interrupted: daemon restarted"
+        assert rc["cancelled"] is False
+        assert rc["text"].startswith("part1 ")
+        run = await client.call("run.get", {"run_id": reply["run_id"]})
+        assert run["state"] == "done" and run["complete"] == rc
+        ws_again = await client.call("workspace.open", {"path": str(project)})
+        messages = await client.call("session.messages", {"workspace_id": ws_again["id"], "session_id": session_id})
+        assistant = [m for m in messages if m["role"] == "assistant"]
+        assert assistant[-1]["text"].startswith("part1 ")
+        assert assistant[-1]["finish_reason"] == "error"
+    assert "interrupted" in again.log()
+
+
+async def test_sigterm_persists_every_run_as_cancelled(start_daemon: DaemonFactory, project: Path) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        running = await ws.send(session_id, {"chunks": ["x"], "hang": True})
+        queued = await ws.send(session_id, "later")
+        await ws.events.until(lambda e: e["type"] == "message.delta")
+        daemon.proc.send_signal(signal.SIGTERM)
+        await ws.events.until(lambda e: e["type"] == "workspace.closed")
+    assert await wait_exit(daemon) == 0
+
+    again = start_daemon()
+    async with again.client() as client:
+        for reply in (running, queued):
+            run = await client.call("run.get", {"run_id": reply["run_id"]})
+            assert run["state"] == "done"
+            assert run["complete"]["cancelled"] is True and run["complete"]["error"] is None
+
+
+async def test_history_and_titles_survive_a_restart(start_daemon: DaemonFactory, project: Path) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session("")
+        for prompt in ("first question here", "second one"):
+            reply = await ws.send(session_id, prompt)
+            await ws.events.until_complete(reply["run_id"])
+        before = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    daemon.terminate()
+
+    again = start_daemon()
+    async with again.client() as client:
+        opened = await client.call("workspace.open", {"path": str(project)})
+        assert opened["id"] == ws.id
+        sessions = await client.call("session.list", {"workspace_id": ws.id})
+        assert [(s["id"], s["title"], s["message_count"]) for s in sessions] == [(session_id, "first question here", 4)]
+        after = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        assert after == before
+        assert [m["text"] for m in after] == ["first question here"] * 2 + ["second one"] * 2
+
+
+async def test_resubscribing_since_across_a_restart_gets_every_run_complete_exactly_once(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await client.call("workspace.open", {"path": str(project)})
+        sub = await client.call("events.subscribe", {"workspace_id": ws["id"]})
+        since = sub["seq"]
+        session = await client.call("session.create", {"workspace_id": ws["id"]})
+        finished = []
+        for prompt in ("one", "two", "three"):
+            reply = await client.call(
+                "agent.send", {"workspace_id": ws["id"], "session_id": session["id"], "prompt": prompt}
+            )
+            finished.append(reply["run_id"])
+            await client.call("run.wait", {"run_id": reply["run_id"]})
+        hanging = await client.call(
+            "agent.send",
+            {
+                "workspace_id": ws["id"],
+                "session_id": session["id"],
+                "prompt": '{"chunks": ["x"], "hang": true}',
+                "model": "scripted",
+            },
+        )
+        # The log is written in the background: a clean stop flushes it, a
+        # kill -9 may not, so this one stops cleanly; the hanging run ends cancelled.
+    daemon.terminate()
+
+    again = start_daemon()
+    async with again.client() as client:
+        await client.call("workspace.open", {"path": str(project)})
+        sub = await client.call("events.subscribe", {"workspace_id": ws["id"], "since": since})
+        replayed: list[dict[str, Any]] = []
+        with trio.fail_after(WAIT):
+            async for method, params in client.notifications:
+                event = params[0]
+                assert event["subscription_id"] == sub["subscription_id"]
+                replayed.append(event)
+                if len(replayed) == sub["replayed"]:
+                    break
+        assert all(e["seq"] <= sub["seq"] for e in replayed)
+        completes = [e["payload"]["run_id"] for e in replayed if e["type"] == "run.complete"]
+        assert sorted(completes) == sorted([*finished, hanging["run_id"]])
+        seqs = [e["seq"] for e in replayed]
+        assert seqs == sorted(set(seqs)) and seqs[0] > since
+        assert not any(e["type"] == "message.delta" for e in replayed)
+        # New events go on numbering above everything from before the restart.
+        session2 = await client.call("session.create", {"workspace_id": ws["id"]})
+        assert session2["id"]
+        with trio.fail_after(WAIT):
+            async for method, params in client.notifications:
+                assert params[0]["seq"] > sub["seq"]
+                break
+
+
+async def test_replay_and_live_meet_with_no_gap_and_no_duplicate(daemon: Daemon, ws: Workspace, project: Path) -> None:
+    # `ws` watches from the start; another client joins mid-stream with `since`.
+    session_id = await ws.new_session()
+    reply = await ws.send(session_id, {"chunks": [f"c{i} " for i in range(60)], "delay_ms": 5})
+    first = await ws.events.until(lambda e: e["type"] == "message.delta")
+    since = first["seq"]
+    others = [await ws.send(await ws.new_session(f"s{i}"), f"other {i}") for i in range(3)]
+    async with daemon.client() as client:
+        await client.call("workspace.open", {"path": str(project)})
+        sub = await client.call("events.subscribe", {"workspace_id": ws.id, "since": since})
+        joined: list[dict[str, Any]] = []
+        with trio.fail_after(WAIT):
+            async for method, params in client.notifications:
+                joined.append(params[0])
+                if params[0]["type"] == "run.complete" and params[0]["payload"]["run_id"] == reply["run_id"]:
+                    break
+    await ws.events.until_complete(reply["run_id"])
+    for other in others:
+        await ws.events.until_complete(other["run_id"])
+    seqs = [e["seq"] for e in joined]
+    assert seqs == sorted(set(seqs)), "a duplicate or a step back at the seam"
+    # Everything the watcher saw after `since` that the log keeps, the joiner saw,
+    # whether it came from the replay or live.
+    logged = {
+        e["seq"] for e in ws.events.seen if since < e["seq"] <= joined[-1]["seq"] and e["type"] != "message.delta"
+    }
+    assert logged <= set(seqs)
+    # Past the seam, deltas come live.
+    assert any(e["type"] == "message.delta" and e["seq"] > sub["seq"] for e in joined)
+
+
+async def test_since_from_the_future_gets_a_too_old_gap_first(daemon: Daemon, project: Path) -> None:
+    async with daemon.client() as client:
+        ws = await client.call("workspace.open", {"path": str(project)})
+        sub = await client.call("events.subscribe", {"workspace_id": ws["id"], "since": 10**12})
+        with trio.fail_after(WAIT):
+            async for method, params in client.notifications:
+                event = params[0]
+                assert event["subscription_id"] == sub["subscription_id"]
+                assert event["type"] == "events.gap"
+                assert event["payload"] == {"reason": "too_old"}
+                break
+        with pytest.raises(RpcError) as refused:
+            await client.call("events.subscribe", {"workspace_id": ws["id"], "since": -1})
+        assert refused.value.code == ErrorCode.INVALID_PARAMS
+
+
+async def test_resending_a_known_run_id_returns_that_run_and_starts_nothing(ws: Workspace) -> None:
+    session_id = await ws.new_session()
+    script = {"chunks": ["x"], "hang": True}
+    first = await ws.send(session_id, script, run_id="retry-1")
+    again = await ws.send(session_id, script, run_id="retry-1")
+    assert first["run_id"] == again["run_id"] == "retry-1"
+    assert again["state"] in ("queued", "running") and again["queued"] is False
+    with pytest.raises(RpcError) as conflict:
+        await ws.send(session_id, {"chunks": ["other"]}, run_id="retry-1")
+    assert conflict.value.code == ErrorCode.CONFLICT
+    await ws.cancel(session_id)
+    rc = await ws.events.until_complete("retry-1")
+    assert rc["cancelled"] is True
+    done = await ws.send(session_id, script, run_id="retry-1")
+    assert done == {"run_id": "retry-1", "queued": False, "state": "done"}
+    started = [e for e in ws.events.of_type("run.started") if e["payload"]["run_id"] == "retry-1"]
+    assert len(started) == 1
+
+
+async def test_unreadable_database_stops_the_daemon_with_the_file_and_what_to_do(
+    env: dict[str, str], short_tmp: Path
+) -> None:
+    db = Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not a database, " * 100)
+    with trio.fail_after(WAIT):
+        result = await trio.run_process(
+            [sys.executable, "-m", "agentd", "--socket", str(short_tmp / "x.sock")],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    message = result.stderr.decode()
+    assert str(db) in message
+    assert "mv " in message and ".broken" in message
+    assert "Traceback" not in message
+    assert not (short_tmp / "x.sock").exists()
+
+
+async def test_two_daemons_cannot_share_one_database(
+    start_daemon: DaemonFactory, env: dict[str, str], short_tmp: Path
+) -> None:
+    start_daemon()
+    with trio.fail_after(WAIT):
+        result = await trio.run_process(
+            [sys.executable, "-m", "agentd", "--socket", str(short_tmp / "other.sock")],
+            env=env,
+            capture_stderr=True,
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+    assert result.returncode == 1
+    assert b"another agentd is using the database" in result.stderr
