@@ -131,7 +131,7 @@ async def test_resubscribing_since_across_a_restart_gets_every_run_complete_exac
         sub = await client.call("events.subscribe", {"workspace_id": ws["id"], "since": since})
         replayed: list[dict[str, Any]] = []
         with trio.fail_after(WAIT):
-            async for method, params in client.notifications:
+            async for _method, params in client.notifications:
                 event = params[0]
                 assert event["subscription_id"] == sub["subscription_id"]
                 replayed.append(event)
@@ -147,7 +147,7 @@ async def test_resubscribing_since_across_a_restart_gets_every_run_complete_exac
         session2 = await client.call("session.create", {"workspace_id": ws["id"]})
         assert session2["id"]
         with trio.fail_after(WAIT):
-            async for method, params in client.notifications:
+            async for _method, params in client.notifications:
                 assert params[0]["seq"] > sub["seq"]
                 break
 
@@ -164,7 +164,7 @@ async def test_replay_and_live_meet_with_no_gap_and_no_duplicate(daemon: Daemon,
         sub = await client.call("events.subscribe", {"workspace_id": ws.id, "since": since})
         joined: list[dict[str, Any]] = []
         with trio.fail_after(WAIT):
-            async for method, params in client.notifications:
+            async for _method, params in client.notifications:
                 joined.append(params[0])
                 if params[0]["type"] == "run.complete" and params[0]["payload"]["run_id"] == reply["run_id"]:
                     break
@@ -188,7 +188,7 @@ async def test_since_from_the_future_gets_a_too_old_gap_first(daemon: Daemon, pr
         ws = await client.call("workspace.open", {"path": str(project)})
         sub = await client.call("events.subscribe", {"workspace_id": ws["id"], "since": 10**12})
         with trio.fail_after(WAIT):
-            async for method, params in client.notifications:
+            async for _method, params in client.notifications:
                 event = params[0]
                 assert event["subscription_id"] == sub["subscription_id"]
                 assert event["type"] == "events.gap"
