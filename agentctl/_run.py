@@ -21,6 +21,7 @@ from types import FrameType, SimpleNamespace
 
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
+from agentctl._sessions import resolve_session
 from agentctl.errors import ConnectionLost, RpcError
 from agentctl.runstream import (
     EXIT_INTERRUPTED,
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["run_command"]
 
+# `ses_` and 32 hex digits: an id of that length needs no expanding.
+_FULL_ID_LENGTH = 36
 # After the first Ctrl-C, how long to wait for the cancelled RunComplete.
 CANCEL_GRACE = 5.0
 # After the connection drops, how long to keep trying to reach a daemon again.
@@ -198,6 +201,9 @@ class RunCommand:
             # Untitled: the daemon names a session after its first prompt.
             session_request = client.request("session.create", {"workspace_id": workspace_id})
         else:
+            if not session_id.startswith("ses_") or len(session_id) != _FULL_ID_LENGTH:
+                # A prefix (people type the start of an id): one session.list to expand it.
+                session_id = resolve_session(client, workspace_id, session_id)
             session_request = client.request("session.get", {"workspace_id": workspace_id, "session_id": session_id})
         # Subscribe before sending: the run's first event must not beat us to it.
         subscribe_request = client.request("events.subscribe", {"workspace_id": workspace_id})

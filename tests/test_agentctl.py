@@ -356,7 +356,7 @@ async def test_run_with_unknown_session_exits_1_with_not_found(
 ) -> None:
     result = await run_agentctl("run", "--session", "ses_does_not_exist", "hi", env=env, cwd=project)
     assert result.returncode == 1
-    assert b"no such session" in result.stderr
+    assert b"no session matches" in result.stderr
     assert b"ses_does_not_exist" in result.stderr
 
 

@@ -277,3 +277,14 @@ async def test_sessions_shows_full_ids_and_readable_titles(ws: Workspace, projec
     assert by_id[titled].endswith("  a title")
     as_json = json.loads(ok(await run_agentctl("sessions", "--json", env=env, cwd=project)))
     assert {s["id"]: s["title"] for s in as_json} == {untitled: "New session", titled: "a title"}
+
+
+async def test_run_continues_a_session_given_by_prefix(ws: Workspace, project: Path, env: dict[str, str]) -> None:
+    session_id = await ws.new_session()
+    result = await run_agentctl("run", "--session", session_id[4:12], "hello", "again", env=env, cwd=project)
+    assert result.returncode == 0, result.stderr
+    messages = await ws.client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    assert [m["text"] for m in messages] == ["hello again", "hello again"]
+    unknown = await run_agentctl("run", "--session", "ffffffffffff", "hi", env=env, cwd=project)
+    assert unknown.returncode == 1
+    assert b"no session matches" in unknown.stderr
