@@ -19,9 +19,9 @@ import sys
 import time
 from types import FrameType, SimpleNamespace
 
+from agentctl._sessions import resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
-from agentctl._sessions import resolve_session
 from agentctl.errors import ConnectionLost, RpcError
 from agentctl.runstream import (
     EXIT_INTERRUPTED,
