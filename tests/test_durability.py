@@ -254,3 +254,52 @@ async def test_two_daemons_cannot_share_one_database(
         )
     assert result.returncode == 1
     assert b"another agentd is using the database" in result.stderr
+
+
+async def test_a_failing_store_write_ends_the_run_errored_and_the_daemon_goes_on(
+    daemon: Daemon, ws: Workspace, env: dict[str, str]
+) -> None:
+    import sqlite3
+
+    session_id = await ws.new_session()
+    db = Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db"
+    # Another process holding the database: every write of the daemon fails
+    # once its busy timeout runs out.
+    reply = await ws.send(session_id, {"chunks": ["a", "b"], "delay_ms": 1100})
+    await ws.events.until(lambda e: e["type"] == "run.started")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        # Two writes wait out the store's 5 s busy timeout before failing.
+        with trio.fail_after(30):
+            rc = await ws.client.call("run.wait", {"run_id": reply["run_id"]})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert rc["cancelled"] is False
+    assert "locked" in rc["error"]
+    # The daemon keeps serving, and the store works again.
+    assert await ws.client.call("ping") == {}
+    again = await ws.send(session_id, "saved now")
+    done = await ws.events.until_complete(again["run_id"])
+    assert done["error"] is None and done["text"] == "saved now"
+
+
+async def test_a_send_the_store_cannot_take_is_an_error_reply_and_no_run(
+    daemon: Daemon, ws: Workspace, env: dict[str, str]
+) -> None:
+    import sqlite3
+
+    session_id = await ws.new_session()
+    blocker = sqlite3.connect(Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(RpcError) as refused, trio.fail_after(30):
+            await ws.send(session_id, "not now", run_id="refused-1")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert "locked" in refused.value.message
+    with pytest.raises(RpcError) as unknown:
+        await ws.client.call("run.get", {"run_id": "refused-1"})
+    assert unknown.value.code == ErrorCode.NOT_FOUND

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from agentd.protocol import RunComplete, events, unstructure
@@ -70,9 +71,13 @@ class RunTerminal:
             message = None
             try:
                 message = await self._store.finish_run(rc, final)
-            except Exception:
-                # The subscribers still get their terminal event; a run must never end silently.
+            except Exception as exc:
+                # The subscribers still get their terminal event (a run must never
+                # end silently), but not a success the store does not hold.
                 log.exception("run %s: recording its RunComplete failed", run.id)
+                if not cancelled:
+                    rc = attrs.evolve(rc, error=rc.error or f"the run could not be saved: {exc}")
+                    run.complete = rc
             run.finished.set()
             self._on_finished(run)
             if message is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from agentd.protocol import (
     EventsUnsubscribeParams,
     InitializeParams,
     NoParams,
+    RunComplete,
     RunGetParams,
     RunWaitParams,
     ServerShutdownParams,
@@ -275,12 +277,25 @@ class Methods:
         # From here the run is the workspace's: a client that hangs up now must
         # not leave it half accepted.
         with trio.CancelScope(shield=True):
+            # Stored before it is accepted: a send the store cannot take is an
+            # error reply, never a run the client was told failed.
+            try:
+                await state.store.create_run(
+                    RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at)
+                )
+            except sqlite3.IntegrityError:
+                # The same run_id, sent twice at once: the other send stored it first.
+                stored = await state.store.get_run(run_id)
+                assert stored is not None
+                return _resend(p, stored.session_id, stored.prompt, stored.state)
             try:
                 queued = host.dispatcher.accept(run)
             except Closing:
+                await state.store.finish_run(
+                    RunComplete(record.id, run_id, None, "", "the workspace closed before the run started", False)
+                )
                 raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
             state.runs.add(run)
-            await state.store.create_run(RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at))
             if record.message_count == 0 and record.title in ("", DEFAULT_TITLE):
                 # An untitled session is named by its first prompt, so lists are readable.
                 await state.store.set_session_title(record.id, session_title(p.prompt))
