@@ -279,9 +279,11 @@ class Methods:
         with trio.CancelScope(shield=True):
             # Stored before it is accepted: a send the store cannot take is an
             # error reply, never a run the client was told failed.
+            # Its place in the session's queue, should it have to wait.
+            position = len(host.dispatcher.queued(record.id)) if host.dispatcher.is_busy(record.id) else None
             try:
                 await state.store.create_run(
-                    RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at)
+                    RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at), position
                 )
             except sqlite3.IntegrityError:
                 # The same run_id, sent twice at once: the other send stored it first.
