@@ -1,9 +1,11 @@
 """`agentctl run`: send one prompt, stream its answer, exit with what became of it.
 
 Exit codes: 0 the run completed, 1 the run failed (or was cancelled by someone
-else), 2 usage, 3 the daemon could not be reached or the connection was lost
-before the run's RunComplete (after trying `run.wait` on a new connection),
-130 interrupted by Ctrl-C. It never exits 0 without a RunComplete.
+else), 2 usage, 3 the daemon could not be reached, or the connection was lost
+before the run's RunComplete and no daemon answered again in time (it
+reconnects, starting one if needed, resubscribes from the last seq it saw and
+asks `run.get`), 130 interrupted by Ctrl-C. It never exits 0 without a
+RunComplete.
 
 Written on the blocking client: a run is one conversation on one socket, and
 not importing an event loop keeps the command's start-up close to Python's own.
@@ -133,6 +135,7 @@ class RunCommand:
         self._workspace_id = ""
         # The last seq this run's subscription saw: where a resubscribe resumes.
         self._last_seq = 0
+        self._resumed = False
         self._interrupts = 0
         self._spinning = self._spinner_wanted()
         self._spinner_frame = 0
@@ -276,6 +279,7 @@ class RunCommand:
         self._note(f"lost the connection to agentd ({reason}); reconnecting", informational=True)
         deadline = time.monotonic() + _reconnect_window()
         while True:
+            self._resumed = False
             try:
                 outcome = self._resume()
             except (DaemonUnavailable, OSError, ConnectionLost) as exc:
@@ -286,6 +290,9 @@ class RunCommand:
                 if outcome is not None:
                     return outcome
                 reason = "the connection dropped again"
+            if self._resumed:
+                # It was back for a while: a new drop gets a whole window again.
+                deadline = time.monotonic() + _reconnect_window()
             if time.monotonic() >= deadline:
                 return Outcome(EXIT_LOST, f"lost the connection to agentd before the run completed ({reason})")
             time.sleep(RECONNECT_PAUSE)
@@ -297,6 +304,7 @@ class RunCommand:
             workspace = client.call("workspace.open", {"path": self.cwd})
             subscription = client.call("events.subscribe", {"workspace_id": workspace["id"], "since": self._last_seq})
             run = client.call("run.get", {"run_id": self.run_id})
+            self._resumed = True
             if run["complete"] is not None:
                 rc = run["complete"]
                 text, outcome = stream.complete(rc)

@@ -303,3 +303,17 @@ async def test_a_send_the_store_cannot_take_is_an_error_reply_and_no_run(
     with pytest.raises(RpcError) as unknown:
         await ws.client.call("run.get", {"run_id": "refused-1"})
     assert unknown.value.code == ErrorCode.NOT_FOUND
+
+
+async def test_two_first_prompts_at_once_title_the_session_after_one_of_them(ws: Workspace) -> None:
+    session_id = await ws.new_session("")
+    async with trio.open_nursery() as nursery:
+        for prompt in ("alpha prompt", "beta prompt"):
+            nursery.start_soon(ws.send, session_id, prompt)
+    session = await ws.client.call("session.get", {"workspace_id": ws.id, "session_id": session_id})
+    assert session["title"] in ("alpha prompt", "beta prompt")
+    # One title was given: no session.updated ever carried the other.
+    await ws.events.until(lambda e: e["type"] == "session.updated" and e["payload"]["title"] == session["title"])
+    assert {e["payload"]["title"] for e in ws.events.seen if e["type"] == "session.updated"} - {""} == {
+        session["title"]
+    }

@@ -14,6 +14,10 @@ class RunIndex:
     def __len__(self) -> int:
         return len(self._live)
 
+    def unfinished(self) -> int:
+        """Runs accepted and without a RunComplete (one whose record failed stays listed, finished)."""
+        return sum(1 for run in self._live.values() if run.complete is None)
+
     def add(self, run: Run) -> None:
         self._live[run.id] = run
 

@@ -69,8 +69,10 @@ class RunTerminal:
         with trio.move_on_after(self.bound, shield=True) as scope:
             final = (message_id, text, finish_reason) if message_id is not None and finish_reason else None
             message = None
+            recorded = False
             try:
                 message = await self._store.finish_run(rc, final)
+                recorded = True
             except Exception as exc:
                 # The subscribers still get their terminal event (a run must never
                 # end silently), but not a success the store does not hold.
@@ -79,7 +81,10 @@ class RunTerminal:
                     rc = attrs.evolve(rc, error=rc.error or f"the run could not be saved: {exc}")
                     run.complete = rc
             run.finished.set()
-            self._on_finished(run)
+            if recorded:
+                # From now on run.wait and run.get answer from the store; until
+                # then (and for the daemon's life if the write failed) from memory.
+                self._on_finished(run)
             if message is not None:
                 self._broker.publish(events.MESSAGE_UPDATED, unstructure(message))
             await self._broker.publish_must_deliver(events.RUN_COMPLETE, unstructure(rc))

@@ -81,6 +81,7 @@ _MAX_RUN_ID = 128
 
 
 DEFAULT_TITLE = "New session"
+_UNTITLED = ("", DEFAULT_TITLE)
 _TITLE_LENGTH = 60
 
 
@@ -170,7 +171,7 @@ class Methods:
             "workspaces": len(s.workspaces),
             "clients": len(s.connections),
             "subscriptions": sum(len(h.broker) for h in s.workspaces.hosts()),
-            "active_runs": len(s.runs),
+            "active_runs": s.runs.unfinished(),
             "events_dropped": s.stats.events_dropped,
         }
 
@@ -178,10 +179,11 @@ class Methods:
         s = self._state
         if p.if_idle:
             others = len(s.connections) - 1
-            if len(s.runs) or others > 0:
+            active = s.runs.unfinished()
+            if active or others > 0:
                 raise RpcError(
                     ErrorCode.CONFLICT,
-                    f"not idle: {len(s.runs)} active run(s), {others} other client(s)",
+                    f"not idle: {active} active run(s), {others} other client(s)",
                 )
         # Reply first: the shutdown closes this connection too.
         after.append(lambda: s.request_shutdown("server.shutdown"))
@@ -298,9 +300,10 @@ class Methods:
                 )
                 raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
             state.runs.add(run)
-            if record.message_count == 0 and record.title in ("", DEFAULT_TITLE):
+            if record.title in _UNTITLED and await state.store.title_untitled_session(
+                record.id, session_title(p.prompt), _UNTITLED
+            ):
                 # An untitled session is named by its first prompt, so lists are readable.
-                await state.store.set_session_title(record.id, session_title(p.prompt))
                 await host.publish_session_state(record.id)
         return {"run_id": run_id, "queued": queued, "state": "queued" if queued else "running"}
 

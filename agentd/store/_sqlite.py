@@ -403,11 +403,20 @@ class Store:
 
         return await self._run(body)
 
-    async def set_session_title(self, session_id: str, title: str) -> None:
-        def body() -> None:
-            self._conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, session_id))
+    async def title_untitled_session(self, session_id: str, title: str, untitled: tuple[str, ...]) -> bool:
+        """Give the session `title` if its title is still one of `untitled`; whether it did.
 
-        await self._run(body)
+        Conditional in the database, so of two first prompts sent at once, one names it.
+        """
+
+        def body() -> bool:
+            marks = ",".join("?" * len(untitled))
+            cursor = self._conn.execute(
+                f"UPDATE sessions SET title = ? WHERE id = ? AND title IN ({marks})", (title, session_id, *untitled)
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(body)
 
     async def delete_session(self, workspace_id: str, session_id: str) -> SessionRecord | None:
         def body(conn: sqlite3.Connection) -> SessionRecord | None:
