@@ -33,6 +33,10 @@ class Daemon:
     def client(self) -> Any:
         return open_client(self.socket_path)
 
+    async def exited(self) -> int:
+        """Its exit status, waited for (at most WAIT) without blocking trio."""
+        return await trio.to_thread.run_sync(lambda: self.proc.wait(timeout=WAIT))
+
     def terminate(self, timeout: float = WAIT) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

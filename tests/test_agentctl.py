@@ -77,10 +77,6 @@ async def wait_pid_exit(pid: int) -> None:
         os.close(fd)
 
 
-async def wait_daemon_exit(daemon: Daemon) -> int:
-    return await trio.to_thread.run_sync(lambda: daemon.proc.wait(timeout=WAIT))
-
-
 def status_pid(stdout: bytes) -> int:
     match = re.search(rb"^pid: (\d+)$", stdout, re.MULTILINE)
     assert match is not None, stdout
@@ -457,7 +453,7 @@ async def test_run_survives_its_daemon_being_killed_and_reports_the_run_interrup
             # agentctl starts a new daemon, which finishes the run a crash left
             # running as interrupted; agentctl reports that, once.
             code, out, err = await _finish(proc)
-    await wait_daemon_exit(daemon)
+    await daemon.exited()
     try:
         assert b"Traceback" not in err, err.decode()
         assert code == 1, err
@@ -477,7 +473,7 @@ async def test_run_exits_3_when_no_daemon_can_be_reached_again(
             proc = await _start_piped(nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project)
             await ws.events.until(lambda e: e["type"] == "message.delta")
             daemon.proc.kill()
-            await wait_daemon_exit(daemon)
+            await daemon.exited()
             # No new daemon can take the path: a regular file stands where its socket would.
             daemon.socket_path.unlink(missing_ok=True)
             daemon.socket_path.write_text("not a socket")
@@ -737,7 +733,7 @@ async def test_stop_stops_the_daemon(daemon: Daemon, env: dict[str, str]) -> Non
     result = await run_agentctl("stop", env=env)
     assert result.returncode == 0, result.stderr
     assert b"agentd stopped" in result.stdout
-    assert await wait_daemon_exit(daemon) == 0
+    assert await daemon.exited() == 0
 
 
 async def test_stop_if_idle_refuses_while_another_client_is_connected(daemon: Daemon, env: dict[str, str]) -> None:
@@ -754,7 +750,7 @@ async def test_stop_if_idle_refuses_while_another_client_is_connected(daemon: Da
 async def test_stop_if_idle_stops_an_idle_daemon(daemon: Daemon, env: dict[str, str]) -> None:
     result = await run_agentctl("stop", "--if-idle", env=env)
     assert result.returncode == 0, result.stderr
-    assert await wait_daemon_exit(daemon) == 0
+    assert await daemon.exited() == 0
 
 
 async def test_stop_without_a_daemon_exits_0(env: dict[str, str]) -> None:

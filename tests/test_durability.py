@@ -16,13 +16,9 @@ from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
 
 
-async def wait_exit(daemon: Daemon) -> int:
-    return await trio.to_thread.run_sync(lambda: daemon.proc.wait(timeout=WAIT))
-
-
 async def kill9(daemon: Daemon) -> None:
     daemon.proc.kill()
-    await wait_exit(daemon)
+    await daemon.exited()
 
 
 async def test_run_killed_mid_stream_reads_interrupted_after_restart_with_its_partial_text(
@@ -64,7 +60,7 @@ async def test_sigterm_persists_every_run_as_cancelled(start_daemon: DaemonFacto
         await ws.events.until(lambda e: e["type"] == "message.delta")
         daemon.proc.send_signal(signal.SIGTERM)
         await ws.events.until(lambda e: e["type"] == "workspace.closed")
-    assert await wait_exit(daemon) == 0
+    assert await daemon.exited() == 0
 
     again = start_daemon()
     async with again.client() as client:

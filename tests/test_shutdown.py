@@ -6,21 +6,12 @@ import signal
 from pathlib import Path
 
 import pytest
-import trio
-from support import WAIT, DaemonFactory, open_raw, open_workspace
+from support import DaemonFactory, open_raw, open_workspace
 
 from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
 
 HANG = {"chunks": ["working "], "hang": True}
-
-
-async def wait_exit(proc: object, timeout: float = WAIT) -> int:
-    """The daemon's exit status, waited for without blocking trio."""
-    import subprocess
-
-    assert isinstance(proc, subprocess.Popen)
-    return await trio.to_thread.run_sync(lambda: proc.wait(timeout=timeout))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -43,7 +34,7 @@ async def test_signal_mid_run_cancels_every_run_delivers_their_run_completes_and
             assert rc["cancelled"] is True and rc["error"] is None
         closed = await ws.events.until(lambda e: e["type"] == "workspace.closed")
         assert closed["payload"] == {"workspace_id": ws.id, "reason": "shutdown"}
-    assert await wait_exit(daemon.proc) == 0
+    assert await daemon.exited() == 0
     assert not daemon.socket_path.exists()
 
 
@@ -71,14 +62,14 @@ async def test_shutdown_with_a_stuck_subscriber_still_exits_within_seconds(
         assert await client.call("ping") == {}
     # The must-deliver timeout is 10 s, but shutdown waits on a stuck
     # subscriber only briefly: well inside WAIT.
-    assert await wait_exit(daemon.proc) == 0
+    assert await daemon.exited() == 0
 
 
 async def test_server_shutdown_replies_then_stops_the_daemon(start_daemon: DaemonFactory) -> None:
     daemon = start_daemon()
     async with daemon.client() as client:
         assert await client.call("server.shutdown") == {}
-    assert await wait_exit(daemon.proc) == 0
+    assert await daemon.exited() == 0
 
 
 async def test_server_shutdown_if_idle_refuses_while_a_run_is_active(
@@ -96,4 +87,4 @@ async def test_server_shutdown_if_idle_refuses_while_a_run_is_active(
         await ws.cancel(session_id)
         await ws.events.until_complete(reply["run_id"])
         assert await client.call("server.shutdown", {"if_idle": True}) == {}
-    assert await wait_exit(daemon.proc) == 0
+    assert await daemon.exited() == 0
