@@ -1,0 +1,255 @@
+"""OpenAI Chat Completions streaming, sans-io: the request body out, stream parts in.
+
+`build_chat_request` makes the JSON body of a streaming `POST /chat/completions`;
+`ChatCompletionsStream` turns the response's server-sent events (see `_sse`)
+into the provider interface's TextDelta / ToolCall / Finish parts. Neither
+touches the network, so every shape a server streams is a unit test.
+
+Shape of the stream: each `data:` event is a `chat.completion.chunk`; text
+arrives in `choices[0].delta.content`; a tool call arrives in pieces under
+`choices[0].delta.tool_calls[]`, keyed by `index`; `finish_reason` is set on
+the choice's last chunk; with `stream_options.include_usage` one more chunk
+follows with `choices: []` and the token `usage`; `data: [DONE]` ends it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from ._base import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, Usage
+from ._sse import ServerSentEvent
+
+__all__ = ["ChatCompletionsStream", "ProviderStreamError", "build_chat_request"]
+
+_ROLES = frozenset({"user", "assistant", "tool"})
+
+
+class ProviderStreamError(ModelError):
+    """The provider's stream failed: an error object, a malformed chunk, or a cut."""
+
+    def __init__(self, message: str, *, type: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type  # the provider's error type, e.g. "server_error"
+        self.code = code
+
+
+def build_chat_request(request: ModelRequest, model: str, max_tokens: int | None) -> dict[str, Any]:
+    """The JSON body of a streaming Chat Completions request for `request`."""
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    for turn in request.history:
+        if turn.role not in _ROLES:
+            raise ValueError(f"a turn's role must be user, assistant or tool, not {turn.role!r}")
+        # A "tool" turn carries only its text for now: the API also wants its
+        # `tool_call_id` (and the assistant turn before it, its `tool_calls`),
+        # which Turn does not record yet; they arrive with tool execution.
+        messages.append({"role": turn.role, "content": turn.text})
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        # Without this the stream carries no token counts at all.
+        "stream_options": {"include_usage": True},
+    }
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+            }
+            for tool in request.tools
+        ]
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+@attrs.define
+class _PendingToolCall:
+    id: str
+    name: str
+    arguments: list[str]
+
+
+class ChatCompletionsStream:
+    """Turns one response's events into stream parts, ending with exactly one Finish.
+
+    Only choice 0 is read: the request never asks for `n` > 1.
+    """
+
+    def __init__(self) -> None:
+        self._tool_calls: dict[int, _PendingToolCall] = {}
+        self._any_tool_calls = False
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self._finished = False  # Finish was emitted; nothing more comes out
+
+    def feed(self, event: ServerSentEvent) -> list[StreamPart]:
+        """Take the next event; return the parts it completes.
+
+        Raises ProviderStreamError for an error object or a malformed chunk.
+        """
+        if self._finished:
+            # After [DONE] or the Finish, the answer is complete: whatever a
+            # server sends after it is not part of it.
+            return []
+        data = event.data
+        if data == "[DONE]":
+            return self._end()
+        if not data.strip():
+            return []  # an empty `data:` carries no chunk; treat it as a keep-alive
+        chunk = _parse_chunk(data)
+        error = chunk.get("error")
+        if error:
+            raise _provider_error(error)
+
+        parts: list[StreamPart] = []
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index") not in (0, None):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    parts.append(TextDelta(content))
+                tool_calls = delta.get("tool_calls")
+                if isinstance(tool_calls, list):
+                    for fragment in tool_calls:
+                        self._add_tool_call_fragment(fragment)
+            reason = choice.get("finish_reason")
+            if reason and isinstance(reason, str):
+                self._finish_reason = reason
+                parts.extend(self._complete_tool_calls())
+
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+            # Usage comes after the finish_reason chunk (or on it): that is the
+            # last thing the answer needs, so finish now rather than at [DONE].
+            if self._finish_reason is not None:
+                self._finished = True
+                parts.append(Finish(self._finish_reason, self._usage))
+        return parts
+
+    def finish(self) -> list[StreamPart]:
+        """The body ended; return the last parts.
+
+        A stream that ends after a finish_reason but without [DONE] or usage
+        is complete enough; one that ends before any finish_reason was cut, and
+        raises ProviderStreamError.
+        """
+        if self._finished:
+            return []
+        if self._finish_reason is None:
+            raise ProviderStreamError("the stream ended before the model finished")
+        return self._end()
+
+    def _end(self) -> list[StreamPart]:
+        parts: list[StreamPart] = list(self._complete_tool_calls())
+        # [DONE] without a finish_reason: the server says the answer is
+        # complete but not why; tool calls mean the model is waiting on them.
+        reason = self._finish_reason or ("tool_calls" if self._any_tool_calls else "stop")
+        parts.append(Finish(reason, self._usage or Usage()))
+        self._finished = True
+        return parts
+
+    def _add_tool_call_fragment(self, fragment: object) -> None:
+        if not isinstance(fragment, dict):
+            raise ProviderStreamError(f"malformed chunk: a tool call is not an object: {_excerpt(fragment)}")
+        function = fragment.get("function")
+        if function is None:
+            function = {}
+        elif not isinstance(function, dict):
+            raise ProviderStreamError(f"malformed chunk: a tool call's function is not an object: {_excerpt(fragment)}")
+        index = fragment.get("index")
+        call_id = fragment.get("id")
+        name = function.get("name")
+        arguments = function.get("arguments")
+        if (
+            not (index is None or (isinstance(index, int) and not isinstance(index, bool)))
+            or not (call_id is None or isinstance(call_id, str))
+            or not (name is None or isinstance(name, str))
+            or not (arguments is None or isinstance(arguments, str))
+        ):
+            raise ProviderStreamError(f"malformed chunk: bad tool call fragment: {_excerpt(fragment)}")
+        if index is None:
+            # Some OpenAI-compatible servers omit `index`: a new id starts the
+            # next call, anything else continues the latest one.
+            latest = max(self._tool_calls, default=None)
+            if latest is None:
+                index = 0
+            elif call_id and call_id != self._tool_calls[latest].id:
+                index = latest + 1
+            else:
+                index = latest
+        pending = self._tool_calls.get(index)
+        if pending is None:
+            self._tool_calls[index] = _PendingToolCall(call_id or "", name or "", [arguments] if arguments else [])
+            return
+        # Only `arguments` is streamed in pieces; a repeated id or name is not appended.
+        if call_id and not pending.id:
+            pending.id = call_id
+        if name and not pending.name:
+            pending.name = name
+        if arguments:
+            pending.arguments.append(arguments)
+
+    def _complete_tool_calls(self) -> list[ToolCall]:
+        calls: list[ToolCall] = []
+        for index in sorted(self._tool_calls):
+            pending = self._tool_calls[index]
+            if not pending.name:
+                raise ProviderStreamError(f"malformed chunk: tool call {index} has no function name")
+            calls.append(
+                ToolCall(
+                    # Ids pair a call with its result; a server that sends none still needs one.
+                    id=pending.id or f"call_{index}",
+                    name=pending.name,
+                    # A call without arguments streams "" — which is not JSON.
+                    arguments="".join(pending.arguments) or "{}",
+                )
+            )
+        self._tool_calls.clear()
+        self._any_tool_calls = self._any_tool_calls or bool(calls)
+        return calls
+
+
+def _parse_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise ProviderStreamError(f"malformed chunk: {_excerpt(data)} ({exc})") from None
+    if not isinstance(chunk, dict):
+        raise ProviderStreamError(f"malformed chunk: not a JSON object: {_excerpt(data)}")
+    return chunk
+
+
+def _provider_error(error: object) -> ProviderStreamError:
+    if isinstance(error, str):
+        return ProviderStreamError(error)
+    if not isinstance(error, dict):
+        return ProviderStreamError(f"the provider reported an error: {_excerpt(error)}")
+    message = error.get("message")
+    kind = error.get("type")
+    code = error.get("code")
+    return ProviderStreamError(
+        message if isinstance(message, str) and message else f"the provider reported an error: {_excerpt(error)}",
+        type=kind if isinstance(kind, str) else None,
+        code=None if code is None else str(code),
+    )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _excerpt(value: object, limit: int = 200) -> str:
+    """Enough of what the server sent to recognise it in an error message."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
