@@ -1,0 +1,672 @@
+"""Anthropic's Messages API without a network: the request body, and the event stream event by event.
+
+The transcripts are the API's own examples from its streaming documentation
+(platform.claude.com/docs/en/build-with-claude/streaming), byte for byte where
+they are quoted whole.
+"""
+
+# The transcripts keep the API's one-event-per-line layout, however long the line.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentd.models import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, ToolDefinition, Turn, Usage
+from agentd.models._anthropic_stream import MessagesStream, ProviderStreamError, build_messages_request
+
+
+def events(transcript: str) -> list[tuple[str, str]]:
+    """A documentation transcript ("event: x" / "data: {...}" blocks) as (event, data) pairs."""
+    pairs = []
+    for block in transcript.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.strip().splitlines())
+        pairs.append((fields["event"], fields["data"]))
+    return pairs
+
+
+def feed_all(stream: MessagesStream, transcript: str) -> list[StreamPart]:
+    parts: list[StreamPart] = []
+    for event, data in events(transcript):
+        parts += stream.feed(event, data)
+    return parts
+
+
+def run(transcript: str) -> list[StreamPart]:
+    stream = MessagesStream()
+    parts = feed_all(stream, transcript)
+    parts += stream.finish()
+    return parts
+
+
+MESSAGE_START = """
+event: message_start
+data: {"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}
+"""
+
+TEXT_BLOCK = """
+event: content_block_start
+data: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}}
+
+event: content_block_stop
+data: {"type": "content_block_stop", "index": 0}
+"""
+
+MESSAGE_END = """
+event: message_delta
+data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}}
+
+event: message_stop
+data: {"type": "message_stop"}
+"""
+
+BASIC_TEXT_STREAM = MESSAGE_START + TEXT_BLOCK + MESSAGE_END
+
+TOOL_USE_STREAM = r"""
+event: message_start
+data: {"type":"message_start","message":{"id":"msg_014p7gG3wDgGV9EUtLvnow3U","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":2},"content":[],"stop_reason":null}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":","}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" let"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"'s"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" check"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" weather"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" for"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" San"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" Francisco"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":","}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" CA"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":":"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\":"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"San"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" Francisc"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"o,"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" CA\""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":", "}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"unit\": \"fah"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"renheit\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"""
+
+GET_WEATHER_ARGUMENTS = '{"location": "San Francisco, CA", "unit": "fahrenheit"}'
+
+
+def tool_use_block(index: int, tool_id: str, name: str, *fragments: str) -> str:
+    """A tool_use block as the API streams it: start, an empty fragment, the fragments, stop."""
+    lines = [
+        "event: content_block_start",
+        "data: "
+        + json.dumps(
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}},
+            }
+        ),
+        "",
+    ]
+    for fragment in ("", *fragments):
+        delta = {"type": "input_json_delta", "partial_json": fragment}
+        lines += [
+            "event: content_block_delta",
+            "data: " + json.dumps({"type": "content_block_delta", "index": index, "delta": delta}),
+            "",
+        ]
+    lines += ["event: content_block_stop", f'data: {{"type":"content_block_stop","index":{index}}}', ""]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def message_end(stop_reason: str, output_tokens: int) -> str:
+    delta = {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}}
+    delta["usage"] = {"output_tokens": output_tokens}
+    return f"""
+event: message_delta
+data: {json.dumps(delta)}
+
+event: message_stop
+data: {{"type":"message_stop"}}
+"""
+
+
+# --- text --------------------------------------------------------------------------
+
+
+def test_text_stream_yields_each_delta_then_one_finish() -> None:
+    assert run(BASIC_TEXT_STREAM) == [TextDelta("Hello"), TextDelta("!"), Finish("stop", Usage(25, 15))]
+
+
+def test_text_comes_out_as_each_delta_arrives() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    start, ping, hello, bang, stop = events(TEXT_BLOCK)
+    assert stream.feed(*start) == []
+    assert stream.feed(*ping) == []
+    assert stream.feed(*hello) == [TextDelta("Hello")]
+    assert stream.feed(*bang) == [TextDelta("!")]
+    assert stream.feed(*stop) == []
+
+
+def test_empty_text_deltas_are_skipped() -> None:
+    empty = """
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ""}}
+"""
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    feed_all(stream, TEXT_BLOCK.split("event: content_block_stop")[0])
+    assert feed_all(stream, empty) == []
+
+
+def test_text_already_in_content_block_start_is_emitted() -> None:
+    start = """
+event: content_block_start
+data: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "Hi"}}
+"""
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    assert feed_all(stream, start) == [TextDelta("Hi")]
+
+
+# --- tool use ----------------------------------------------------------------------
+
+
+def test_tool_use_input_split_mid_string_becomes_one_tool_call_after_the_text() -> None:
+    parts = run(TOOL_USE_STREAM)
+    text = "Okay, let's check the weather for San Francisco, CA:"
+    assert "".join(part.text for part in parts if isinstance(part, TextDelta)) == text
+    assert parts[-2:] == [
+        ToolCall("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", GET_WEATHER_ARGUMENTS),
+        Finish("tool_calls", Usage(472, 89)),
+    ]
+    assert all(isinstance(part, TextDelta) for part in parts[:-2])
+    assert json.loads(GET_WEATHER_ARGUMENTS) == {"location": "San Francisco, CA", "unit": "fahrenheit"}
+
+
+def test_tool_call_is_emitted_at_its_content_block_stop_not_before() -> None:
+    stream = MessagesStream()
+    pairs = events(TOOL_USE_STREAM)
+    stop_at = pairs.index(("content_block_stop", '{"type":"content_block_stop","index":1}'))
+    for pair in pairs[:stop_at]:
+        assert not any(isinstance(part, ToolCall) for part in stream.feed(*pair))
+    assert stream.feed(*pairs[stop_at]) == [
+        ToolCall("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", GET_WEATHER_ARGUMENTS)
+    ]
+
+
+def test_two_tool_use_blocks_become_two_tool_calls_in_order() -> None:
+    transcript = (
+        MESSAGE_START
+        + tool_use_block(0, "toolu_01A", "read_file", '{"path": "READ', 'ME.md"}')
+        + tool_use_block(1, "toolu_01B", "list_dir", '{"path":', ' "src"}')
+        + message_end("tool_use", 61)
+    )
+    assert run(transcript) == [
+        ToolCall("toolu_01A", "read_file", '{"path": "README.md"}'),
+        ToolCall("toolu_01B", "list_dir", '{"path": "src"}'),
+        Finish("tool_calls", Usage(25, 61)),
+    ]
+
+
+def test_tool_use_without_input_deltas_has_empty_object_arguments() -> None:
+    no_deltas = """
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01C","name":"get_time","input":{}}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+"""
+    assert run(MESSAGE_START + no_deltas + message_end("tool_use", 30)) == [
+        ToolCall("toolu_01C", "get_time", "{}"),
+        Finish("tool_calls", Usage(25, 30)),
+    ]
+
+
+def test_tool_use_with_only_an_empty_fragment_has_empty_object_arguments() -> None:
+    transcript = MESSAGE_START + tool_use_block(0, "toolu_01D", "get_time") + message_end("tool_use", 30)
+    assert run(transcript)[0] == ToolCall("toolu_01D", "get_time", "{}")
+
+
+def test_tool_use_left_open_at_message_stop_is_an_error() -> None:
+    start = """
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01E","name":"rm","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\\"path\\": \\"/tmp"}}
+"""
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START + start)
+    with pytest.raises(ProviderStreamError, match="tool_use block 0 still open"):
+        feed_all(stream, message_end("max_tokens", 4096))
+
+
+# --- blocks we do not surface ------------------------------------------------------
+
+THINKING_STREAM = """
+event: message_start
+data: {"type": "message_start", "message": {"id": "msg_01...", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null}}
+
+event: content_block_start
+data: {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me solve this step by step:\\n\\n1. First break down 27 * 453"}}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds..."}}
+
+event: content_block_stop
+data: {"type": "content_block_stop", "index": 0}
+
+event: content_block_start
+data: {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "27 * 453 = 12,231"}}
+
+event: content_block_stop
+data: {"type": "content_block_stop", "index": 1}
+
+event: message_delta
+data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}}
+
+event: message_stop
+data: {"type": "message_stop"}
+"""
+
+
+def test_thinking_blocks_are_skipped_and_absent_usage_counts_as_zero() -> None:
+    assert run(THINKING_STREAM) == [TextDelta("27 * 453 = 12,231"), Finish("stop", Usage(0, 0))]
+
+
+def test_server_tool_use_and_its_result_are_not_our_tool_calls() -> None:
+    server_tool = r"""
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"server_tool_use","id":"srvtoolu_014hJH82Qum7Td6UV8gDXThB","name":"web_search","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"query"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\": \"weather NYC today\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1 }
+
+event: content_block_start
+data: {"type":"content_block_start","index":2,"content_block":{"type":"web_search_tool_result","tool_use_id":"srvtoolu_014hJH82Qum7Td6UV8gDXThB","content":[]}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":2}
+"""
+    assert run(MESSAGE_START + TEXT_BLOCK + server_tool + MESSAGE_END) == [
+        TextDelta("Hello"),
+        TextDelta("!"),
+        Finish("stop", Usage(25, 15)),
+    ]
+
+
+def test_unknown_delta_kinds_on_a_text_block_are_ignored() -> None:
+    citation = """
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": {"type": "char_location", "cited_text": "x"}}}
+"""
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START + TEXT_BLOCK.split("event: content_block_stop")[0])
+    assert feed_all(stream, citation) == []
+
+
+# --- usage and stop reasons --------------------------------------------------------
+
+
+def test_usage_takes_input_from_message_start_and_the_last_output_from_message_delta() -> None:
+    deltas = """
+event: message_delta
+data: {"type": "message_delta", "delta": {"stop_reason": null, "stop_sequence": null}, "usage": {"output_tokens": 7}}
+
+event: message_delta
+data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 42}}
+
+event: message_stop
+data: {"type": "message_stop"}
+"""
+    assert run(MESSAGE_START + TEXT_BLOCK + deltas)[-1] == Finish("stop", Usage(25, 42))
+
+
+def test_output_tokens_of_message_start_stand_when_no_message_delta_counts_them() -> None:
+    no_usage = """
+event: message_delta
+data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}}
+
+event: message_stop
+data: {"type": "message_stop"}
+"""
+    assert run(MESSAGE_START + TEXT_BLOCK + no_usage)[-1] == Finish("stop", Usage(25, 1))
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("pause_turn", "pause_turn"),
+        ("refusal", "refusal"),
+    ],
+)
+def test_stop_reason_is_mapped_to_the_projects_finish_reason(stop_reason: str, reason: str) -> None:
+    assert run(MESSAGE_START + TEXT_BLOCK + message_end(stop_reason, 15))[-1] == Finish(reason, Usage(25, 15))
+
+
+def test_finish_is_emitted_once_at_message_stop() -> None:
+    stream = MessagesStream()
+    *before, (stop_event, stop_data) = events(BASIC_TEXT_STREAM)
+    for pair in before:
+        assert not any(isinstance(part, Finish) for part in stream.feed(*pair))
+    assert stream.feed(stop_event, stop_data) == [Finish("stop", Usage(25, 15))]
+    assert stream.finish() == []
+
+
+# --- events to ignore --------------------------------------------------------------
+
+
+def test_ping_is_ignored() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    assert stream.feed("ping", '{"type": "ping"}') == []
+
+
+def test_unknown_event_types_are_ignored_even_with_data_we_cannot_read() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    assert stream.feed("message_checkpoint", '{"type": "message_checkpoint", "seq": 3}') == []
+    assert stream.feed("future_event", "not json at all") == []
+    assert feed_all(stream, TEXT_BLOCK + MESSAGE_END)[-1] == Finish("stop", Usage(25, 15))
+
+
+def test_events_after_message_stop_are_ignored() -> None:
+    late = """
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "late"}}
+
+event: error
+data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+event: message_stop
+data: {"type": "message_stop"}
+"""
+    stream = MessagesStream()
+    feed_all(stream, BASIC_TEXT_STREAM)
+    assert feed_all(stream, late) == []
+    assert stream.feed("content_block_delta", "{broken") == []
+    assert stream.finish() == []
+
+
+def test_an_event_without_a_name_is_dispatched_by_its_data_type() -> None:
+    stream = MessagesStream()
+    parts: list[StreamPart] = []
+    for _event, data in events(BASIC_TEXT_STREAM):
+        parts += stream.feed("message", data)
+    assert parts == [TextDelta("Hello"), TextDelta("!"), Finish("stop", Usage(25, 15))]
+
+
+# --- failures ----------------------------------------------------------------------
+
+OVERLOADED = """
+event: error
+data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+"""
+
+
+def test_error_event_mid_stream_raises_after_the_text_before_it_came_out() -> None:
+    stream = MessagesStream()
+    parts = feed_all(stream, MESSAGE_START + TEXT_BLOCK)
+    assert parts == [TextDelta("Hello"), TextDelta("!")]
+    with pytest.raises(ProviderStreamError) as caught:
+        feed_all(stream, OVERLOADED)
+    assert isinstance(caught.value, ModelError)
+    assert (caught.value.error_type, caught.value.message) == ("overloaded_error", "Overloaded")
+    assert str(caught.value) == "overloaded_error: Overloaded"
+
+
+def test_a_failed_stream_raises_the_same_error_again() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    with pytest.raises(ProviderStreamError) as caught:
+        feed_all(stream, OVERLOADED)
+    with pytest.raises(ProviderStreamError) as again:
+        feed_all(stream, TEXT_BLOCK)
+    assert again.value is caught.value
+    with pytest.raises(ProviderStreamError) as at_finish:
+        stream.finish()
+    assert at_finish.value is caught.value
+
+
+def test_malformed_json_is_an_error() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    with pytest.raises(ProviderStreamError, match="^malformed event: ") as caught:
+        stream.feed("content_block_start", '{"type": "content_block_start", "index": 0, "content_blo')
+    assert caught.value.error_type is None
+
+
+@pytest.mark.parametrize(
+    ("event", "data"),
+    [
+        ("content_block_start", '["content_block_start", 0]'),
+        ("content_block_start", '{"type": "content_block_start", "content_block": {"type": "text", "text": ""}}'),
+        ("content_block_start", '{"type": "content_block_start", "index": "0", "content_block": {"type": "text"}}'),
+        ("content_block_start", '{"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use"}}'),
+        ("message_delta", '{"type": "message_delta", "delta": {}, "usage": {"output_tokens": "15"}}'),
+        ("error", '{"type": "error", "error": "Overloaded"}'),
+    ],
+)
+def test_json_of_the_wrong_shape_is_a_malformed_event(event: str, data: str) -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    with pytest.raises(ProviderStreamError, match="^malformed event: "):
+        stream.feed(event, data)
+
+
+def test_stream_cut_before_message_stop_is_an_error_after_its_text() -> None:
+    stream = MessagesStream()
+    assert feed_all(stream, MESSAGE_START + TEXT_BLOCK) == [TextDelta("Hello"), TextDelta("!")]
+    with pytest.raises(ProviderStreamError, match="^the stream ended before the model finished$"):
+        stream.finish()
+
+
+def test_empty_stream_is_an_error() -> None:
+    with pytest.raises(ProviderStreamError, match="ended before the model finished"):
+        MessagesStream().finish()
+
+
+def test_delta_for_a_block_that_never_started_is_an_error() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    with pytest.raises(ProviderStreamError, match="content_block_delta for content block 0, which is not open"):
+        stream.feed(*events(TEXT_BLOCK)[2])
+
+
+def test_delta_after_its_block_stopped_is_an_error() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START + TEXT_BLOCK)
+    with pytest.raises(ProviderStreamError, match="which is not open"):
+        stream.feed(*events(TEXT_BLOCK)[2])
+
+
+def test_stop_for_a_block_that_never_started_is_an_error() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    with pytest.raises(ProviderStreamError, match="content_block_stop for content block 3"):
+        stream.feed("content_block_stop", '{"type": "content_block_stop", "index": 3}')
+
+
+def test_a_delta_of_the_wrong_kind_for_its_block_is_an_error() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START + TEXT_BLOCK.split("event: content_block_stop")[0])
+    with pytest.raises(ProviderStreamError, match="input_json_delta for content block 0, which is not tool_use"):
+        stream.feed(
+            "content_block_delta",
+            '{"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{"}}',
+        )
+
+
+# --- the request -------------------------------------------------------------------
+
+GET_WEATHER = ToolDefinition(
+    "get_weather",
+    "Get the current weather in a given location",
+    {
+        "type": "object",
+        "properties": {"location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"}},
+        "required": ["location"],
+    },
+)
+
+
+def test_request_carries_model_max_tokens_system_messages_and_stream() -> None:
+    request = ModelRequest("You are terse.", (Turn("user", "What is the weather like in San Francisco?"),))
+    assert build_messages_request(request, "claude-sonnet-4-5", 1024) == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "What is the weather like in San Francisco?"}],
+        "stream": True,
+    }
+
+
+def test_request_omits_an_empty_system_prompt_and_empty_tools() -> None:
+    body = build_messages_request(ModelRequest("", (Turn("user", "hi"),)), "m", 16)
+    assert "system" not in body
+    assert "tools" not in body
+
+
+def test_request_lists_tools_with_their_schema_as_input_schema() -> None:
+    request = ModelRequest("", (Turn("user", "weather?"),), (GET_WEATHER,))
+    assert build_messages_request(request, "m", 16)["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "input_schema": GET_WEATHER.parameters,
+        }
+    ]
+
+
+def test_request_merges_consecutive_same_role_turns_with_a_blank_line() -> None:
+    history = (
+        Turn("user", "first"),
+        Turn("user", "second"),
+        Turn("assistant", "one"),
+        Turn("assistant", "two"),
+        Turn("user", "third"),
+    )
+    assert build_messages_request(ModelRequest("", history), "m", 16)["messages"] == [
+        {"role": "user", "content": "first\n\nsecond"},
+        {"role": "assistant", "content": "one\n\ntwo"},
+        {"role": "user", "content": "third"},
+    ]
+
+
+def test_request_drops_empty_assistant_turns_and_merges_the_users_around_them() -> None:
+    history = (Turn("user", "hello"), Turn("assistant", ""), Turn("assistant", " \n"), Turn("user", "are you there?"))
+    assert build_messages_request(ModelRequest("", history), "m", 16)["messages"] == [
+        {"role": "user", "content": "hello\n\nare you there?"},
+    ]
+
+
+def test_request_sends_tool_turns_as_user_text_for_now() -> None:
+    history = (Turn("user", "list files"), Turn("assistant", "Listing."), Turn("tool", "a.py\nb.py"))
+    assert build_messages_request(ModelRequest("", history), "m", 16)["messages"] == [
+        {"role": "user", "content": "list files"},
+        {"role": "assistant", "content": "Listing."},
+        {"role": "user", "content": "a.py\nb.py"},
+    ]
+
+
+def test_request_rejects_a_turn_with_an_unknown_role() -> None:
+    with pytest.raises(ValueError, match="unknown role 'system'"):
+        build_messages_request(ModelRequest("", (Turn("system", "x"),)), "m", 16)
+
+
+def test_request_is_json_serialisable() -> None:
+    request = ModelRequest("sys", (Turn("user", "hi"),), (GET_WEATHER,))
+    body = build_messages_request(request, "m", 16)
+    assert json.loads(json.dumps(body)) == body
