@@ -19,6 +19,7 @@ __all__ = [
     "Model",
     "ModelError",
     "ModelRequest",
+    "Retrying",
     "StreamPart",
     "TextDelta",
     "ToolCall",
@@ -87,7 +88,19 @@ class Finish:
     usage: Usage = Usage()
 
 
-StreamPart = TextDelta | ToolCall | Finish
+@attrs.frozen
+class Retrying:
+    """The provider refused or failed for now; the model waits `delay` seconds and tries again.
+
+    Not part of the answer: the session agent reports it to the run's watchers.
+    """
+
+    attempt: int  # the attempt about to be made: 2 for the first retry
+    delay: float
+    reason: str
+
+
+StreamPart = TextDelta | ToolCall | Finish | Retrying
 
 
 class Model(Protocol):
