@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["cancel", "rm", "sessions", "show", "status", "stop"]
+__all__ = ["cancel", "models", "rm", "sessions", "show", "status", "stop"]
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_RUNNING = 0, 1, 3
 # How long `stop` waits for the daemon to finish shutting down.
@@ -189,3 +189,20 @@ def stop(args: argparse.Namespace) -> int:
 
     # Stopping a daemon that is not running has nothing left to do.
     return _with_client(args, body, autostart=False, not_running_code=EXIT_OK)
+
+
+def models(args: argparse.Namespace) -> int:
+    def body(client: BlockingClient) -> int:
+        listed = client.call("models.list")
+        if args.json:
+            print(json.dumps(listed))
+            return EXIT_OK
+        for model in listed["models"]:
+            mark = "*" if model.get("default") else " "
+            where = f"{model['provider']}/{model['model']}" if model.get("provider") and model.get("model") else ""
+            print(f"{mark} {model['name']:<32} {where}")
+        if listed["default_is_fallback"]:
+            print("(no model configured: `agentctl run` answers with the offline echo model)")
+        return EXIT_OK
+
+    return _with_client(args, body, autostart=True)

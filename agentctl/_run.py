@@ -192,8 +192,14 @@ class RunCommand:
 
         Requests that do not depend on each other's answers go out together.
         """
-        client.request("initialize", {"client_name": "agentctl", "client_version": __version__}, want_reply=False)
+        hello = client.request("initialize", {"client_name": "agentctl", "client_version": __version__})
         workspace = client.call("workspace.open", {"path": self.cwd})
+        if self.model is None and client.wait(hello).get("default_model_is_fallback"):
+            self._note(
+                "no model is configured, so the offline echo model answers; set OPENAI_API_KEY or"
+                " ANTHROPIC_API_KEY, or write ~/.config/agentd/config.toml (see the README)",
+                informational=True,
+            )
         workspace_id = self._workspace_id = workspace["id"]
         session_id = self.session_id
         if session_id is None and self.continue_session:
@@ -260,6 +266,13 @@ class RunCommand:
             if isinstance(seq, int) and event.get("type") != "events.gap":
                 self._last_seq = max(self._last_seq, seq)
             text, outcome = stream.handle(event)
+            if event.get("type") == "run.retry" and stream.is_ours(event):
+                retry = event["payload"]
+                self._note(
+                    f"{retry.get('reason')}; trying again in {retry.get('delay', 0):.1f} s"
+                    f" (attempt {retry.get('attempt')})",
+                    informational=True,
+                )
             if self.json_output:
                 if stream.is_ours(event) or event.get("type") == "events.gap":
                     self._write(_json_line(event, ensure_ascii=False) + "\n")

@@ -124,6 +124,12 @@ def _add_stop(sub: Any) -> None:
     )
 
 
+def _add_models(sub: Any) -> None:
+    models = sub.add_parser("models", help="list the configured models and the default", formatter_class=_formatter())
+    _add_socket(models, top=False)
+    models.add_argument("--json", action="store_true")
+
+
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "status": _add_status,
@@ -132,6 +138,7 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "rm": _add_rm,
     "cancel": _add_cancel,
     "stop": _add_stop,
+    "models": _add_models,
 }
 
 
@@ -254,5 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         "rm": _admin.rm,
         "cancel": _admin.cancel,
         "stop": _admin.stop,
+        "models": _admin.models,
     }[args.command]
     return command(args)

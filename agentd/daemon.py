@@ -67,12 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest message a client may send (default 16 MiB)",
     )
     p.add_argument("--ready-fd", type=int, metavar="FD", help="write 'ready' to this fd once listening")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the model configuration, print every mistake with its line, and exit",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
 
+def check_config() -> int:
+    """`agentd --check-config`: 0 when the configuration is usable, 1 (and every mistake) when not."""
+    from agentd.config import ConfigError, config_path, load_config
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    where = config.source if config.source != "environment" else f"the environment (no {config_path()})"
+    fallback = " (no model configured: the offline echo model)" if config.default_is_fallback else ""
+    print(f"{where}: {len(config.providers)} provider(s), {len(config.models)} model alias(es)")
+    print(f"default model: {config.default_model}{fallback}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.check_config:
+        return check_config()
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -289,6 +289,8 @@ async def test_initialize_names_server_protocol_and_pid(daemon: Daemon) -> None:
     assert hello["protocol"] == 1
     assert hello["pid"] == daemon.proc.pid
     assert hello["version"] == agentd.__version__
+    # The tests' environment configures no model: runs answer with echo, and clients can say so.
+    assert hello["default_model"] == "echo" and hello["default_model_is_fallback"] is True
 
 
 async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> None:

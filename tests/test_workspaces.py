@@ -22,6 +22,8 @@ SESSION_FIELDS = {
     "updated_at": float,
     "message_count": int,
     "busy": bool,
+    "prompt_tokens": int,
+    "completion_tokens": int,
 }
 MESSAGE_FIELDS = {
     "id": str,

@@ -14,7 +14,7 @@ from contextlib import aclosing
 
 import trio
 
-from agentd.models import Finish, ModelRegistry, ModelRequest, TextDelta, Turn
+from agentd.models import Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, Turn
 from agentd.models import Model as ModelProtocol
 from agentd.protocol import MessageDelta, RunStarted, events, unstructure
 from agentd.pubsub import Broker
@@ -44,7 +44,7 @@ class Coordinator:
         self._terminal = terminal
 
     async def run(self, run: Run) -> None:
-        model = self._models.resolve(run.model)
+        model = await self._models.resolve(run.model)
         agent = SessionAgent(self._workspace_path, self._store, self._broker, self._terminal)
         await agent.run(run, model)
 
@@ -109,6 +109,21 @@ class SessionAgent:
                             saved_at = trio.current_time()
                     elif isinstance(part, Finish):
                         finish_reason = part.reason
+                        if part.usage.prompt_tokens or part.usage.completion_tokens:
+                            await store.add_usage(
+                                run.session_id, part.usage.prompt_tokens, part.usage.completion_tokens
+                            )
+                    elif isinstance(part, Retrying):
+                        broker.publish(
+                            events.RUN_RETRY,
+                            {
+                                "session_id": run.session_id,
+                                "run_id": run.id,
+                                "attempt": part.attempt,
+                                "delay": part.delay,
+                                "reason": part.reason,
+                            },
+                        )
         except BaseException as exc:
             cancelled, error = _classify(exc)
             raise

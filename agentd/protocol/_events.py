@@ -11,6 +11,7 @@ __all__ = [
     "MESSAGE_DELTA",
     "MESSAGE_UPDATED",
     "RUN_COMPLETE",
+    "RUN_RETRY",
     "RUN_STARTED",
     "SESSION_CREATED",
     "SESSION_DELETED",
@@ -26,6 +27,8 @@ MESSAGE_DELTA: Final = "message.delta"
 MESSAGE_UPDATED: Final = "message.updated"
 RUN_STARTED: Final = "run.started"
 AGENT_ERROR: Final = "agent.error"
+# A provider refused for now (rate limit, overload); the run waits and tries again.
+RUN_RETRY: Final = "run.retry"
 # Must-deliver: a client waiting on a run hangs if it misses this one.
 RUN_COMPLETE: Final = "run.complete"
 # Sent to one subscriber only, in place of the lossy events it was too slow to take.

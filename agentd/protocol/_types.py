@@ -58,6 +58,9 @@ class Session:
     updated_at: float
     message_count: int
     busy: bool
+    # Tokens the session's model calls have used, as the providers count them.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @attrs.frozen

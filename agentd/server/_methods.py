@@ -115,6 +115,7 @@ class Methods:
             "ping": now(NoParams, self.ping),
             "server.status": now(NoParams, self.server_status),
             "server.shutdown": now(ServerShutdownParams, self.server_shutdown),
+            "models.list": now(NoParams, self.models_list),
             "workspace.open": later(WorkspaceOpenParams, self.workspace_open),
             "workspace.close": now(WorkspaceRef, self.workspace_close),
             "workspace.list": now(NoParams, self.workspace_list),
@@ -152,11 +153,24 @@ class Methods:
     def initialize(self, conn: ClientConnection, p: InitializeParams, _: Any) -> Any:
         conn.client_name = p.client_name
         conn.client_version = p.client_version
+        models = self._state.models.config
         return {
             "server": "agentd",
             "version": agentd.__version__,
             "protocol": agentd.PROTOCOL_VERSION,
             "pid": os.getpid(),
+            "default_model": models.default_model,
+            # True when nothing is configured and runs answer with the offline echo model.
+            "default_model_is_fallback": models.default_is_fallback,
+        }
+
+    def models_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+        config = self._state.models.config
+        return {
+            "default": config.default_model,
+            "default_is_fallback": config.default_is_fallback,
+            "source": config.source,
+            "models": config.describe(),
         }
 
     def ping(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import trio
 
+from agentd.config import ConfigError, load_config
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.runs import RunIndex
@@ -47,6 +48,10 @@ _SHUTDOWN_MARGIN = 3.0
 
 
 async def serve(config: DaemonConfig) -> None:
+    try:
+        model_config = load_config()
+    except ConfigError as exc:
+        raise StartupError(f"the model configuration has mistakes (see `agentd --check-config`):\n{exc}") from None
     listener, claim = await bind_listener(config.socket_path)
     try:
         try:
@@ -55,16 +60,18 @@ async def serve(config: DaemonConfig) -> None:
             raise StartupError(str(exc)) from None
         if store.recovered:
             log.warning("finished %d run(s) a crash had left unfinished, as interrupted", len(store.recovered))
+        models = ModelRegistry(model_config)
         try:
-            await _serve(config, listener, store)
+            await _serve(config, listener, store, models)
         finally:
             with trio.CancelScope(shield=True):
+                await models.aclose()
                 await store.aclose()
     finally:
         claim.release()
 
 
-async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Store) -> None:
+async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Store, models: ModelRegistry) -> None:
     shutdown_requested = trio.Event()
     shutdown_reason = ["signal"]
 
@@ -76,7 +83,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
     state = DaemonState(
         config=config,
         store=store,
-        models=ModelRegistry(),
+        models=models,
         runs=RunIndex(),
         stats=DropStats(),
         request_shutdown=request_shutdown,

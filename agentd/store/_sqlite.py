@@ -124,6 +124,8 @@ class SessionRecord:
     created_at: float
     updated_at: float
     message_count: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @attrs.define
@@ -381,7 +383,9 @@ class Store:
         await self._run(body)
         return rec
 
-    _SESSION_COLUMNS = "id, workspace_id, title, created_at, updated_at, message_count"
+    _SESSION_COLUMNS = (
+        "id, workspace_id, title, created_at, updated_at, message_count, prompt_tokens, completion_tokens"
+    )
 
     async def get_session(self, workspace_id: str, session_id: str) -> SessionRecord | None:
         def body() -> SessionRecord | None:
@@ -402,6 +406,18 @@ class Store:
             return [SessionRecord(*row) for row in rows]
 
         return await self._run(body)
+
+    async def add_usage(self, session_id: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count a model call's tokens on its session."""
+
+        def body() -> None:
+            self._conn.execute(
+                "UPDATE sessions SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?"
+                " WHERE id = ?",
+                (prompt_tokens, completion_tokens, session_id),
+            )
+
+        await self._run(body)
 
     async def title_untitled_session(self, session_id: str, title: str, untitled: tuple[str, ...]) -> bool:
         """Give the session `title` if its title is still one of `untitled`; whether it did.

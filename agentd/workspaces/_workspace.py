@@ -185,6 +185,8 @@ class WorkspaceHost:
             updated_at=record.updated_at,
             message_count=record.message_count,
             busy=self.dispatcher.is_busy(record.id),
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
         )
 
     async def publish_session_state(self, session_id: str) -> None:

@@ -1,0 +1,163 @@
+"""Real providers through the whole daemon: configuration, a loopback provider, agentctl, usage and failures."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import trio
+from loopback_http import Reply, Streamed, start_loopback_server
+from support import WAIT, DaemonFactory, open_workspace, run_agentctl
+
+KEY_ENV = "AGENTD_E2E_KEY"
+KEY = "sk-e2e-3f9a-NEVER-PRINT-THIS"
+
+HELLO = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'  # noqa: E501
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n'  # noqa: E501
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" there"},"finish_reason":null}]}\n\n'  # noqa: E501
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}\n\n'  # noqa: E501
+    b"data: [DONE]\n\n"
+)
+
+
+def configure(env: dict[str, str], base_url: str, extra: str = "") -> Path:
+    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""default_model = "quick"
+
+[providers.loop]
+type = "openai"
+base_url = "{base_url}"
+api_key_env = "{KEY_ENV}"
+max_retries = 2
+{extra}
+[models.quick]
+provider = "loop"
+model = "loop-model-1"
+"""
+    )
+    env[KEY_ENV] = KEY
+    return path
+
+
+async def test_run_with_a_configured_provider_streams_its_answer_and_records_usage(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure(env, server.url)
+        daemon = start_daemon()
+        server.script(Streamed([HELLO]))
+        result = await run_agentctl("run", "say hello", env=env, cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"Hello there\n"
+        assert result.stderr == b""  # a real default model: no echo note
+        [request] = server.requests
+        assert request.headers["authorization"] == f"Bearer {KEY}"
+        assert request.json["model"] == "loop-model-1"
+        assert request.json["messages"][-1] == {"role": "user", "content": "say hello"}
+        async with daemon.client() as client:
+            ws = await client.call("workspace.open", {"path": str(project)})
+            [session] = await client.call("session.list", {"workspace_id": ws["id"]})
+            assert (session["prompt_tokens"], session["completion_tokens"]) == (12, 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_rate_limited_run_retries_visibly_and_then_answers(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure(env, server.url)
+        daemon = start_daemon()
+        server.script(
+            Reply(429, {"retry-after": "0", "content-type": "application/json"}, b'{"error":{"message":"slow down"}}'),
+            Streamed([HELLO]),
+        )
+        async with daemon.client() as client:
+            ws = await open_workspace(client, project)
+            result = await run_agentctl("run", "hello", env=env, cwd=project)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == b"Hello there\n"
+            assert b"trying again" in result.stderr and b"429" in result.stderr
+            retry = await ws.events.until(lambda e: e["type"] == "run.retry")
+            assert retry["payload"]["attempt"] == 2
+        assert len(server.requests) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_authentication_failure_names_provider_and_variable_and_never_the_key(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure(env, server.url)
+        daemon = start_daemon()
+        body = json.dumps({"error": {"message": f"Incorrect API key provided: {KEY}"}}).encode()
+        server.script(Reply(401, {"content-type": "application/json"}, body))
+        result = await run_agentctl("run", "hello", env=env, cwd=project)
+        assert result.returncode == 1
+        assert b"'loop'" in result.stderr and KEY_ENV.encode() in result.stderr
+        assert KEY.encode() not in result.stderr
+        assert KEY not in daemon.log()
+        nursery.cancel_scope.cancel()
+
+
+async def test_models_lists_the_configuration_without_secrets(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    configure(env, "http://127.0.0.1:9", extra='headers = { "X-Team" = "secret-team-token" }\n')
+    start_daemon()
+    result = await run_agentctl("models", "--json", env=env, cwd=project)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert listed["default"] == "quick" and listed["default_is_fallback"] is False
+    names = {m["name"] for m in listed["models"]}
+    assert {"echo", "scripted", "quick"} <= names
+    assert KEY.encode() not in result.stdout and b"secret-team-token" not in result.stdout
+    human = await run_agentctl("models", env=env, cwd=project)
+    assert b"quick" in human.stdout and b"loop/loop-model-1" in human.stdout
+
+
+async def test_check_config_reports_each_mistake_with_its_line(env: dict[str, str]) -> None:
+    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text('default_model = "nowhere"\n\n[providers.bad]\ntype = "carrier-pigeon"\nbase_url = "http://x"\n')
+    with trio.fail_after(WAIT):
+        result = await trio.run_process(
+            [sys.executable, "-m", "agentd", "--check-config"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert f"{path}:4:" in err and "carrier-pigeon" in err
+    assert f"{path}:1:" in err
+    # And a daemon does not start on it.
+    with trio.fail_after(WAIT):
+        started = await trio.run_process(
+            [sys.executable, "-m", "agentd", "--socket", str(path.parent / "s.sock")],
+            env=env,
+            capture_stderr=True,
+            check=False,
+        )
+    assert started.returncode == 1
+    assert b"--check-config" in started.stderr
+
+
+async def test_with_nothing_configured_run_answers_with_echo_and_says_how_to_configure(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    start_daemon()
+    result = await run_agentctl("run", "just echo", env=env, cwd=project)
+    assert result.returncode == 0
+    assert result.stdout == b"just echo\n"
+    assert b"no model is configured" in result.stderr and b"OPENAI_API_KEY" in result.stderr
+    quiet = await run_agentctl("run", "--quiet", "quietly", env=env, cwd=project)
+    assert quiet.stderr == b""
