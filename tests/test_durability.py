@@ -253,7 +253,7 @@ async def test_two_daemons_cannot_share_one_database(
 
 
 async def test_a_failing_store_write_ends_the_run_errored_and_the_daemon_goes_on(
-    daemon: Daemon, ws: Workspace, env: dict[str, str]
+    daemon: Daemon, ws: Workspace, env: dict[str, str], start_daemon: DaemonFactory
 ) -> None:
     import sqlite3
 
@@ -279,6 +279,14 @@ async def test_a_failing_store_write_ends_the_run_errored_and_the_daemon_goes_on
     again = await ws.send(session_id, "saved now")
     done = await ws.events.until_complete(again["run_id"])
     assert done["error"] is None and done["text"] == "saved now"
+    # The refused RunComplete is written once the store takes writes again (at
+    # the latest when the workspace closes): a restart does not finish the run
+    # a second time, as interrupted.
+    daemon.terminate()
+    restarted = start_daemon()
+    async with restarted.client() as client:
+        run = await client.call("run.get", {"run_id": reply["run_id"]})
+    assert run["complete"] == rc
 
 
 async def test_a_send_the_store_cannot_take_is_an_error_reply_and_no_run(

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Room for the store write on top of the must-deliver wait.
 _BOOKKEEPING_MARGIN = 5.0
+# How often a RunComplete the store refused is written again.
+_RECORD_RETRY_INTERVAL = 5.0
 
 
 class RunTerminal:
@@ -27,6 +29,25 @@ class RunTerminal:
         self._broker = broker
         self._store = store
         self._on_finished = on_finished
+        # RunCompletes published but not yet in the store: written again until
+        # they are, so a restart does not finish their runs a second time.
+        self._unrecorded: dict[str, tuple[Run, RunComplete]] = {}
+
+    async def keep_recording(self) -> None:
+        """Retry unrecorded RunCompletes now and then, for the workspace's life."""
+        while True:
+            await trio.sleep(_RECORD_RETRY_INTERVAL)
+            await self.record_unrecorded()
+
+    async def record_unrecorded(self) -> None:
+        for run_id, (run, rc) in list(self._unrecorded.items()):
+            try:
+                await self._store.finish_run(rc)
+            except Exception as exc:
+                log.warning("run %s: recording its RunComplete failed again: %s", run_id, exc)
+                return
+            del self._unrecorded[run_id]
+            self._on_finished(run)
 
     @property
     def bound(self) -> float:
@@ -80,6 +101,7 @@ class RunTerminal:
                 if not cancelled:
                     rc = attrs.evolve(rc, error=rc.error or f"the run could not be saved: {exc}")
                     run.complete = rc
+                self._unrecorded[run.id] = (run, rc)
             run.finished.set()
             if recorded:
                 # From now on run.wait and run.get answer from the store; until

@@ -83,6 +83,7 @@ class WorkspaceHost:
                 nursery.start_soon(self._reserve_seqs)
                 nursery.start_soon(self.journal.run)
                 terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
+                nursery.start_soon(terminal.keep_recording)
                 coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
                 self._nursery = nursery
                 self._dispatcher = Dispatcher(nursery, coordinator, terminal, self.broker, self.publish_session_state)
@@ -93,6 +94,9 @@ class WorkspaceHost:
                 if self._idle_scope is not None:
                     self._idle_scope.cancel()
                 await self._dispatcher.wait_idle()
+                with trio.move_on_after(terminal.bound, shield=True):
+                    # One last try for RunCompletes the store refused, before the workspace goes.
+                    await terminal.record_unrecorded()
                 # Every run has its RunComplete: the background tasks can go.
                 nursery.cancel_scope.cancel()
             with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
