@@ -571,6 +571,35 @@ async def test_run_resumes_after_the_daemon_cut_it_off_and_ends_with_the_run(
     assert seen + out == b"x\n"
 
 
+async def test_a_second_drop_after_a_good_reconnect_gets_a_whole_reconnect_window(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    env = {**env, "AGENTCTL_RECONNECT_TIMEOUT": "1"}
+    daemon = start_daemon("--subscriber-buffer", "16", "--must-deliver-timeout", "0.5")
+    async with daemon.client() as client:
+        ws = await client.call("workspace.open", {"path": str(project)})
+        async with trio.open_nursery() as nursery:
+            proc = await _start_piped(nursery, "run", *scripted({"chunks": ["x"], "hang": True}), env=env, cwd=project)
+            await _read_until(proc, b"x")
+            await _cut_off_while_stopped(daemon, client, ws["id"], proc)
+            # agentctl is back: its new connection joins ours.
+            with trio.fail_after(WAIT):
+                while (await client.call("server.status"))["clients"] != 2:
+                    await trio.sleep(0.02)
+            # Not synchronization: the first drop's window must be long over.
+            await trio.sleep(1.5)
+            daemon.proc.kill()
+            # A fresh window: agentctl starts a daemon, which reports the run interrupted.
+            code, _, err = await _finish(proc)
+    await daemon.exited()
+    try:
+        assert b"Traceback" not in err, err.decode()
+        assert code == 1, err
+        assert b"interrupted: daemon restarted" in err
+    finally:
+        await run_agentctl("stop", env=env)
+
+
 async def test_ctrl_c_cancels_the_run_and_exits_130(daemon: Daemon, project: Path, env: dict[str, str]) -> None:
     async with daemon.client() as client:
         ws = await open_workspace(client, project)
