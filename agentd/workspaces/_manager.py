@@ -104,7 +104,7 @@ class Workspaces:
     def get(self, workspace_id: str) -> WorkspaceHost:
         """The open workspace `workspace_id`, ready for new work."""
         host = self._hosts.get(workspace_id)
-        if host is None:
+        if host is None or host.ended:
             raise RpcError(
                 ErrorCode.NOT_FOUND,
                 f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)",

@@ -65,6 +65,9 @@ class WorkspaceHost:
         self._dispatcher: Dispatcher | None = None
         self._nursery: trio.Nursery | None = None
         self.closing = False
+        # Set just before workspace.closed goes out: a client that has seen it
+        # must find the workspace gone, not "closing".
+        self.ended = False
         self.closed = trio.Event()
 
     @property
@@ -99,6 +102,7 @@ class WorkspaceHost:
                     await terminal.record_unrecorded()
                 # Every run has its RunComplete: the background tasks can go.
                 nursery.cancel_scope.cancel()
+            self.ended = True
             with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
                 await self.broker.publish_must_deliver(
                     events.WORKSPACE_CLOSED,
