@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, Workspace, open_workspace
+from support import WAIT, Daemon, DaemonFactory, Events, Workspace, open_workspace
 
 from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
@@ -139,6 +139,8 @@ async def test_resubscribing_since_across_a_restart_gets_every_run_complete_exac
         seqs = [e["seq"] for e in replayed]
         assert seqs == sorted(set(seqs)) and seqs[0] > since
         assert not any(e["type"] == "message.delta" for e in replayed)
+        # A clean stop wrote every logged event: nothing to admit.
+        assert not any(e["type"] == "events.gap" for e in replayed)
         # New events go on numbering above everything from before the restart.
         session2 = await client.call("session.create", {"workspace_id": ws["id"]})
         assert session2["id"]
@@ -146,6 +148,48 @@ async def test_resubscribing_since_across_a_restart_gets_every_run_complete_exac
             async for _method, params in client.notifications:
                 assert params[0]["seq"] > sub["seq"]
                 break
+
+
+async def test_a_replay_reaching_back_across_a_kill_starts_with_a_lost_gap(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        opened = await client.call("workspace.open", {"path": str(project)})
+        sub = await client.call("events.subscribe", {"workspace_id": opened["id"]})
+        since = sub["seq"]
+        ws = Workspace(client, opened["id"], Events(client, sub["subscription_id"]))
+        session_id = await ws.new_session()
+        reply = await ws.send(session_id, {"chunks": ["x"], "hang": True})
+        await ws.events.until(lambda e: e["type"] == "message.delta")
+    # Whatever the journal had not yet written dies with the process.
+    await kill9(daemon)
+
+    again = start_daemon()
+    async with again.client() as client:
+        await client.call("workspace.open", {"path": str(project)})
+
+        async def replay(since: int) -> list[dict[str, Any]]:
+            sub = await client.call("events.subscribe", {"workspace_id": ws.id, "since": since})
+            seen: list[dict[str, Any]] = []
+            with trio.fail_after(WAIT):
+                async for _method, params in client.notifications:
+                    if params[0]["subscription_id"] == sub["subscription_id"]:
+                        seen.append(params[0])
+                    if len(seen) == sub["replayed"]:
+                        break
+            await client.call("events.unsubscribe", {"subscription_id": sub["subscription_id"]})
+            return seen
+
+        across = await replay(since)
+        assert across[0]["type"] == "events.gap" and across[0]["payload"] == {"reason": "lost"}
+        assert [e["type"] for e in across[1:]].count("events.gap") == 0
+        # The run the kill interrupted still has its one RunComplete in the replay.
+        completes = [e["payload"] for e in across if e["type"] == "run.complete"]
+        assert [(c["run_id"], c["error"]) for c in completes] == [(reply["run_id"], "interrupted: daemon restarted")]
+        # A client that only knows this daemon's life lacks nothing.
+        now = max(e["seq"] for e in across)
+        assert all(e["type"] != "events.gap" for e in await replay(now - 1))
 
 
 async def test_replay_and_live_meet_with_no_gap_and_no_duplicate(daemon: Daemon, ws: Workspace, project: Path) -> None:

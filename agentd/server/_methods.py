@@ -399,13 +399,11 @@ class Methods:
         def overflow(_sub: object) -> None:
             conn.disconnect(f"subscription {sid} did not take a must-deliver event in time")
 
-        sub, replay, too_old, through = await host.subscribe(
-            sid, self._state.config.subscriber_capacity, overflow, p.since
-        )
+        sub, replay, gap, through = await host.subscribe(sid, self._state.config.subscriber_capacity, overflow, p.since)
         conn.subscriptions[sid] = sub
-        if too_old:
+        if gap is not None:
             # The client must reload (session.messages) rather than trust the replay.
-            replay.insert(0, Event(host.id, p.since or 0, events.EVENTS_GAP, {"reason": "too_old"}))
+            replay.insert(0, Event(host.id, p.since or 0, events.EVENTS_GAP, {"reason": gap}))
         # Events queue from now on; the replay, then they, go out once the reply
         # has, so a client never sees an event for a subscription it has not heard of.
         after.append(lambda: conn.start_writer(sub, replay))

@@ -1,5 +1,27 @@
 """The one place state lives: SQLite (see `_sqlite`)."""
 
-from ._sqlite import INTERRUPTED, LoggedEvent, RunRecord, SessionRecord, Store, StoreError, new_id
+from ._sqlite import (
+    GAP_LOST,
+    GAP_TOO_OLD,
+    INTERRUPTED,
+    EventReplay,
+    LoggedEvent,
+    RunRecord,
+    SessionRecord,
+    Store,
+    StoreError,
+    new_id,
+)
 
-__all__ = ["INTERRUPTED", "LoggedEvent", "RunRecord", "SessionRecord", "Store", "StoreError", "new_id"]
+__all__ = [
+    "EventReplay",
+    "GAP_LOST",
+    "GAP_TOO_OLD",
+    "INTERRUPTED",
+    "LoggedEvent",
+    "RunRecord",
+    "SessionRecord",
+    "Store",
+    "StoreError",
+    "new_id",
+]

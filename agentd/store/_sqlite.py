@@ -27,6 +27,9 @@ from agentd.protocol import Message, RunComplete, Workspace, converter
 __all__ = [
     "INTERRUPTED",
     "LoggedEvent",
+    "EventReplay",
+    "GAP_LOST",
+    "GAP_TOO_OLD",
     "RunRecord",
     "SessionRecord",
     "Store",
@@ -36,7 +39,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INTERRUPTED = "interrupted: daemon restarted"
 # The event log keeps at least this many events per workspace, and every
 # event younger than EVENT_LOG_MAX_AGE, whichever is more.
@@ -107,6 +110,19 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 """
 
+# Version 2: knowing when the event log may have lost events.
+_SCHEMA_2 = """
+-- Logged events up to here may be missing (a daemon that stopped without
+-- closing the workspace, or a log write that kept failing): a replay from
+-- below it starts with a gap.
+ALTER TABLE workspaces ADD COLUMN lost_through INTEGER NOT NULL DEFAULT 0;
+-- 1 while a daemon serves the workspace: still 1 at the next open means that
+-- daemon never wrote its last events.
+ALTER TABLE workspaces ADD COLUMN live INTEGER NOT NULL DEFAULT 0
+"""
+
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2)
+
 
 class StoreError(Exception):
     """The store cannot be used; the message names the file and what to do."""
@@ -147,6 +163,18 @@ class LoggedEvent:
     seq: int
     type: str
     payload: dict[str, Any]
+
+
+# Why a replay may not hold every logged event after `since`.
+GAP_TOO_OLD = "too_old"  # pruned from the log
+GAP_LOST = "lost"  # never written (see `lost_through`)
+
+
+@attrs.frozen
+class EventReplay:
+    events: list[LoggedEvent]
+    # None, GAP_TOO_OLD or GAP_LOST.
+    gap: str | None
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -239,6 +267,11 @@ class Store:
 
         def body(conn: sqlite3.Connection) -> list[RunComplete]:
             now = time.time()
+            # A workspace still live was never closed by the daemon that served
+            # it (one daemon per database: that one is gone). Any logged event
+            # of that life may be missing from the log: mark all its seqs lost,
+            # before the RunCompletes below are logged above them.
+            conn.execute("UPDATE workspaces SET lost_through = seq_reserved, live = 0 WHERE live = 1")
             done: list[RunComplete] = []
             rows = conn.execute(
                 "SELECT id, workspace_id, session_id FROM runs WHERE state != 'done' ORDER BY created_at"
@@ -312,6 +345,27 @@ class Store:
         """
         return await self._run(self._transaction, lambda conn: self._reserve_seq(conn, workspace_id, count))
 
+    async def open_event_log(self, workspace_id: str, count: int) -> int:
+        """Start serving a workspace's events: reserve its first `count` seqs; the first of them.
+
+        The workspace is live until `close_event_log`; one left live by a
+        daemon that died is dealt with when the store next opens.
+        """
+
+        def body(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE workspaces SET live = 1 WHERE id = ?", (workspace_id,))
+            return self._reserve_seq(conn, workspace_id, count)
+
+        return await self._run(self._transaction, body)
+
+    async def close_event_log(self, workspace_id: str) -> None:
+        """Every logged event of this life is written (or marked lost): a clean close."""
+
+        def body() -> None:
+            self._conn.execute("UPDATE workspaces SET live = 0 WHERE id = ?", (workspace_id,))
+
+        await self._run(body)
+
     @staticmethod
     def _append_events(
         conn: sqlite3.Connection,
@@ -324,12 +378,23 @@ class Store:
             [(workspace_id, seq, kind, _packb(payload), now) for seq, kind, payload in entries],
         )
 
-    async def append_events(self, workspace_id: str, entries: list[tuple[int, str, dict[str, Any]]]) -> None:
-        """Log events for replay, and prune what is past keeping."""
+    async def append_events(
+        self, workspace_id: str, entries: list[tuple[int, str, dict[str, Any]]], lost_through: int = 0
+    ) -> None:
+        """Log events for replay, and prune what is past keeping.
+
+        `lost_through`: logged events up to this seq may be missing (the
+        caller had to let some go unwritten).
+        """
 
         def body(conn: sqlite3.Connection) -> None:
             now = time.time()
             self._append_events(conn, workspace_id, entries, now)
+            if lost_through:
+                conn.execute(
+                    "UPDATE workspaces SET lost_through = max(lost_through, ?) WHERE id = ?",
+                    (lost_through, workspace_id),
+                )
             self._prune(conn, workspace_id, now)
 
         await self._run(self._transaction, body)
@@ -354,17 +419,23 @@ class Store:
             (cutoff, workspace_id),
         )
 
-    async def events_after(self, workspace_id: str, since: int, through: int) -> tuple[list[LoggedEvent], bool]:
-        """Logged events with `since < seq <= through`, and whether `since` is older than the log."""
+    async def events_after(self, workspace_id: str, since: int, through: int) -> EventReplay:
+        """Logged events with `since < seq <= through`, and why they may not be all there."""
 
-        def body() -> tuple[list[LoggedEvent], bool]:
-            row = self._conn.execute("SELECT pruned_through FROM workspaces WHERE id = ?", (workspace_id,)).fetchone()
-            too_old = row is not None and since < row[0]
+        def body() -> EventReplay:
+            row = self._conn.execute(
+                "SELECT pruned_through, lost_through FROM workspaces WHERE id = ?", (workspace_id,)
+            ).fetchone()
+            gap: str | None = None
+            if row is not None and since < row[0]:
+                gap = GAP_TOO_OLD
+            elif row is not None and since < row[1]:
+                gap = GAP_LOST
             rows = self._conn.execute(
                 "SELECT seq, type, payload FROM events WHERE workspace_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
                 (workspace_id, since, through),
             ).fetchall()
-            return [LoggedEvent(seq, kind, _unpackb(payload)) for seq, kind, payload in rows], too_old
+            return EventReplay([LoggedEvent(seq, kind, _unpackb(payload)) for seq, kind, payload in rows], gap)
 
         return await self._run(body)
 
@@ -608,15 +679,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(
             f"schema version {version} is newer than this agentd understands ({SCHEMA_VERSION})"
         )
-    if version < 1:
-        # One transaction: a crash mid-migration leaves the old version, not half a schema.
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        # One transaction each: a crash mid-migration leaves the old version, not half a schema.
         conn.execute("BEGIN IMMEDIATE")
         try:
             # (No `;` inside the schema's comments: statements are split on it.)
-            for statement in _SCHEMA.split(";"):
+            for statement in _MIGRATIONS[target - 1].split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {target}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise

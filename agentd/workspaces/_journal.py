@@ -41,17 +41,21 @@ _MAX_PENDING = 50_000
 
 
 class EventJournal:
-    def __init__(self, workspace_id: str, store: Store) -> None:
+    def __init__(self, workspace_id: str, store: Store, max_pending: int = _MAX_PENDING) -> None:
         self._workspace_id = workspace_id
         self._store = store
+        self._max_pending = max_pending
         self._pending: list[Event] = []
         self._wakeup = trio.Event()
+        # Logged events up to this seq were let go unwritten; not yet in the store.
+        self.lost_through = 0
 
     def record(self, event: Event) -> None:
         """Called by the broker, synchronously, for every logged event it publishes."""
         self._pending.append(event)
-        if len(self._pending) > _MAX_PENDING:
-            del self._pending[0]
+        if len(self._pending) > self._max_pending:
+            # A replay reaching back past it must say so: see `lost_through`.
+            self.lost_through = self._pending.pop(0).seq
         self._wakeup.set()
 
     def unwritten(self, since: int, through: int) -> list[Event]:
@@ -64,16 +68,23 @@ class EventJournal:
             self._wakeup = trio.Event()
             await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write what is recorded; whether everything is now in the store."""
         batch = list(self._pending)
-        if not batch:
-            return
+        lost_through = self.lost_through
+        if not batch and not lost_through:
+            return True
         try:
-            await self._store.append_events(self._workspace_id, [(e.seq, e.type, e.payload) for e in batch])
+            await self._store.append_events(
+                self._workspace_id, [(e.seq, e.type, e.payload) for e in batch], lost_through=lost_through
+            )
         except Exception:
             # Kept, and tried again with the next batch: replay still sees them.
             log.exception("workspace %s: writing %d events to the log failed", self._workspace_id, len(batch))
-            return
+            return False
+        if self.lost_through == lost_through:
+            self.lost_through = 0
         # Only now: a replay that read the store before this write still found them here.
         written = {id(e) for e in batch}
         self._pending = [e for e in self._pending if id(e) not in written]
+        return not self._pending and not self.lost_through

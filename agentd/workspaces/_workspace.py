@@ -17,7 +17,7 @@ from agentd.models import ModelRegistry
 from agentd.protocol import Session, WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
 from agentd.runs import Dispatcher, Run, RunTerminal
-from agentd.store import SessionRecord, Store
+from agentd.store import GAP_LOST, GAP_TOO_OLD, SessionRecord, Store
 
 from ._journal import LOGGED_EVENTS, EventJournal
 
@@ -79,7 +79,7 @@ class WorkspaceHost:
         """The workspace's life: from open until its last run has completed."""
         try:
             # Seqs go on from above everything this workspace may ever have handed out.
-            first = await self._store.reserve_seqs(self.id, SEQ_BLOCK)
+            first = await self._store.open_event_log(self.id, SEQ_BLOCK)
             self.broker.resume(first - 1)
             self.broker.reserved(low_at=first - 1 + SEQ_BLOCK // 2)
             async with trio.open_nursery() as nursery:
@@ -108,7 +108,8 @@ class WorkspaceHost:
                     events.WORKSPACE_CLOSED,
                     unstructure(WorkspaceClosed(self.id, self._close_reason)),
                 )
-                await self.journal.flush()
+                if await self.journal.flush():
+                    await self._store.close_event_log(self.id)
         finally:
             self.closing = True
             self.broker.close()
@@ -124,8 +125,10 @@ class WorkspaceHost:
 
     async def subscribe(
         self, subscription_id: str, capacity: int, on_overflow: Callable[[Subscriber], None], since: int | None
-    ) -> tuple[Subscriber, list[Event], bool, int]:
-        """Subscribe, and with `since`, what to replay first: (subscriber, replay, too_old, through).
+    ) -> tuple[Subscriber, list[Event], str | None, int]:
+        """Subscribe, and with `since`, what to replay first: (subscriber, replay, gap, through).
+
+        `gap` is why the replay may lack events (`GAP_TOO_OLD`, `GAP_LOST`), or None.
 
         The subscriber takes live events from `through + 1` on, and the replay
         stops at `through`: no gap and no duplicate at the seam.
@@ -133,20 +136,23 @@ class WorkspaceHost:
         sub = self.broker.subscribe(subscription_id, capacity, on_overflow)
         through = self.broker.seq
         if since is None:
-            return sub, [], False, through
+            return sub, [], None, through
         if since > through:
             # Seqs this workspace never published: the client's state is not ours.
-            return sub, [], True, through
+            return sub, [], GAP_TOO_OLD, through
+        # Both read before the store: a flush that lands meanwhile is in what the store returns.
         unwritten = self.journal.unwritten(since, through)
+        lost_unwritten = since < self.journal.lost_through
         try:
-            logged, too_old = await self._store.events_after(self.id, since, through)
+            logged = await self._store.events_after(self.id, since, through)
         except BaseException:
             sub.close()
             raise
-        replay = {e.seq: Event(self.id, e.seq, e.type, e.payload) for e in logged}
+        replay = {e.seq: Event(self.id, e.seq, e.type, e.payload) for e in logged.events}
         for event in unwritten:
             replay.setdefault(event.seq, event)
-        return sub, [replay[seq] for seq in sorted(replay)], too_old, through
+        gap = logged.gap or (GAP_LOST if lost_unwritten else None)
+        return sub, [replay[seq] for seq in sorted(replay)], gap, through
 
     def request_close(self, reason: str) -> None:
         if not self._close_requested.is_set():
