@@ -40,6 +40,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -133,6 +134,18 @@ class ProviderConfig:
             message = f"provider {self.name!r} needs an API key, but environment variable {self.api_key_env} {state}"
             raise ConfigError([ConfigProblem(None, message)])
         return value
+
+    @property
+    def max_tokens_field(self) -> str:
+        """The request field that caps an answer's length.
+
+        OpenAI itself has deprecated `max_tokens` for `max_completion_tokens`
+        (its reasoning models refuse the old name), while the servers that
+        copy its API (Ollama, llama.cpp, LM Studio) know only `max_tokens`.
+        """
+        if self.type == "openai" and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
+            return "max_completion_tokens"
+        return "max_tokens"
 
 
 @attrs.frozen

@@ -212,6 +212,29 @@ def test_text_stream_yields_each_delta_then_one_finish() -> None:
     assert run(BASIC_TEXT_STREAM) == [TextDelta("Hello"), TextDelta("!"), Finish("stop", Usage(25, 15))]
 
 
+CACHED_START = """
+event: message_start
+data: {"type":"message_start","message":{"id":"msg_01Cache","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5-20250929","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":300,"cache_read_input_tokens":4000,"output_tokens":1}}}
+"""
+
+
+def test_prompt_tokens_add_the_cached_input_to_the_uncached() -> None:
+    # The prompt's size is all three input counts: only `input_tokens` is the part past the cache.
+    assert run(CACHED_START + TEXT_BLOCK + message_end("end_turn", 57))[-1] == Finish("stop", Usage(4312, 57))
+
+
+def test_cumulative_input_counts_in_message_delta_replace_those_of_message_start() -> None:
+    end = """
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":20,"cache_creation_input_tokens":null,"cache_read_input_tokens":4000,"output_tokens":57}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"""
+    # input_tokens grew (12 -> 20); a null count keeps what message_start said.
+    assert run(CACHED_START + TEXT_BLOCK + end)[-1] == Finish("stop", Usage(4320, 57))
+
+
 def test_text_comes_out_as_each_delta_arrives() -> None:
     stream = MessagesStream()
     feed_all(stream, MESSAGE_START)

@@ -425,6 +425,17 @@ def test_openai_base_url_comes_from_the_environment(tmp_path: Path) -> None:
     assert config.providers["openai"].base_url == "https://proxy.example/v1"
 
 
+def test_only_openai_itself_is_sent_max_completion_tokens(tmp_path: Path) -> None:
+    official = from_env(tmp_path, {"OPENAI_API_KEY": SECRET}).providers["openai"]
+    assert official.max_tokens_field == "max_completion_tokens"
+    proxied = from_env(tmp_path, {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "https://proxy.example/v1"})
+    assert proxied.providers["openai"].max_tokens_field == "max_tokens"
+    ollama = from_env(tmp_path, {"OLLAMA_HOST": "127.0.0.1:11434"}).providers["ollama"]
+    assert ollama.max_tokens_field == "max_tokens"
+    anthropic = from_env(tmp_path, {"ANTHROPIC_API_KEY": SECRET}).providers["anthropic"]
+    assert anthropic.max_tokens_field == "max_tokens"
+
+
 def test_openai_base_url_without_a_key_is_no_provider(tmp_path: Path) -> None:
     assert from_env(tmp_path, {"OPENAI_BASE_URL": "https://proxy.example/v1", "OPENAI_API_KEY": ""}).providers == {}
 

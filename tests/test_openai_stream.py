@@ -437,6 +437,12 @@ def test_build_chat_request_leaves_out_tools_max_tokens_and_an_empty_system() ->
     json.dumps(body)  # the body is plain JSON
 
 
+def test_build_chat_request_names_the_cap_as_the_server_knows_it() -> None:
+    request = ModelRequest(system="", history=(Turn("user", "hi"),))
+    body = build_chat_request(request, "o4-mini", 2048, max_tokens_field="max_completion_tokens")
+    assert body["max_completion_tokens"] == 2048 and "max_tokens" not in body
+
+
 def test_build_chat_request_refuses_an_unknown_role() -> None:
     with pytest.raises(ValueError, match="'system'"):
         build_chat_request(ModelRequest(system="", history=(Turn("system", "x"),)), "m", None)

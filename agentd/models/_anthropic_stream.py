@@ -19,6 +19,7 @@ __all__ = ["MessagesStream", "ProviderStreamError", "build_messages_request"]
 
 # Anthropic's stop reasons in the project's words; the ones we have no word for
 # (pause_turn, refusal, and whatever comes next) pass through unchanged.
+_INPUT_COUNTS: Final = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _STOP_REASONS: Final = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -123,7 +124,9 @@ class MessagesStream:
 
     def __init__(self) -> None:
         self._blocks: dict[int, _Block] = {}  # open content blocks, by index
-        self._input_tokens = 0
+        # Input comes in three counts: uncached, written to the cache, read
+        # from it. The prompt's size is their sum.
+        self._input = {key: 0 for key in _INPUT_COUNTS}
         self._output_tokens = 0
         self._stop_reason: str | None = None
         self._finished = False
@@ -181,10 +184,15 @@ class MessagesStream:
 
     def _message_start(self, payload: dict[str, Any]) -> list[StreamPart]:
         # Usage may be missing (the docs' own thinking example has none).
-        usage = _field(payload, "message", dict).get("usage") or {}
-        self._input_tokens = _count(usage, "input_tokens", self._input_tokens)
-        self._output_tokens = _count(usage, "output_tokens", self._output_tokens)
+        self._count_usage(_field(payload, "message", dict).get("usage") or {})
         return []
+
+    def _count_usage(self, usage: object) -> None:
+        # message_delta's counts are cumulative (and may now include the input
+        # counts too): the last one seen of each is the total.
+        for key in _INPUT_COUNTS:
+            self._input[key] = _count(usage, key, self._input[key])
+        self._output_tokens = _count(usage, "output_tokens", self._output_tokens)
 
     def _block_start(self, payload: dict[str, Any]) -> list[StreamPart]:
         index = _field(payload, "index", int)
@@ -234,8 +242,7 @@ class MessagesStream:
         stop_reason = _field(payload, "delta", dict).get("stop_reason")
         if isinstance(stop_reason, str):
             self._stop_reason = stop_reason
-        # output_tokens here is cumulative, so the last one seen is the total.
-        self._output_tokens = _count(payload.get("usage") or {}, "output_tokens", self._output_tokens)
+        self._count_usage(payload.get("usage") or {})
         return []
 
     def _message_stop(self) -> list[StreamPart]:
@@ -245,7 +252,7 @@ class MessagesStream:
             raise _malformed(f"the message stopped with tool_use block {unclosed[0]} still open")
         self._finished = True
         stop_reason = self._stop_reason or "end_turn"  # the API always sends one; be lenient if not
-        usage = Usage(self._input_tokens, self._output_tokens)
+        usage = Usage(sum(self._input.values()), self._output_tokens)
         return [Finish(_STOP_REASONS.get(stop_reason, stop_reason), usage)]
 
     def _open_block(self, index: int, event: str) -> _Block:

@@ -414,7 +414,9 @@ class HttpModel:
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         if self._provider.type == "openai":
-            return _openai_stream.build_chat_request(request, self._model, self._max_output_tokens)
+            return _openai_stream.build_chat_request(
+                request, self._model, self._max_output_tokens, max_tokens_field=self._provider.max_tokens_field
+            )
         max_tokens = self._max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
         return _anthropic_stream.build_messages_request(request, self._model, max_tokens)
 

@@ -37,8 +37,14 @@ class ProviderStreamError(ModelError):
         self.code = code
 
 
-def build_chat_request(request: ModelRequest, model: str, max_tokens: int | None) -> dict[str, Any]:
-    """The JSON body of a streaming Chat Completions request for `request`."""
+def build_chat_request(
+    request: ModelRequest, model: str, max_tokens: int | None, *, max_tokens_field: str = "max_tokens"
+) -> dict[str, Any]:
+    """The JSON body of a streaming Chat Completions request for `request`.
+
+    `max_tokens_field`: which name the server knows the cap by
+    (`ProviderConfig.max_tokens_field`).
+    """
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
@@ -65,7 +71,7 @@ def build_chat_request(request: ModelRequest, model: str, max_tokens: int | None
             for tool in request.tools
         ]
     if max_tokens is not None:
-        body["max_tokens"] = max_tokens
+        body[max_tokens_field] = max_tokens
     return body
 
 
