@@ -12,13 +12,25 @@ import pytest
 import trio
 from support import WAIT, Daemon, DaemonFactory, Events, Workspace, open_workspace
 
-from agentctl.client import RpcError
+from agentctl.client import Client, RpcError
 from agentd.rpc import ErrorCode
 
 
 async def kill9(daemon: Daemon) -> None:
     daemon.proc.kill()
     await daemon.exited()
+
+
+async def subscribe_since(client: Client, workspace_id: str, since: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Subscribe with `since`: the reply, and the events replayed ahead of the live ones."""
+    sub = await client.call("events.subscribe", {"workspace_id": workspace_id, "since": since})
+    replayed: list[dict[str, Any]] = []
+    with trio.fail_after(WAIT):
+        while len(replayed) < sub["replayed"]:
+            _method, params = await client.notifications.receive()
+            if params[0]["subscription_id"] == sub["subscription_id"]:
+                replayed.append(params[0])
+    return sub, replayed
 
 
 async def test_run_killed_mid_stream_reads_interrupted_after_restart_with_its_partial_text(
@@ -124,15 +136,7 @@ async def test_resubscribing_since_across_a_restart_gets_every_run_complete_exac
     again = start_daemon()
     async with again.client() as client:
         await client.call("workspace.open", {"path": str(project)})
-        sub = await client.call("events.subscribe", {"workspace_id": ws["id"], "since": since})
-        replayed: list[dict[str, Any]] = []
-        with trio.fail_after(WAIT):
-            async for _method, params in client.notifications:
-                event = params[0]
-                assert event["subscription_id"] == sub["subscription_id"]
-                replayed.append(event)
-                if len(replayed) == sub["replayed"]:
-                    break
+        sub, replayed = await subscribe_since(client, ws["id"], since)
         assert all(e["seq"] <= sub["seq"] for e in replayed)
         completes = [e["payload"]["run_id"] for e in replayed if e["type"] == "run.complete"]
         assert sorted(completes) == sorted([*finished, hanging["run_id"]])
@@ -168,20 +172,7 @@ async def test_a_replay_reaching_back_across_a_kill_starts_with_a_lost_gap(
     again = start_daemon()
     async with again.client() as client:
         await client.call("workspace.open", {"path": str(project)})
-
-        async def replay(since: int) -> list[dict[str, Any]]:
-            sub = await client.call("events.subscribe", {"workspace_id": ws.id, "since": since})
-            seen: list[dict[str, Any]] = []
-            with trio.fail_after(WAIT):
-                async for _method, params in client.notifications:
-                    if params[0]["subscription_id"] == sub["subscription_id"]:
-                        seen.append(params[0])
-                    if len(seen) == sub["replayed"]:
-                        break
-            await client.call("events.unsubscribe", {"subscription_id": sub["subscription_id"]})
-            return seen
-
-        across = await replay(since)
+        _, across = await subscribe_since(client, ws.id, since)
         assert across[0]["type"] == "events.gap" and across[0]["payload"] == {"reason": "lost"}
         assert [e["type"] for e in across[1:]].count("events.gap") == 0
         # The run the kill interrupted still has its one RunComplete in the replay.
@@ -189,7 +180,8 @@ async def test_a_replay_reaching_back_across_a_kill_starts_with_a_lost_gap(
         assert [(c["run_id"], c["error"]) for c in completes] == [(reply["run_id"], "interrupted: daemon restarted")]
         # A client that only knows this daemon's life lacks nothing.
         now = max(e["seq"] for e in across)
-        assert all(e["type"] != "events.gap" for e in await replay(now - 1))
+        _, recent = await subscribe_since(client, ws.id, now - 1)
+        assert recent and all(e["type"] != "events.gap" for e in recent)
 
 
 async def test_replay_and_live_meet_with_no_gap_and_no_duplicate(daemon: Daemon, ws: Workspace, project: Path) -> None:
