@@ -348,8 +348,9 @@ class Store:
     async def open_event_log(self, workspace_id: str, count: int) -> int:
         """Start serving a workspace's events: reserve its first `count` seqs; the first of them.
 
-        The workspace is live until `close_event_log`; one left live by a
-        daemon that died is dealt with when the store next opens.
+        The workspace is live until its last events are appended with
+        `closed`; one left live by a daemon that died is dealt with when the
+        store next opens.
         """
 
         def body(conn: sqlite3.Connection) -> int:
@@ -357,14 +358,6 @@ class Store:
             return self._reserve_seq(conn, workspace_id, count)
 
         return await self._run(self._transaction, body)
-
-    async def close_event_log(self, workspace_id: str) -> None:
-        """Every logged event of this life is written (or marked lost): a clean close."""
-
-        def body() -> None:
-            self._conn.execute("UPDATE workspaces SET live = 0 WHERE id = ?", (workspace_id,))
-
-        await self._run(body)
 
     @staticmethod
     def _append_events(
@@ -379,12 +372,18 @@ class Store:
         )
 
     async def append_events(
-        self, workspace_id: str, entries: list[tuple[int, str, dict[str, Any]]], lost_through: int = 0
+        self,
+        workspace_id: str,
+        entries: list[tuple[int, str, dict[str, Any]]],
+        *,
+        lost_through: int = 0,
+        closed: bool = False,
     ) -> None:
         """Log events for replay, and prune what is past keeping.
 
         `lost_through`: logged events up to this seq may be missing (the
-        caller had to let some go unwritten).
+        caller had to let some go unwritten). `closed`: these are the last
+        events of this serving of the workspace (see `open_event_log`).
         """
 
         def body(conn: sqlite3.Connection) -> None:
@@ -395,6 +394,8 @@ class Store:
                     "UPDATE workspaces SET lost_through = max(lost_through, ?) WHERE id = ?",
                     (lost_through, workspace_id),
                 )
+            if closed:
+                conn.execute("UPDATE workspaces SET live = 0 WHERE id = ?", (workspace_id,))
             self._prune(conn, workspace_id, now)
 
         await self._run(self._transaction, body)

@@ -68,23 +68,29 @@ class EventJournal:
             self._wakeup = trio.Event()
             await self.flush()
 
-    async def flush(self) -> bool:
-        """Write what is recorded; whether everything is now in the store."""
+    async def flush(self, *, final: bool = False) -> None:
+        """Write what is recorded.
+
+        `final`: nothing more will be recorded; in the same transaction, the
+        store learns the workspace closed with every logged event accounted for.
+        """
         batch = list(self._pending)
         lost_through = self.lost_through
-        if not batch and not lost_through:
-            return True
+        if not batch and not lost_through and not final:
+            return
         try:
             await self._store.append_events(
-                self._workspace_id, [(e.seq, e.type, e.payload) for e in batch], lost_through=lost_through
+                self._workspace_id,
+                [(e.seq, e.type, e.payload) for e in batch],
+                lost_through=lost_through,
+                closed=final,
             )
         except Exception:
             # Kept, and tried again with the next batch: replay still sees them.
             log.exception("workspace %s: writing %d events to the log failed", self._workspace_id, len(batch))
-            return False
+            return
         if self.lost_through == lost_through:
             self.lost_through = 0
         # Only now: a replay that read the store before this write still found them here.
         written = {id(e) for e in batch}
         self._pending = [e for e in self._pending if id(e) not in written]
-        return not self._pending and not self.lost_through

@@ -108,8 +108,7 @@ class WorkspaceHost:
                     events.WORKSPACE_CLOSED,
                     unstructure(WorkspaceClosed(self.id, self._close_reason)),
                 )
-                if await self.journal.flush():
-                    await self._store.close_event_log(self.id)
+                await self.journal.flush(final=True)
         finally:
             self.closing = True
             self.broker.close()
