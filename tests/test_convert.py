@@ -113,6 +113,15 @@ def test_int_for_an_int_field_is_accepted() -> None:
     assert structure_params([fields], MessageDelta).offset == 4
 
 
+def test_nan_for_a_float_field_is_refused() -> None:
+    message = invalid([{"run_id": "r", "timeout": float("nan")}], RunWaitParams)
+    assert "params.timeout" in message and "NaN" in message
+
+
+def test_infinity_for_a_float_field_is_kept() -> None:
+    assert structure_params([{"run_id": "r", "timeout": float("inf")}], RunWaitParams).timeout == float("inf")
+
+
 @pytest.mark.parametrize("value", [True, False], ids=repr)
 def test_bool_for_a_float_field_is_refused(value: bool) -> None:
     message = invalid([{"run_id": "r", "timeout": value}], RunWaitParams)

@@ -176,6 +176,7 @@ async def test_method_that_is_not_a_string_gets_error_5(daemon: Daemon, method: 
         pytest.param("workspace.open", [{"path": None}], "params.path", id="nil-for-a-string"),
         pytest.param("workspace.open", [{"path": 5}], "params.path", id="int-for-a-string"),
         pytest.param("run.wait", [{"run_id": "r", "timeout": "1"}], "params.timeout", id="string-for-a-number"),
+        pytest.param("run.wait", [{"run_id": "r", "timeout": float("nan")}], "params.timeout", id="nan-for-a-number"),
         pytest.param("server.shutdown", [{"if_idle": 1}], "params.if_idle", id="int-for-a-boolean"),
         pytest.param("workspace.open", [{"path": "/", "colour": "red"}], "colour", id="unknown-extra-field"),
         pytest.param("ping", [{"colour": "red"}], "colour", id="extra-field-for-no-params"),

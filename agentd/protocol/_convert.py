@@ -36,8 +36,13 @@ def _strict(expected: type, name: str) -> Any:
 
 
 def _structure_float(value: object, _type: object) -> float:
-    if type(value) in (int, float):
-        return float(value)  # type: ignore[arg-type]
+    if type(value) is int:
+        return float(value)
+    if type(value) is float:
+        # NaN compares false with everything: no bound check downstream would catch it.
+        if value != value:
+            raise _WrongType("expected a number, got NaN")
+        return value
     raise _WrongType(f"expected a number, got {_describe(value)}")
 
 

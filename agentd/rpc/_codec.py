@@ -148,8 +148,11 @@ class RpcCodec:
             # next() with a default: running out of data is the common end of
             # every read, and costs no exception this way.
             obj = next(unpacker, _NEED_DATA)
-        except Exception as exc:  # FormatError, StackError, UnicodeDecodeError, ValueError...
-            self._broken = ProtocolError(f"malformed msgpack: {exc}")
+        except msgpack.StackError:
+            self._broken = ProtocolError("malformed msgpack: arrays or maps nested too deeply")
+            raise self._broken from None
+        except Exception as exc:  # FormatError, UnicodeDecodeError, ValueError...
+            self._broken = ProtocolError(f"malformed msgpack: {exc or type(exc).__name__}")
             raise self._broken from None
         if obj is _NEED_DATA:
             if self._fed - self._message_start > self.max_message_size:
