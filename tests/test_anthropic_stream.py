@@ -13,6 +13,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from transcripts import ANTHROPIC_MESSAGE_END as MESSAGE_END
+from transcripts import ANTHROPIC_MESSAGE_START as MESSAGE_START
+from transcripts import ANTHROPIC_OVERLOADED as OVERLOADED
+from transcripts import ANTHROPIC_TEXT_BLOCK as TEXT_BLOCK
+from transcripts import ANTHROPIC_TEXT_STREAM as BASIC_TEXT_STREAM
 
 from agentd.models import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, ToolDefinition, Turn, Usage
 from agentd.models._anthropic_stream import MessagesStream, ProviderStreamError, build_messages_request
@@ -40,38 +45,6 @@ def run(transcript: str) -> list[StreamPart]:
     parts += stream.finish()
     return parts
 
-
-MESSAGE_START = """
-event: message_start
-data: {"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}
-"""
-
-TEXT_BLOCK = """
-event: content_block_start
-data: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-
-event: ping
-data: {"type": "ping"}
-
-event: content_block_delta
-data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}
-
-event: content_block_delta
-data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}}
-
-event: content_block_stop
-data: {"type": "content_block_stop", "index": 0}
-"""
-
-MESSAGE_END = """
-event: message_delta
-data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}}
-
-event: message_stop
-data: {"type": "message_stop"}
-"""
-
-BASIC_TEXT_STREAM = MESSAGE_START + TEXT_BLOCK + MESSAGE_END
 
 TOOL_USE_STREAM = r"""
 event: message_start
@@ -512,11 +485,6 @@ def test_an_event_without_a_name_is_dispatched_by_its_data_type() -> None:
 
 
 # --- failures ----------------------------------------------------------------------
-
-OVERLOADED = """
-event: error
-data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-"""
 
 
 def test_error_event_mid_stream_raises_after_the_text_before_it_came_out() -> None:

@@ -23,6 +23,7 @@ import pytest
 import trio
 from loopback_http import LoopbackServer, NoReply, Pause, Reply, Streamed, start_loopback_server
 from support import WAIT
+from transcripts import ANTHROPIC_OVERLOADED, ANTHROPIC_TEXT_STREAM, anthropic_body
 
 from agentd.config import ProviderConfig
 from agentd.models import Finish, ModelError, ModelRequest, Retrying, StreamPart, TextDelta, ToolCall, Turn, Usage
@@ -69,31 +70,7 @@ OPENAI_TOOL_CALL = (
 OPENAI_HELLO = b'data: {"id":"chatcmpl-4","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":null}]}\n\n'
 OPENAI_ERROR_EVENT = b'data: {"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}\n\n'
 
-ANTHROPIC_TEXT = b"""event: message_start
-data: {"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}
-
-event: content_block_start
-data: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-
-event: ping
-data: {"type": "ping"}
-
-event: content_block_delta
-data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}
-
-event: content_block_delta
-data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}}
-
-event: content_block_stop
-data: {"type": "content_block_stop", "index": 0}
-
-event: message_delta
-data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}}
-
-event: message_stop
-data: {"type": "message_stop"}
-
-"""
+ANTHROPIC_TEXT = anthropic_body(ANTHROPIC_TEXT_STREAM)
 ANTHROPIC_TEXT_PARTS = [TextDelta("Hello"), TextDelta("!"), Finish("stop", Usage(25, 15))]
 
 ANTHROPIC_TOOL_USE = b"""event: message_start
@@ -144,10 +121,7 @@ event: content_block_delta
 data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}
 
 """
-ANTHROPIC_OVERLOADED_EVENT = b"""event: error
-data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-
-"""
+ANTHROPIC_OVERLOADED_EVENT = anthropic_body(ANTHROPIC_OVERLOADED)
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------------
@@ -201,10 +175,7 @@ def anthropic_model(server: LoopbackServer, client: httpx2.AsyncClient, **option
 
 async def answer(model: HttpModel) -> list[StreamPart]:
     parts: list[StreamPart] = []
-    with trio.fail_after(WAIT):
-        async with aclosing(model.stream(REQUEST)) as stream:
-            async for part in stream:
-                parts.append(part)
+    await _collect_into(model, parts)
     return parts
 
 
