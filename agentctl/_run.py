@@ -36,6 +36,8 @@ from agentctl.runstream import (
 )
 from agentd import __version__
 from agentd.paths import resolve_socket_path
+from agentd.rpc import encode_request
+from agentd.utf8 import describe_bad_bytes
 
 # typing costs milliseconds to import, and agentctl's start-up is measured in them;
 # annotations are strings here, so only type checkers need these names.
@@ -71,16 +73,37 @@ class _Interrupted(Exception):
     """Ctrl-C before the run was accepted, or a second Ctrl-C: leave now."""
 
 
+class _BadPrompt(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _read_prompt(args: argparse.Namespace | SimpleNamespace) -> str | None:
     if args.prompt:
         return " ".join(args.prompt)
     if sys.stdin is None or sys.stdin.isatty():
         return None
-    return sys.stdin.read()
+    # Bytes, decoded here: how the text layer treats bytes that are not UTF-8
+    # depends on the locale (an exception, or surrogates msgpack cannot send).
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadPrompt(
+            f"the prompt on stdin is not valid UTF-8 ({describe_bad_bytes(data, exc)});"
+            " convert it first, for example with iconv -t utf-8"
+        ) from None
 
 
 def run_command(args: argparse.Namespace | SimpleNamespace) -> int:
-    prompt = _read_prompt(args)
+    try:
+        prompt = _read_prompt(args)
+    except _BadPrompt as exc:
+        print(f"agentctl run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if prompt is None:
         print("agentctl run: no prompt given (pass it as arguments or on stdin)", file=sys.stderr)
         return EXIT_USAGE
@@ -171,6 +194,8 @@ class RunCommand:
                 subscription_id = self._start(client)
             except RpcError as exc:
                 return self._fail(EXIT_RUN_ERROR, str(exc))
+            except _TooLarge as exc:
+                return self._fail(EXIT_USAGE, str(exc))
             except ConnectionLost as exc:
                 return self._fail(EXIT_LOST, f"lost the connection to agentd: {exc}")
             outcome = self._follow(client, subscription_id)
@@ -194,7 +219,17 @@ class RunCommand:
         """
         hello = client.request("initialize", {"client_name": "agentctl", "client_version": __version__})
         workspace = client.call("workspace.open", {"path": self.cwd})
-        if self.model is None and client.wait(hello).get("default_model_is_fallback"):
+        server = client.wait(hello)
+        params: dict[str, Any] = {
+            "workspace_id": workspace["id"],
+            "session_id": "",
+            "prompt": self.prompt,
+            "run_id": self.run_id,
+        }
+        if self.model:
+            params["model"] = self.model
+        self._check_size(params, server.get("max_message_size"))
+        if self.model is None and server.get("default_model_is_fallback"):
             self._note(
                 "no model is configured, so the offline echo model answers; set OPENAI_API_KEY or"
                 " ANTHROPIC_API_KEY, or write ~/.config/agentd/config.toml (see the README)",
@@ -219,19 +254,25 @@ class RunCommand:
         session_id = client.wait(session_request)["id"]
         subscription = client.wait(subscribe_request)
         self._last_seq = int(subscription.get("seq", 0))
-        params: dict[str, Any] = {
-            "workspace_id": workspace_id,
-            "session_id": session_id,
-            "prompt": self.prompt,
-            "run_id": self.run_id,
-        }
-        if self.model:
-            params["model"] = self.model
+        params["session_id"] = session_id
         stream = RunStream(session_id, self.run_id)
         client.call("agent.send", params)
         # Accepted: from here a Ctrl-C cancels the run instead of leaving.
         self.stream = stream
         return str(subscription["subscription_id"])
+
+    @staticmethod
+    def _check_size(params: dict[str, Any], limit: object) -> None:
+        """Refuse a send the daemon would answer by closing the connection, before a session exists for it."""
+        if not isinstance(limit, int):
+            return
+        # The largest msgid and a full-length session id: the most the request can take.
+        request = encode_request(0xFFFFFFFF, "agent.send", [{**params, "session_id": "s" * _FULL_ID_LENGTH}])
+        if len(request) > limit:
+            raise _TooLarge(
+                f"the prompt is {len(params['prompt'].encode())} bytes, more than agentd takes in one"
+                f" request ({limit} bytes, set by agentd --max-message-size)"
+            )
 
     def _follow(self, client: BlockingClient, subscription_id: str) -> Outcome | None:
         """Events until our RunComplete; None when the connection ends first."""

@@ -7,6 +7,7 @@ imports what it needs when it runs; `agentctl --version` imports nothing at all.
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -231,6 +232,39 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
     return SimpleNamespace(prompt=prompt, **values)
 
 
+def _refuse_bad_text(args: argparse.Namespace | SimpleNamespace) -> bool:
+    """Say so, and True, when an argument (or the directory it defaults to) cannot be sent.
+
+    The protocol carries UTF-8 text; bytes that are not UTF-8 would otherwise
+    surface as a traceback from the encoder, after a session was created.
+    """
+    from agentd.utf8 import undecodable
+
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            where = undecodable(text) if isinstance(text, str) else None
+            if where is not None:
+                what = "the prompt" if dest == "prompt" else f"the {dest.rstrip('_')} argument"
+                print(f"agentctl {args.command}: {what} is not valid UTF-8 ({where})", file=sys.stderr)
+                return True
+    if getattr(args, "cwd", "") is None:
+        # The workspace defaults to the current directory.
+        try:
+            cwd = os.getcwd()
+        except FileNotFoundError:
+            print(f"agentctl {args.command}: the current directory no longer exists; pass --cwd", file=sys.stderr)
+            return True
+        where = undecodable(cwd)
+        if where is not None:
+            print(
+                f"agentctl {args.command}: the current directory's path is not valid UTF-8 ({where}),"
+                " and agentd keeps paths as UTF-8; pass --cwd",
+                file=sys.stderr,
+            )
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -240,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     quick = parse_run_quickly(argv)
     if quick is not None:
+        if _refuse_bad_text(quick):
+            return 2
         from agentctl._run import run_command
 
         return run_command(quick)
@@ -247,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
+        return 2
+    if _refuse_bad_text(args):
         return 2
     if args.command == "run":
         from agentctl._run import run_command

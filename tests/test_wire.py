@@ -292,6 +292,7 @@ async def test_initialize_names_server_protocol_and_pid(daemon: Daemon) -> None:
     assert hello["version"] == agentd.__version__
     # The tests' environment configures no model: runs answer with echo, and clients can say so.
     assert hello["default_model"] == "echo" and hello["default_model_is_fallback"] is True
+    assert hello["max_message_size"] == 16 * 1024 * 1024
 
 
 async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> None:

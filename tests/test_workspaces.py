@@ -94,6 +94,25 @@ async def test_workspace_open_of_a_file_gets_error_1(daemon: Daemon, project: Pa
         assert await client.call("workspace.list") == []
 
 
+async def test_workspace_open_through_a_symlink_to_a_path_that_is_not_utf8_gets_error_1(
+    daemon: Daemon, short_tmp: Path
+) -> None:
+    # The path sent is UTF-8; the directory it resolves to is not, and could be
+    # neither stored nor sent back.
+    target = short_tmp / os.fsdecode(b"caf\xe9")
+    target.mkdir()
+    link = short_tmp / "link"
+    link.symlink_to(target)
+    async with daemon.client() as client:
+        err = await call_error(client, "workspace.open", {"path": str(link)})
+        assert err.code == 1
+        assert err.message == (
+            f"path: {link} resolves to {short_tmp}/caf\\xe9, which is not valid UTF-8"
+            f" (byte 0xe9 at offset {len(str(short_tmp)) + 4}); agentd keeps paths as UTF-8"
+        )
+        assert await client.call("workspace.list") == []
+
+
 async def test_workspace_close_of_workspace_this_connection_did_not_open_gets_error_2(
     daemon: Daemon, ws: Workspace
 ) -> None:

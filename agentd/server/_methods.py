@@ -162,6 +162,8 @@ class Methods:
             "default_model": models.default_model,
             # True when nothing is configured and runs answer with the offline echo model.
             "default_model_is_fallback": models.default_is_fallback,
+            # A bigger message closes the connection: a client can refuse it up front instead.
+            "max_message_size": self._state.config.max_message_size,
         }
 
     def models_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:

@@ -12,6 +12,7 @@ from agentd.pubsub import DropStats
 from agentd.rpc import ErrorCode, RpcError
 from agentd.runs import Run
 from agentd.store import Store
+from agentd.utf8 import undecodable
 
 from ._workspace import WorkspaceHost
 
@@ -35,6 +36,14 @@ def resolve_directory(path: str) -> str:
         raise RpcError(ErrorCode.NOT_FOUND, f"path: no such directory: {path}")
     if not os.path.isdir(resolved):
         raise RpcError(ErrorCode.INVALID_PARAMS, f"path: not a directory: {path}")
+    where = undecodable(resolved)
+    if where is not None:
+        # Reached through a symlink: the path as sent was UTF-8, its target is not.
+        shown = resolved.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise RpcError(
+            ErrorCode.INVALID_PARAMS,
+            f"path: {path} resolves to {shown}, which is not valid UTF-8 ({where}); agentd keeps paths as UTF-8",
+        )
     return resolved
 
 
