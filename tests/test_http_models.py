@@ -23,7 +23,7 @@ import pytest
 import trio
 from loopback_http import LoopbackServer, NoReply, Pause, Reply, Streamed, start_loopback_server
 from support import WAIT
-from transcripts import ANTHROPIC_OVERLOADED, ANTHROPIC_TEXT_STREAM, anthropic_body
+from transcripts import ANTHROPIC_OVERLOADED, ANTHROPIC_TEXT_STREAM, ANTHROPIC_TOOL_USE_SHORT, anthropic_body
 
 from agentd.config import ProviderConfig
 from agentd.models import Finish, ModelError, ModelRequest, Retrying, StreamPart, TextDelta, ToolCall, Turn, Usage
@@ -73,43 +73,7 @@ OPENAI_ERROR_EVENT = b'data: {"error":{"message":"The server had an error while 
 ANTHROPIC_TEXT = anthropic_body(ANTHROPIC_TEXT_STREAM)
 ANTHROPIC_TEXT_PARTS = [TextDelta("Hello"), TextDelta("!"), Finish("stop", Usage(25, 15))]
 
-ANTHROPIC_TOOL_USE = b"""event: message_start
-data: {"type":"message_start","message":{"id":"msg_014p7gG3wDgGV9EUtLvnow3U","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":2},"content":[],"stop_reason":null}}
-
-event: content_block_start
-data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay, let's check."}}
-
-event: content_block_stop
-data: {"type":"content_block_stop","index":0}
-
-event: content_block_start
-data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"location\\":"}}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \\"San Francisc"}}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"o, CA\\", \\"unit\\": \\"fahrenheit\\"}"}}
-
-event: content_block_stop
-data: {"type":"content_block_stop","index":1}
-
-event: message_delta
-data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}
-
-event: message_stop
-data: {"type":"message_stop"}
-
-"""
+ANTHROPIC_TOOL_USE = anthropic_body(ANTHROPIC_TOOL_USE_SHORT)
 
 ANTHROPIC_HELLO = b"""event: message_start
 data: {"type": "message_start", "message": {"id": "msg_2", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}
