@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import trio
-from support import Daemon, DaemonFactory, Events, Workspace, open_workspace
+from support import WAIT, Daemon, DaemonFactory, Events, Workspace, open_workspace
 
 from agentctl.client import Client, RpcError
 
@@ -111,6 +111,42 @@ async def test_workspace_open_through_a_symlink_to_a_path_that_is_not_utf8_gets_
             f" (byte 0xe9 at offset {len(str(short_tmp)) + 4}); agentd keeps paths as UTF-8"
         )
         assert await client.call("workspace.list") == []
+
+
+async def test_a_workspace_being_opened_is_neither_listed_nor_found_until_it_serves(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    # Reopening takes a store round trip before the workspace serves; its id is
+    # known from the last opening. Requests landing in that window must see a
+    # workspace that is not open, not half of one (an internal error).
+    daemon = start_daemon("--idle-grace", "0.001")
+    async with daemon.client() as opener:
+        workspace_id = (await opener.call("workspace.open", {"path": str(project)}))["id"]
+        seen: list[int] = []
+
+        async def look(client: Client, stop: trio.Event) -> None:
+            while not stop.is_set():
+                for listed in await client.call("workspace.list"):
+                    assert listed["id"] == workspace_id and listed["active_runs"] == 0
+                try:
+                    await client.call("session.list", {"workspace_id": workspace_id})
+                    seen.append(0)
+                except RpcError as exc:
+                    assert exc.code in (2, 3), exc
+                    seen.append(exc.code)
+
+        stop = trio.Event()
+        async with daemon.client() as c1, daemon.client() as c2, daemon.client() as c3:
+            with trio.fail_after(WAIT * 3):
+                async with trio.open_nursery() as nursery:
+                    for client in (c1, c2, c3):
+                        nursery.start_soon(look, client, stop)
+                    for _ in range(40):
+                        assert await opener.call("workspace.close", {"workspace_id": workspace_id}) == {}
+                        reopened = await opener.call("workspace.open", {"path": str(project)})
+                        assert reopened["id"] == workspace_id
+                    stop.set()
+        assert 0 in seen  # the lookers saw it open, too
 
 
 async def test_workspace_close_of_workspace_this_connection_did_not_open_gets_error_2(

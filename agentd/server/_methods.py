@@ -226,7 +226,7 @@ class Methods:
         return [
             {"id": h.id, "path": h.path, "clients": h.claim_count, "active_runs": h.dispatcher.active_runs()}
             for h in self._state.workspaces.hosts()
-            if not h.closing
+            if h.started and not h.closing
         ]
 
     # --- sessions

@@ -113,7 +113,9 @@ class Workspaces:
     def get(self, workspace_id: str) -> WorkspaceHost:
         """The open workspace `workspace_id`, ready for new work."""
         host = self._hosts.get(workspace_id)
-        if host is None or host.ended:
+        # Not yet started (its id is known from an earlier opening) or already
+        # ended: not open, as far as any client is concerned.
+        if host is None or not host.started or host.ended:
             raise RpcError(
                 ErrorCode.NOT_FOUND,
                 f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)",

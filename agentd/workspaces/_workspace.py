@@ -71,6 +71,11 @@ class WorkspaceHost:
         self.closed = trio.Event()
 
     @property
+    def started(self) -> bool:
+        """Serving: past opening its event log. Until then it is in the table but takes no requests."""
+        return self._dispatcher is not None
+
+    @property
     def dispatcher(self) -> Dispatcher:
         assert self._dispatcher is not None, "workspace not serving"
         return self._dispatcher
