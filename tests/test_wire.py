@@ -8,6 +8,7 @@ client connected and shows it, and the daemon, still serving afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw
+from support import WAIT, Daemon, DaemonFactory, Events, RawConnection, Workspace, open_raw
 
 import agentd
 from agentctl.client import Client, RpcError
@@ -434,6 +435,32 @@ async def test_half_closed_client_still_gets_its_replies(ws: Workspace, daemon: 
     waited = await raw.response(wait)
     assert waited.error is None and waited.result["text"] == "done"
     assert await raw.closed_by_peer()
+
+
+async def test_a_client_gone_with_a_run_wait_owed_lets_go_of_its_workspace(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    # Unlike a half-close, a closed socket reads nothing more: waiting to answer
+    # its run.wait would hold its claim, and so its workspace and hanging run, forever.
+    daemon = start_daemon("--idle-grace", "0.3")
+    async with daemon.client() as watcher:
+        gone = await open_raw(daemon)
+        workspace_id = (await gone.call("workspace.open", {"path": str(project)})).result["id"]
+        sub = await watcher.call("events.subscribe", {"workspace_id": workspace_id})  # no claim
+        events = Events(watcher, sub["subscription_id"])
+        session_id = (await gone.call("session.create", {"workspace_id": workspace_id})).result["id"]
+        params = {"workspace_id": workspace_id, "session_id": session_id, "prompt": json.dumps(HANG)}
+        run_id = (await gone.call("agent.send", {**params, "model": "scripted"})).result["run_id"]
+        await events.until(lambda e: e["type"] == "message.delta")
+        await gone.request("run.wait", [{"run_id": run_id}])
+        await expect_usable(gone)  # so the run.wait is surely being served
+        await gone.stream.aclose()
+
+        rc = await events.until_complete(run_id)
+        assert rc["cancelled"] is True
+        closed = await events.until(lambda e: e["type"] == "workspace.closed")
+        assert closed["payload"] == {"workspace_id": workspace_id, "reason": "idle"}
+        assert (await watcher.call("server.status"))["clients"] == 1
 
 
 async def test_subscriptions_of_a_closed_connection_are_forgotten(daemon: Daemon, project: Path) -> None:

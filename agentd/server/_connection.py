@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 _RECEIVE_SIZE = 65536
 # How many notifications one subscription writer packs into one write.
 _WRITE_BATCH = 256
+# While a half-closed client's requests are under way: how often to check it has not gone.
+_PEER_CHECK_INTERVAL = 0.5
 # How long a half-closed client's subscriptions get to flush before it is closed.
 _HALF_CLOSE_FLUSH_TIMEOUT = 5.0
 
@@ -73,12 +75,11 @@ class ClientConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if await self._read_requests(nursery):
-                    # End of input may be a half-close (`nc -N`, a script piping
+                if await self._read_requests(nursery) and await self._still_reading():
+                    # End of input was a half-close (`nc -N`, a script piping
                     # requests): the client can still read, so what it asked is
                     # answered, and what its subscriptions hold is flushed. They
                     # end here: it has sent its last request.
-                    await self._requests_done.wait()
                     self.close_subscriptions()
                     with trio.move_on_after(_HALF_CLOSE_FLUSH_TIMEOUT):
                         await self._writers_done.wait()
@@ -89,6 +90,20 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await on_close(self)
                 await self._stream.aclose()
+
+    async def _still_reading(self) -> bool:
+        """After end of input: wait for the requests under way; False if the client goes meanwhile.
+
+        A client that closed its socket entirely (killed, say) must not keep
+        its connection, and the claims that keep its workspaces and their runs
+        alive, until a `run.wait` it can no longer read is answered.
+        """
+        while not self._stream.peer_closed():
+            with trio.move_on_after(_PEER_CHECK_INTERVAL):
+                await self._requests_done.wait()
+                return True
+        log.info("client %d: gone with %d request(s) unanswered", self.id, self._requests)
+        return False
 
     def disconnect(self, reason: str) -> None:
         log.warning("client %d: disconnecting: %s", self.id, reason)

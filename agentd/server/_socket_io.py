@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 
 import trio
 
@@ -38,6 +39,17 @@ class SocketIO:
                 await trio.lowlevel.wait_readable(self._fd)
             except OSError as exc:
                 raise self._error(exc) from exc
+
+    def peer_closed(self) -> bool:
+        """Whether the peer closed its end entirely, not just its writing side.
+
+        After end of input, a half-closed peer (`shutdown(SHUT_WR)`) still
+        reads what we send; one that closed has gone, and nothing we send can
+        reach it. Only the socket's hang-up flag tells the two apart.
+        """
+        poller = select.poll()
+        poller.register(self._fd, select.POLLHUP)
+        return any(events & select.POLLHUP for _fd, events in poller.poll(0))
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """Write what fits now, without waiting; how many bytes that was."""
