@@ -281,6 +281,20 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     return Config(providers, {}, default, default_is_fallback=default == FALLBACK_MODEL, source="environment")
 
 
+def _url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a provider's base URL, or None."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- parsed on access: a port out of range raises here
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
 def _ollama_base_url(host: str) -> str:
     """`OLLAMA_HOST` read the way Ollama's own client reads it, plus its OpenAI-compatible `/v1`."""
     scheme, sep, rest = host.strip().partition("://")
@@ -470,8 +484,8 @@ class _Check:
         if kind is not None and kind not in PROVIDER_TYPES:
             self.problem(at + ("type",), f"{label} type must be 'openai' or 'anthropic', not {kind!r}")
         base_url = self.string(table, "base_url", at, label)
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            self.problem(at + ("base_url",), f"{label} base_url must start with http:// or https://")
+        if base_url is not None and (trouble := _url_problem(base_url)) is not None:
+            self.problem(at + ("base_url",), f"{label} base_url {trouble}")
         key_env = self.string(table, "api_key_env", at, label)
         if key_env is not None and not _ENV_NAME.fullmatch(key_env):
             # Most likely the key itself was pasted here: say so without repeating it.

@@ -232,6 +232,21 @@ base_url = "https://api.openai.com/v1"
         ),
         pytest.param(PROVIDER.replace("https://", "ftp://"), 3, ["base_url must start with http"], id="bad-url"),
         pytest.param(
+            PROVIDER.replace("https://api.openai.com/v1", "http://[::1/v1"),
+            3,
+            ["base_url is not a valid URL (Invalid IPv6 URL)"],
+            id="url-bad-ipv6",
+        ),
+        pytest.param(
+            PROVIDER.replace("https://api.openai.com/v1", "http://localhost:99999/v1"),
+            3,
+            ["base_url is not a valid URL (Port out of range 0-65535)"],
+            id="url-port-out-of-range",
+        ),
+        pytest.param(
+            PROVIDER.replace("https://api.openai.com/v1", "https:///v1"), 3, ["base_url has no host"], id="url-no-host"
+        ),
+        pytest.param(
             "[providers.a]\ntype = 'anthropic'\nbase_url = 'https://api.anthropic.com'\n",
             1,
             ["[providers.a] needs api_key_env"],
