@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon"]
 
 READY_TIMEOUT = 15.0
+# A daemon log past this size is moved to `agentd.log.1` (replacing the one
+# before) when the next daemon starts: the two together stay bounded.
+LOG_ROTATE_BYTES = 8 * 1024 * 1024
 
 
 class DaemonUnavailable(Exception):
@@ -34,6 +37,14 @@ class DaemonUnavailable(Exception):
 
 def daemon_log_path() -> str:
     return os.path.join(state_dir(), "agentd.log")
+
+
+def _rotate(log_path: str) -> None:
+    try:
+        if os.path.getsize(log_path) > LOG_ROTATE_BYTES:
+            os.replace(log_path, log_path + ".1")
+    except FileNotFoundError:
+        pass
 
 
 def is_listening(socket_path: StrPath) -> bool:
@@ -65,6 +76,7 @@ def spawn_daemon(
 
     log_path = os.fspath(log_path or daemon_log_path())
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    _rotate(log_path)
     read_fd, write_fd = os.pipe()
     try:
         with open(log_path, "ab") as log:

@@ -18,7 +18,7 @@ import trio
 from support import WAIT, Daemon, DaemonFactory, Workspace, agentctl_command, open_workspace, run_agentctl
 
 import agentd
-from agentctl.autostart import is_listening
+from agentctl.autostart import LOG_ROTATE_BYTES, is_listening
 from agentctl.client import Client
 
 # --- helpers ---------------------------------------------------------------------------
@@ -393,6 +393,28 @@ async def test_run_starts_a_daemon_when_none_runs(project: Path, env: dict[str, 
     assert stop.returncode == 0, stop.stderr
     await wait_pid_exit(pids[0])
     assert (await run_agentctl("status", env=env)).returncode == 3
+
+
+async def test_a_daemon_log_grown_past_its_limit_is_set_aside_when_the_next_daemon_starts(
+    project: Path, env: dict[str, str]
+) -> None:
+    log = autostart_log(env)
+    log.parent.mkdir(parents=True)
+    old = b"an old daemon's line\n" * (LOG_ROTATE_BYTES // 20)
+    log.write_bytes(old)
+    result = await run_agentctl("run", "hello", env=env, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert log.with_name("agentd.log.1").read_bytes() == old
+    assert b"old daemon" not in log.read_bytes()
+    [first] = listening_pids(env)
+    assert (await run_agentctl("stop", env=env)).returncode == 0
+    await wait_pid_exit(first)
+    # Under the limit, the next daemon appends.
+    assert (await run_agentctl("run", "again", env=env, cwd=project)).returncode == 0
+    pids = listening_pids(env)
+    assert len(pids) == 2 and pids[0] == first
+    assert (await run_agentctl("stop", env=env)).returncode == 0
+    await wait_pid_exit(pids[1])
 
 
 async def test_concurrent_runs_auto_start_exactly_one_daemon(project: Path, env: dict[str, str]) -> None:
