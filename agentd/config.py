@@ -272,6 +272,17 @@ def _from_environment(env: Mapping[str, str]) -> Config:
         providers["anthropic"] = ProviderConfig("anthropic", "anthropic", base_url, "ANTHROPIC_API_KEY")
     if env.get("OLLAMA_HOST"):
         providers["ollama"] = ProviderConfig("ollama", "openai", _ollama_base_url(env["OLLAMA_HOST"]))
+    problems = [
+        ConfigProblem(None, f"environment variable {variable}: the provider URL {provider.base_url} {trouble}")
+        for provider, variable in (
+            (providers.get("openai"), "OPENAI_BASE_URL"),
+            (providers.get("anthropic"), "ANTHROPIC_BASE_URL"),
+            (providers.get("ollama"), "OLLAMA_HOST"),
+        )
+        if provider is not None and (trouble := _url_problem(provider.base_url)) is not None
+    ]
+    if problems:
+        raise ConfigError(problems)
     if "openai" in providers:
         default = OPENAI_DEFAULT_MODEL
     elif "anthropic" in providers:

@@ -435,6 +435,37 @@ def test_openai_key_gives_the_openai_provider_and_default(tmp_path: Path) -> Non
     assert (config.default_model, config.default_is_fallback) == ("openai/gpt-4.1", False)
 
 
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param(
+            {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "http://[::1"},
+            "environment variable OPENAI_BASE_URL: the provider URL http://[::1 is not a valid URL (Invalid IPv6 URL)",
+            id="openai",
+        ),
+        pytest.param(
+            {"ANTHROPIC_API_KEY": SECRET, "ANTHROPIC_BASE_URL": "api.anthropic.com"},
+            "environment variable ANTHROPIC_BASE_URL: the provider URL api.anthropic.com"
+            " must start with http:// or https://",
+            id="anthropic",
+        ),
+        pytest.param(
+            {"OLLAMA_HOST": "gpu-box:99999"},
+            "environment variable OLLAMA_HOST: the provider URL http://gpu-box:99999/v1"
+            " is not a valid URL (Port out of range 0-65535)",
+            id="ollama",
+        ),
+    ],
+)
+def test_a_provider_url_from_the_environment_that_does_not_parse_names_its_variable(
+    tmp_path: Path, environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_env(tmp_path, environ)
+    assert str(info.value) == expected
+    assert SECRET not in str(info.value)
+
+
 def test_openai_base_url_comes_from_the_environment(tmp_path: Path) -> None:
     config = from_env(tmp_path, {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "https://proxy.example/v1/"})
     assert config.providers["openai"].base_url == "https://proxy.example/v1"
