@@ -31,11 +31,14 @@ what the file says.
 
 Keys are never read into a config: a provider holds the name of the variable,
 and `ProviderConfig.api_key()` reads it when a request is about to be made.
+
+A running daemon reads the file again when it changes (`ConfigFile`).
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import re
@@ -47,10 +50,13 @@ import attrs
 
 from agentd.models._base import UnknownModelError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "BUILTIN_MODELS",
     "Config",
     "ConfigError",
+    "ConfigFile",
     "ConfigProblem",
     "ModelConfig",
     "ProviderConfig",
@@ -260,6 +266,45 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     except OSError as exc:
         raise ConfigError([ConfigProblem(None, f"cannot read the configuration: {exc.strerror}")], path) from None
     return _from_file(data, path)
+
+
+class ConfigFile:
+    """The configuration as the file says now: read again whenever the file changes.
+
+    A daemon lives for days, and whoever edits config.toml expects the next
+    run to use it. Each use costs a stat of the file; a change with mistakes
+    is logged and the last good configuration stays in use (`mistakes` says
+    what is wrong). The environment is read once, at start.
+    """
+
+    def __init__(self, path: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+        self._env = dict(_env(environ))
+        self.path = path or config_path(self._env)
+        self._stamp = self._stat()
+        self.config = load_config(self.path, self._env)  # mistakes at start stop the start: ConfigError
+        self.mistakes: str | None = None
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def current(self) -> Config:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            # Taken before reading: a write after this read changes it again, and is read next time.
+            self._stamp = stamp
+            try:
+                self.config = load_config(self.path, self._env)
+            except ConfigError as exc:
+                self.mistakes = str(exc)
+                log.warning("%s changed, but has mistakes; still using what it said before:\n%s", self.path, exc)
+            else:
+                self.mistakes = None
+                log.info("read the configuration again (%s): default model %s", self.path, self.config.default_model)
+        return self.config
 
 
 def _from_environment(env: Mapping[str, str]) -> Config:

@@ -161,3 +161,35 @@ async def test_with_nothing_configured_run_answers_with_echo_and_says_how_to_con
     assert b"no model is configured" in result.stderr and b"OPENAI_API_KEY" in result.stderr
     quiet = await run_agentctl("run", "--quiet", "quietly", env=env, cwd=project)
     assert quiet.stderr == b""
+
+
+async def test_an_edited_configuration_is_used_by_the_next_request_and_a_broken_edit_keeps_the_last_good_one(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        before = await client.call("models.list")
+        assert (before["default"], before["default_is_fallback"]) == ("echo", True)
+
+        # Written while the daemon runs: the next request sees it, no restart.
+        path = configure(env, "http://127.0.0.1:9")
+        after = await client.call("models.list")
+        assert (after["default"], after["default_is_fallback"], after["source"]) == ("quick", False, str(path))
+        assert (await client.call("initialize"))["default_model"] == "quick"
+
+        # An edit with a mistake is logged, and what the file said before stays in use.
+        path.write_text(path.read_text() + '\n[models.fresh]\nprovider = "nowhere"\nmodel = "m"\n')
+        assert await client.call("models.list") == after
+        assert f"{path} changed, but has mistakes" in daemon.log()
+        ws = await open_workspace(client, project)
+        session = await client.call("session.create", {"workspace_id": ws.id})
+        params = {"workspace_id": ws.id, "session_id": session["id"], "prompt": "hi", "model": "fresh"}
+        run_id = (await client.call("agent.send", params))["run_id"]
+        complete = await ws.events.until_complete(run_id)
+        assert "unknown model 'fresh'" in complete["error"]
+        assert "the configuration file changed but has mistakes" in complete["error"]
+
+        # Mended: the alias it adds is there.
+        path.write_text(path.read_text().replace('"nowhere"', '"loop"'))
+        names = {m["name"] for m in (await client.call("models.list"))["models"]}
+        assert {"quick", "fresh"} <= names

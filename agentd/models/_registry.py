@@ -10,14 +10,14 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-from ._base import Model
+from ._base import Model, UnknownModelError
 from ._echo import EchoModel
 from ._scripted import ScriptedModel
 
 if TYPE_CHECKING:
     # agentd.config imports this package's _base: a module-level import here
     # would be a cycle.
-    from agentd.config import Config
+    from agentd.config import Config, ConfigFile
 
 __all__ = ["DEFAULT_MODEL", "ModelRegistry"]
 
@@ -25,15 +25,20 @@ DEFAULT_MODEL = "echo"
 
 
 class ModelRegistry:
-    def __init__(self, config: Config | None = None) -> None:
-        if config is None:
-            from agentd.config import Config
+    def __init__(self, config: Config | ConfigFile | None = None) -> None:
+        """`config`: fixed, or a `ConfigFile` that is read again when it changes."""
+        from agentd.config import Config, ConfigFile
 
-            config = Config(providers={}, models={})
-        self.config = config
+        self._file = config if isinstance(config, ConfigFile) else None
+        self._fixed = config if isinstance(config, Config) else Config(providers={}, models={})
         self._builtins: dict[str, Model] = {m.name: m for m in (EchoModel(), ScriptedModel())}
         self._clients: dict[str, Any] = {}
         self._exit_stack = AsyncExitStack()
+
+    @property
+    def config(self) -> Config:
+        """The configuration now."""
+        return self._file.current() if self._file is not None else self._fixed
 
     @property
     def default(self) -> str:
@@ -55,7 +60,17 @@ class ModelRegistry:
 
     async def resolve(self, name: str | None) -> Model:
         """The model `name` (None: the default); UnknownModelError names what there is."""
-        resolved = self.config.resolve(name)
+        config = self.config
+        try:
+            resolved = config.resolve(name)
+        except UnknownModelError as exc:
+            if self._file is None or self._file.mistakes is None:
+                raise
+            # Likely the name the user just added, in an edit that did not take.
+            raise UnknownModelError(
+                f"{exc}; the configuration file changed but has mistakes, so what it said before is in use"
+                " (see agentd --check-config)"
+            ) from None
         if resolved.provider is None:
             return self._builtins[resolved.model]
         from ._http import HttpModel

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import trio
 
-from agentd.config import ConfigError, load_config
+from agentd.config import ConfigError, ConfigFile
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.runs import RunIndex
@@ -49,7 +49,7 @@ _SHUTDOWN_MARGIN = 3.0
 
 async def serve(config: DaemonConfig) -> None:
     try:
-        model_config = load_config()
+        model_config = ConfigFile()
     except ConfigError as exc:
         raise StartupError(f"the model configuration has mistakes (see `agentd --check-config`):\n{exc}") from None
     listener, claim = await bind_listener(config.socket_path)
