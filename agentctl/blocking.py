@@ -26,7 +26,7 @@ from collections import deque
 
 from agentctl.errors import ConnectionLost
 from agentd.rpc import (
-    DEFAULT_MAX_MESSAGE_SIZE,
+    CLIENT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
     Notification,
     ProtocolError,
@@ -48,7 +48,7 @@ _RECEIVE_SIZE = 65536
 
 
 class BlockingClient:
-    def __init__(self, sock: _socket.socket, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, sock: _socket.socket, *, max_message_size: int = CLIENT_MAX_MESSAGE_SIZE) -> None:
         self._sock = sock
         self._codec = RpcCodec(max_message_size)
         self._msgids = itertools.count(1)

@@ -23,7 +23,7 @@ import trio
 from agentctl.errors import ConnectionLost
 from agentctl.runstream import event_params
 from agentd.rpc import (
-    DEFAULT_MAX_MESSAGE_SIZE,
+    CLIENT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
     ErrorCode,
     Notification,
@@ -48,7 +48,7 @@ class _Pending:
 
 
 class Client:
-    def __init__(self, stream: trio.abc.Stream, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, max_message_size: int = CLIENT_MAX_MESSAGE_SIZE) -> None:
         self._stream = stream
         self._codec = RpcCodec(max_message_size)
         self._send_lock = trio.Lock()
@@ -136,7 +136,7 @@ class Client:
 async def open_client(
     socket_path: str | Path,
     *,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_message_size: int = CLIENT_MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[Client]:
     """Connect to the daemon at `socket_path`; the connection closes with the block."""
     stream = await trio.open_unix_socket(str(socket_path))

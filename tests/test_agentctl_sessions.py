@@ -195,6 +195,22 @@ async def test_show_json_prints_the_messages(ws: Workspace, project: Path, env: 
     assert all(m["session_id"] == session_id for m in messages)
 
 
+async def test_show_prints_a_conversation_longer_than_the_daemons_request_limit(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
+    # The daemon's 16 MiB limit is on what clients send; what it sends back is
+    # not limited by it, and a long conversation is one session.messages reply.
+    prompt = b"x" * (9 * 1024 * 1024)
+    run = await run_agentctl("run", "--quiet", env=env, cwd=project, stdin=prompt)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == prompt + b"\n"
+    sessions = ok(await run_agentctl("sessions", env=env, cwd=project))
+    session_id = sessions.split()[0]
+    out = (await run_agentctl("show", session_id, env=env, cwd=project)).stdout
+    assert len(out) > 18 * 1024 * 1024
+    assert out.count(prompt) == 2
+
+
 async def test_show_notes_a_finish_reason_other_than_stop(ws: Workspace, project: Path, env: dict[str, str]) -> None:
     session_id, run_id = await start_hanging_run(ws)
     complete = await cancel_and_wait_idle(ws, session_id, run_id)

@@ -4,6 +4,7 @@ Kept free of attrs and cattrs so that `agentctl` can import it cheaply.
 """
 
 from ._codec import (
+    CLIENT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
     Message,
@@ -19,6 +20,7 @@ from ._codec import (
 from ._errors import ErrorCode, RpcError
 
 __all__ = [
+    "CLIENT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_MSGID",
     "ErrorCode",

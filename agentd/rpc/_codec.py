@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 __all__ = [
+    "CLIENT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_MSGID",
     "Notification",
@@ -33,6 +34,10 @@ RESPONSE: Final = 1
 NOTIFICATION: Final = 2
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+# What a client takes from its daemon. The daemon's own limit guards it against
+# what clients send; its replies are not limited by it (a long conversation's
+# `session.messages` is one reply), so a client only guards against a runaway.
+CLIENT_MAX_MESSAGE_SIZE: Final = 1024 * 1024 * 1024
 _NEED_DATA: Final = object()
 # Room in the unpacker's buffer beyond one message, for the reads that carry it.
 _FEED_SLACK: Final = 1024 * 1024
