@@ -28,6 +28,7 @@ from transcripts import ANTHROPIC_OVERLOADED, ANTHROPIC_TEXT_STREAM, ANTHROPIC_T
 from agentd.config import ProviderConfig
 from agentd.models import Finish, ModelError, ModelRequest, Retrying, StreamPart, TextDelta, ToolCall, Turn, Usage
 from agentd.models._http import HttpModel, ProviderError, _retry_after, open_http_client
+from agentd.models._sse import MAX_EVENT_BYTES
 
 OPENAI_KEY_ENV = "AGENTD_TEST_OPENAI_KEY"
 ANTHROPIC_KEY_ENV = "AGENTD_TEST_ANTHROPIC_KEY"
@@ -523,6 +524,21 @@ async def test_connection_cut_mid_answer_fails_after_the_text(
     assert parts == [TextDelta("Hello")]
     assert str(error).startswith("the connection to provider 'testai' broke mid-answer: ")
     assert error.kind == "broken" and len(server.requests) == 1
+
+
+async def test_a_stream_that_never_ends_its_line_fails_the_answer_not_the_daemons_memory(
+    server: LoopbackServer, client: httpx2.AsyncClient
+) -> None:
+    # A server that is not a model endpoint (or a broken one) streams on and on without a line end.
+    endless = [b"data: "] + [b"x" * (1024 * 1024)] * (MAX_EVENT_BYTES // (1024 * 1024) + 2)
+    server.script(Streamed([OPENAI_HELLO, *endless], end="stall"))
+    error, parts = await failure(openai_model(server, client, max_retries=3))
+    assert parts == [TextDelta("Hello")]
+    assert str(error) == (
+        f"provider 'testai' sent a line of more than {MAX_EVENT_BYTES} bytes in its event stream; that is not"
+        " a model's answer (is base_url a Chat Completions or Messages endpoint?)"
+    )
+    assert error.kind == "bad_response" and len(server.requests) == 1
 
 
 async def test_body_that_ends_before_the_answer_did_breaks_mid_answer(

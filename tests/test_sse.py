@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentd.models._sse import ServerSentEvent, SSEDecoder
+from agentd.models._sse import EventTooLarge, ServerSentEvent, SSEDecoder
 
 
 def chunkings(raw: bytes) -> Iterator[list[bytes]]:
@@ -221,3 +221,31 @@ def test_an_openai_style_stream_decodes_to_its_data_lines() -> None:
         '"delta":{"content":"Hi"},"finish_reason":null}]}',
         "[DONE]",
     ]
+
+
+# --- bounds: a stream that never ends a line or an event ----------------------------
+
+
+def test_a_line_longer_than_the_limit_is_refused_even_across_feeds() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    assert decoder.feed(b"data: " + b"x" * 60) == []
+    with pytest.raises(EventTooLarge, match="a line of more than 100 bytes"):
+        decoder.feed(b"x" * 60)
+
+
+def test_a_line_longer_than_the_limit_is_refused_when_a_line_ends_in_the_same_feed() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLarge, match="a line of more than 100 bytes"):
+        decoder.feed(b"data: a\n\ndata: " + b"x" * 120)
+
+
+def test_an_event_of_many_data_lines_over_the_limit_is_refused() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLarge, match="an event of more than 100 bytes of data"):
+        decoder.feed(b"data: 0123456789012345678901234567890123456789\n" * 3)
+
+
+def test_many_events_together_over_the_limit_are_fine() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    events = decoder.feed(b"data: 0123456789012345678901234567890123456789\n\n" * 10)
+    assert len(events) == 10 and events[-1].data == "0123456789012345678901234567890123456789"

@@ -31,7 +31,7 @@ from agentd.config import ConfigError, ProviderConfig
 
 from . import _anthropic_stream, _openai_stream
 from ._base import Finish, ModelError, ModelRequest, Retrying, StreamPart
-from ._sse import ServerSentEvent, SSEDecoder
+from ._sse import EventTooLarge, ServerSentEvent, SSEDecoder
 
 __all__ = ["ErrorKind", "HttpModel", "ProviderError", "open_http_client"]
 
@@ -226,7 +226,15 @@ class HttpModel:
             chunks = await stack.enter_async_context(aclosing(response.aiter_bytes()))
             answered = False
             while (chunk := await self._next_chunk(chunks, answered)) is not None:
-                for event in decoder.feed(chunk):
+                try:
+                    events = decoder.feed(chunk)
+                except EventTooLarge as exc:
+                    raise ProviderError(
+                        f"provider {self._provider.name!r} sent {exc} in its event stream; that is not a"
+                        " model's answer (is base_url a Chat Completions or Messages endpoint?)",
+                        "bad_response",
+                    ) from None
+                for event in events:
                     try:
                         parts = parser.feed(event)
                     except _STREAM_ERRORS as exc:

@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+__all__ = ["MAX_EVENT_BYTES", "EventTooLarge", "SSEDecoder", "ServerSentEvent"]
+
+# Far above any real event (a delta, a usage chunk), far below what would hurt
+# the daemon: a server that never ends a line or an event must not grow our
+# memory without bound.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
 _LF = 0x0A
 _CR = 0x0D
+
+
+class EventTooLarge(ValueError):
+    """One line or event of the stream is larger than the decoder takes."""
 
 
 @attrs.frozen
@@ -34,9 +43,11 @@ class ServerSentEvent:
 class SSEDecoder:
     """Decodes one response body; make a new decoder per connection."""
 
-    __slots__ = ("_after_cr", "_at_start", "_buffer", "_data", "_event", "_last_id", "_retry")
+    __slots__ = ("_after_cr", "_at_start", "_buffer", "_data", "_data_size", "_event", "_last_id", "_limit", "_retry")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._limit = max_event_bytes
+        self._data_size = 0  # bytes of the data lines of the event being read
         self._buffer = bytearray()  # an unfinished line, or a possible BOM
         self._at_start = True  # nothing but a prefix of a BOM seen yet
         self._after_cr = False  # the last feed ended in CR: a leading LF belongs to it
@@ -63,6 +74,8 @@ class SSEDecoder:
                 del buffer[:3]
         # The buffer before `data` held no line ending, so only `data` can end a line.
         if b"\n" not in data and b"\r" not in data:
+            if len(buffer) > self._limit:
+                raise EventTooLarge(f"a line of more than {self._limit} bytes")
             return []
 
         last = buffer[-1]
@@ -72,6 +85,8 @@ class SSEDecoder:
             self._after_cr = last == _CR
         else:
             self._buffer = lines.pop()
+            if len(self._buffer) > self._limit:
+                raise EventTooLarge(f"a line of more than {self._limit} bytes")
 
         events: list[ServerSentEvent] = []
         for raw in lines:
@@ -81,6 +96,7 @@ class SSEDecoder:
                         ServerSentEvent(self._event or "message", "\n".join(self._data), self._last_id, self._retry)
                     )
                     self._data = []
+                    self._data_size = 0
                     self._retry = None
                 self._event = ""
                 continue
@@ -92,6 +108,9 @@ class SSEDecoder:
                 value = value[1:]
             if name == "data":
                 self._data.append(value)
+                self._data_size += len(raw)
+                if self._data_size > self._limit:
+                    raise EventTooLarge(f"an event of more than {self._limit} bytes of data")
             elif name == "event":
                 self._event = value
             elif name == "id":
@@ -109,6 +128,7 @@ class SSEDecoder:
         self._buffer.clear()
         self._after_cr = False
         self._data = []
+        self._data_size = 0
         self._event = ""
         self._retry = None
         return []
