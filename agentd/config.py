@@ -294,17 +294,24 @@ class ConfigFile:
     def current(self) -> Config:
         stamp = self._stat()
         if stamp != self._stamp:
-            # Taken before reading: a write after this read changes it again, and is read next time.
-            self._stamp = stamp
-            try:
-                self.config = load_config(self.path, self._env)
-            except ConfigError as exc:
-                self.mistakes = str(exc)
-                log.warning("%s changed, but has mistakes; still using what it said before:\n%s", self.path, exc)
-            else:
-                self.mistakes = None
-                log.info("read the configuration again (%s): default model %s", self.path, self.config.default_model)
+            self._read(stamp)
         return self.config
+
+    def reload(self) -> None:
+        """Read the file now, changed or not (SIGHUP)."""
+        self._read(self._stat())
+
+    def _read(self, stamp: tuple[int, int, int] | None) -> None:
+        # Stat taken before reading: a write after this read changes it again, and is read next time.
+        self._stamp = stamp
+        try:
+            self.config = load_config(self.path, self._env)
+        except ConfigError as exc:
+            self.mistakes = str(exc)
+            log.warning("%s has mistakes; still using the configuration from before:\n%s", self.path, exc)
+        else:
+            self.mistakes = None
+            log.info("read the configuration again (%s): default model %s", self.path, self.config.default_model)
 
 
 def _from_environment(env: Mapping[str, str]) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -180,7 +181,7 @@ async def test_an_edited_configuration_is_used_by_the_next_request_and_a_broken_
         # An edit with a mistake is logged, and what the file said before stays in use.
         path.write_text(path.read_text() + '\n[models.fresh]\nprovider = "nowhere"\nmodel = "m"\n')
         assert await client.call("models.list") == after
-        assert f"{path} changed, but has mistakes" in daemon.log()
+        assert f"{path} has mistakes; still using the configuration from before" in daemon.log()
         ws = await open_workspace(client, project)
         session = await client.call("session.create", {"workspace_id": ws.id})
         params = {"workspace_id": ws.id, "session_id": session["id"], "prompt": "hi", "model": "fresh"}
@@ -193,3 +194,17 @@ async def test_an_edited_configuration_is_used_by_the_next_request_and_a_broken_
         path.write_text(path.read_text().replace('"nowhere"', '"loop"'))
         names = {m["name"] for m in (await client.call("models.list"))["models"]}
         assert {"quick", "fresh"} <= names
+
+
+async def test_sighup_reads_the_configuration_again_and_does_not_stop_the_daemon(
+    start_daemon: DaemonFactory, env: dict[str, str]
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        await client.call("ping")
+        daemon.proc.send_signal(signal.SIGHUP)
+        with trio.fail_after(WAIT):
+            while "SIGHUP: reading the configuration again" not in daemon.log():
+                await trio.sleep(0.02)
+        assert await client.call("ping") == {}
+    assert daemon.proc.poll() is None

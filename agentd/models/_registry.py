@@ -40,6 +40,11 @@ class ModelRegistry:
         """The configuration now."""
         return self._file.current() if self._file is not None else self._fixed
 
+    def reload_config(self) -> None:
+        """Read the configuration file again now (it is also read whenever it changes)."""
+        if self._file is not None:
+            self._file.reload()
+
     @property
     def default(self) -> str:
         return self.config.default_model

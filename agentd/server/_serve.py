@@ -2,7 +2,8 @@
 
     serve()
     └── root nursery
-        ├── signal watcher: SIGTERM/SIGINT → shutdown (a second one: exit now)
+        ├── signal watcher: SIGTERM/SIGINT → shutdown (a second one: exit now);
+        │   SIGHUP → read the configuration file again
         ├── workspaces nursery: one task per open workspace
         │   └── workspace nursery: one task per session lane; runs are cancel scopes in it
         └── connections nursery: the accept loop, then one task per client
@@ -104,7 +105,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
         await conn.serve(on_connection_closed)
 
     async with trio.open_nursery() as root:
-        root.start_soon(_watch_signals, request_shutdown, root.cancel_scope)
+        root.start_soon(_watch_signals, request_shutdown, models.reload_config, root.cancel_scope)
         async with trio.open_nursery() as workspaces_nursery:
             state.workspaces = Workspaces(
                 workspaces_nursery,
@@ -156,10 +157,18 @@ def _announce_ready(config: DaemonConfig) -> None:
         log.warning("could not signal readiness on fd %d: %s", config.ready_fd, exc)
 
 
-async def _watch_signals(request_shutdown: Callable[[str], None], root_scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(
+    request_shutdown: Callable[[str], None], reload_config: Callable[[], None], root_scope: trio.CancelScope
+) -> None:
+    # SIGHUP's default action would kill the daemon like a crash; "read your
+    # configuration again" is what a daemon is expected to make of it.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         seen = 0
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: reading the configuration again")
+                reload_config()
+                continue
             seen += 1
             if seen == 1:
                 request_shutdown(signal.Signals(signum).name)
