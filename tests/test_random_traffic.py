@@ -50,8 +50,8 @@ METHODS = (
 JUNK: tuple[Any, ...] = (None, 1, -1, 2**40, 1.5, float("nan"), "", "x", [], {}, [1], {"a": 1}, b"\xff", True)
 OPS_PER_CLIENT = 150
 CLIENTS = 6
-# With the traffic below, some 80 runs are accepted; the kill comes after this many.
-ENOUGH_RUNS = 30
+# With the traffic below, some 60 to 100 runs are accepted; the kill comes after this many.
+ENOUGH_RUNS = 20
 
 
 class Traffic:
@@ -142,6 +142,7 @@ class Traffic:
                 async with open_client(str(self.socket_path)) as client:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_drain, client)
+                        await self.settle_in(client)
                         for _ in range(self.rng.randint(5, 40)):
                             done += 1
                             await self.call(client)
@@ -149,6 +150,16 @@ class Traffic:
             except* (ConnectionLost, OSError, trio.BrokenResourceError):
                 # The daemon was killed under us: the next connection reaches its successor.
                 await trio.sleep(0.05)
+
+    async def settle_in(self, client: Client) -> None:
+        """Something to work in, so that a fair share of the calls that follow is accepted."""
+        try:
+            opened = await client.call("workspace.open", {"path": self.rng.choice(self.projects)})
+            self.learn("workspace.open", {}, opened)
+            params = {"workspace_id": opened["id"]}
+            self.learn("session.create", params, await client.call("session.create", params))
+        except RpcError as exc:
+            assert exc.code != 0, exc
 
     async def call(self, client: Client) -> None:
         method = self.rng.choice(METHODS)
