@@ -160,6 +160,8 @@ class RunCommand:
         self._last_seq = 0
         self._resumed = False
         self._interrupts = 0
+        # agent.send is written and its answer not yet read.
+        self._sending = False
         self._spinning = self._spinner_wanted()
         self._spinner_frame = 0
         self._stdout_broken = False
@@ -176,9 +178,11 @@ class RunCommand:
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         self._interrupts += 1
-        if self._interrupts > 1 or self.stream is None:
+        if self._interrupts > 1 or (self.stream is None and not self._sending):
             raise _Interrupted
-        # The first Ctrl-C of an accepted run: the loop asks for the cancel.
+        # The first Ctrl-C once the send is out: the daemon may accept the run
+        # whatever we do now, so leaving would leave it running. Once the send
+        # is answered, the loop asks for the cancel.
 
     # --- the run
 
@@ -256,9 +260,17 @@ class RunCommand:
         self._last_seq = int(subscription.get("seq", 0))
         params["session_id"] = session_id
         stream = RunStream(session_id, self.run_id)
-        client.call("agent.send", params)
-        # Accepted: from here a Ctrl-C cancels the run instead of leaving.
-        self.stream = stream
+        self._sending = True
+        try:
+            client.call("agent.send", params)
+            # Accepted: from here a Ctrl-C cancels the run instead of leaving.
+            self.stream = stream
+        except RpcError:
+            if self._interrupts:
+                raise _Interrupted from None  # refused, and the user wants out anyway
+            raise
+        finally:
+            self._sending = False
         return str(subscription["subscription_id"])
 
     @staticmethod

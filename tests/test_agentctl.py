@@ -639,6 +639,51 @@ async def test_ctrl_c_cancels_the_run_and_exits_130(daemon: Daemon, project: Pat
     assert result.stdout == b"x\n"
 
 
+async def test_ctrl_c_while_the_send_is_unanswered_still_cancels_the_run(
+    daemon: Daemon, project: Path, env: dict[str, str]
+) -> None:
+    import sqlite3
+
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        # One store round trip: the event log's write of the session's events,
+        # queued before it on the store's one thread, is done (were it held up by
+        # the lock below, every store call would wait behind it).
+        await client.call("session.list", {"workspace_id": ws.id})
+        # Another process holds the database: the send waits on its store write,
+        # unanswered, while everything agentctl does before it only reads.
+        blocker = sqlite3.connect(Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            async with trio.open_nursery() as nursery:
+                proc, bg = await start_agentctl(
+                    nursery,
+                    "run",
+                    "--session",
+                    session_id,
+                    *scripted({"chunks": ["x"], "hang": True}),
+                    env=env,
+                    cwd=project,
+                )
+                # agentctl subscribes, then sends at once.
+                with trio.fail_after(WAIT):
+                    while (await client.call("server.status"))["subscriptions"] < 2:
+                        await trio.sleep(0.01)
+                proc.send_signal(signal.SIGINT)
+                blocker.execute("ROLLBACK")
+                result = await bg.finished()
+        finally:
+            blocker.close()
+        assert result.returncode == 130, result.stderr
+        # The run the daemon accepted after the Ctrl-C was cancelled, not left running.
+        with trio.fail_after(WAIT):
+            while (await client.call("session.get", {"workspace_id": ws.id, "session_id": session_id}))["busy"]:
+                await trio.sleep(0.02)
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        assert [m["finish_reason"] for m in messages if m["role"] == "assistant"] in ([], ["cancelled"])
+
+
 async def test_ctrl_c_on_the_terminal_does_not_reach_the_daemon_agentctl_started(
     project: Path, env: dict[str, str]
 ) -> None:
