@@ -309,14 +309,26 @@ class Store:
     async def workspace_for_path(self, path: str) -> Workspace:
         """The workspace of a resolved directory path, created on first use."""
 
-        def body(conn: sqlite3.Connection) -> Workspace:
+        def find(conn: sqlite3.Connection) -> Workspace | None:
             row = conn.execute("SELECT id, path FROM workspaces WHERE path = ?", (path,)).fetchone()
-            if row is None:
-                row = (new_id("ws"), path)
-                conn.execute("INSERT INTO workspaces (id, path, created_at) VALUES (?, ?, ?)", (*row, time.time()))
-            return Workspace(id=row[0], path=row[1])
+            return Workspace(id=row[0], path=row[1]) if row else None
 
-        return await self._run(self._transaction, body)
+        def find_or_create(conn: sqlite3.Connection) -> Workspace:
+            found = find(conn)
+            if found is not None:
+                return found  # created meanwhile
+            workspace = Workspace(id=new_id("ws"), path=path)
+            conn.execute(
+                "INSERT INTO workspaces (id, path, created_at) VALUES (?, ?, ?)", (workspace.id, path, time.time())
+            )
+            return workspace
+
+        # Opening a known directory only reads: it takes no write lock, so it
+        # does not wait behind (or hold up) the writes of runs.
+        known = await self._run(find, self._conn)
+        if known is not None:
+            return known
+        return await self._run(self._transaction, find_or_create)
 
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         def body() -> Workspace | None:
