@@ -110,8 +110,12 @@ class Client:
                                 pending.response = message
                                 pending.done.set()
                         elif type(message) is Notification and type(message.method) is str:
-                            params = message.params
-                            await self._notify_send.send((message.method, params))
+                            try:
+                                await self._notify_send.send((message.method, message.params))
+                            except trio.ClosedResourceError:
+                                # A call found the connection broken and closed the
+                                # client meanwhile: nothing more is wanted from it.
+                                return
                 except ProtocolError as exc:
                     self._mark_closed(f"bad data from the daemon: {exc}")
                     return
