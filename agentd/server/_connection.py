@@ -102,7 +102,8 @@ class ClientConnection:
             with trio.move_on_after(_PEER_CHECK_INTERVAL):
                 await self._requests_done.wait()
                 return True
-        log.info("client %d: gone with %d request(s) unanswered", self.id, self._requests)
+        if self._requests:
+            log.info("client %d: gone with %d request(s) unanswered", self.id, self._requests)
         return False
 
     def disconnect(self, reason: str) -> None:
