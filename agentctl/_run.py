@@ -110,10 +110,7 @@ def run_command(args: argparse.Namespace | SimpleNamespace) -> int:
     if not prompt.strip():
         print("agentctl run: the prompt is empty", file=sys.stderr)
         return EXIT_USAGE
-    cwd = os.path.abspath(args.cwd or os.getcwd())
-    if not os.path.isdir(cwd):
-        print(f"agentctl run: --cwd: not a directory: {cwd}", file=sys.stderr)
-        return EXIT_USAGE
+    cwd = os.path.abspath(args.cwd or os.getcwd())  # checked by the CLI: it exists
     command = RunCommand(
         socket_path=resolve_socket_path(args.socket),
         cwd=cwd,

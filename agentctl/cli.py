@@ -232,11 +232,13 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
     return SimpleNamespace(prompt=prompt, **values)
 
 
-def _refuse_bad_text(args: argparse.Namespace | SimpleNamespace) -> bool:
-    """Say so, and True, when an argument (or the directory it defaults to) cannot be sent.
+def _refuse_bad_input(args: argparse.Namespace | SimpleNamespace) -> bool:
+    """Say so, and True, when an argument (or the directory it defaults to) cannot be used.
 
     The protocol carries UTF-8 text; bytes that are not UTF-8 would otherwise
-    surface as a traceback from the encoder, after a session was created.
+    surface as a traceback from the encoder, after a session was created. And
+    every command that takes `--cwd` refuses a directory that is not there the
+    same way, before reaching the daemon.
     """
     from agentd.utf8 import undecodable
 
@@ -247,6 +249,10 @@ def _refuse_bad_text(args: argparse.Namespace | SimpleNamespace) -> bool:
                 what = "the prompt" if dest == "prompt" else f"the {dest.rstrip('_')} argument"
                 print(f"agentctl {args.command}: {what} is not valid UTF-8 ({where})", file=sys.stderr)
                 return True
+    cwd = getattr(args, "cwd", None)
+    if cwd is not None and not os.path.isdir(cwd):
+        print(f"agentctl {args.command}: --cwd: not a directory: {os.path.abspath(cwd)}", file=sys.stderr)
+        return True
     if getattr(args, "cwd", "") is None:
         # The workspace defaults to the current directory.
         try:
@@ -274,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     quick = parse_run_quickly(argv)
     if quick is not None:
-        if _refuse_bad_text(quick):
+        if _refuse_bad_input(quick):
             return 2
         from agentctl._run import run_command
 
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if _refuse_bad_text(args):
+    if _refuse_bad_input(args):
         return 2
     if args.command == "run":
         from agentctl._run import run_command

@@ -199,10 +199,17 @@ async def test_run_with_no_args_and_stdin_a_terminal_exits_2(project: Path, env:
     assert b"no prompt given" in result.stderr
 
 
-async def test_run_with_missing_cwd_exits_2(project: Path, env: dict[str, str]) -> None:
-    result = await run_agentctl("run", "--cwd", str(project / "nope"), "hi", env=env, cwd=project)
-    assert result.returncode == 2
-    assert b"not a directory" in result.stderr
+async def test_a_missing_cwd_is_a_usage_error_for_every_command(project: Path, env: dict[str, str]) -> None:
+    missing = project / "nope"
+    for command in (
+        ["run", "--cwd", str(missing), "hi"],
+        ["sessions", "--cwd", str(missing)],
+        ["cancel", "--cwd", str(missing)],
+    ):
+        result = await run_agentctl(*command, env=env, cwd=project)
+        assert result.returncode == 2, command
+        assert result.stderr == f"agentctl {command[0]}: --cwd: not a directory: {missing}\n".encode()
+    assert not is_listening(Path(env["AGENTD_SOCKET"])), "a usage error must not start a daemon"
 
 
 async def test_run_exits_0_when_stdout_reader_went_away(daemon: Daemon, project: Path, env: dict[str, str]) -> None:
@@ -814,15 +821,6 @@ async def test_cancel_of_an_unknown_session_exits_1_with_not_found(
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert result.returncode == 1
     assert result.stderr.startswith(b"agentctl: ") and b"no such session" in result.stderr
-
-
-async def test_sessions_of_a_missing_directory_exits_1_with_not_found(
-    daemon: Daemon, project: Path, env: dict[str, str]
-) -> None:
-    result = await run_agentctl("sessions", "--cwd", str(project / "gone"), env=env, cwd=project)
-    assert b"Traceback" not in result.stderr, result.stderr.decode()
-    assert result.returncode == 1
-    assert result.stderr.startswith(b"agentctl: ") and b"no such directory" in result.stderr
 
 
 async def test_stop_stops_the_daemon(daemon: Daemon, env: dict[str, str]) -> None:
