@@ -195,6 +195,10 @@ async def test_an_edited_configuration_is_used_by_the_next_request_and_a_broken_
         names = {m["name"] for m in (await client.call("models.list"))["models"]}
         assert {"quick", "fresh"} <= names
 
+        # Deleted: what the environment offers again (here, nothing: echo).
+        path.unlink()
+        assert (await client.call("models.list"))["default"] == "echo"
+
 
 async def test_sighup_reads_the_configuration_again_and_does_not_stop_the_daemon(
     start_daemon: DaemonFactory, env: dict[str, str]
