@@ -20,7 +20,7 @@ from agentd.rpc import ErrorCode, ProtocolError, Request, RpcCodec, RpcError, en
 from ._socket_io import SocketIO
 
 if TYPE_CHECKING:
-    from ._methods import Method, Methods
+    from ._methods import Admitted, Method, Methods
 
 __all__ = ["ClientConnection"]
 
@@ -143,11 +143,22 @@ class ClientConnection:
                         continue
                     if method.immediate:
                         replies.append(self._reply_now(method, message, after_reply))
-                    else:
+                        continue
+                    try:
+                        # Now, in read order: a request naming a session takes its turn here.
+                        admitted = method.admit(methods.order, message.params)
+                    except RpcError as exc:
+                        replies.append(self._encode(message, exc.to_wire(), None))
+                        continue
+                    try:
                         await self._in_flight.acquire()
-                        self._requests += 1
-                        self._requests_done = trio.Event()
-                        nursery.start_soon(self._answer, method, message)
+                    except BaseException:
+                        if admitted.turn is not None:
+                            admitted.turn.release()  # never to run: the session's next request goes on
+                        raise
+                    self._requests += 1
+                    self._requests_done = trio.Event()
+                    nursery.start_soon(self._answer, method, message, admitted)
             except ProtocolError as exc:
                 log.warning("client %d: closing connection: %s", self.id, exc)
                 if replies:
@@ -169,12 +180,14 @@ class ClientConnection:
             return self._encode(request, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
         return self._encode(request, None, result)
 
-    async def _reply_to(self, method: Method, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
+    async def _reply_to(
+        self, method: Method, request: Request, admitted: Admitted, after_reply: list[Callable[[], None]]
+    ) -> bytes:
         """Run one request to its encoded response; every failure becomes an error reply."""
         error: object = None
         result: object = None
         try:
-            result = await method.call(self, request.params, after_reply)
+            result = await method.call(self, admitted, after_reply)
         except* RpcError as group:
             leaf = _first_leaf(group)
             assert isinstance(leaf, RpcError)
@@ -191,10 +204,10 @@ class ClientConnection:
             log.exception("client %d: cannot encode the reply to %r", self.id, request.method)
             return encode_response(request.msgid, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
 
-    async def _answer(self, method: Method, request: Request) -> None:
+    async def _answer(self, method: Method, request: Request, admitted: Admitted) -> None:
         after_reply: list[Callable[[], None]] = []
         try:
-            await self.send(await self._reply_to(method, request, after_reply))
+            await self.send(await self._reply_to(method, request, admitted, after_reply))
             for action in after_reply:
                 action()
         finally:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 import agentd
@@ -35,33 +36,62 @@ from agentd.pubsub import Event
 from agentd.rpc import ErrorCode, RpcError
 from agentd.runs import Closing, Run
 from agentd.store import RunRecord
+from agentd.workspaces import SessionOrder, Turn
 
 if TYPE_CHECKING:
     from ._connection import ClientConnection
     from ._state import DaemonState
 
-__all__ = ["Method", "Methods"]
+__all__ = ["Admitted", "Method", "Methods"]
 
 AfterReply = list[Callable[[], None]]
+
+
+class Admitted:
+    """A request read and checked, holding its place in its session's order until it runs."""
+
+    __slots__ = ("params", "turn")
+
+    def __init__(self, params: Any, turn: Turn | None) -> None:
+        self.params = params
+        self.turn = turn
 
 
 class Method:
     """One method: its params type, its handler, and whether the handler returns at once."""
 
-    __slots__ = ("params_type", "handler", "immediate")
+    __slots__ = ("params_type", "handler", "immediate", "_order")
 
     def __init__(self, params_type: type, handler: Callable[..., Any], immediate: bool) -> None:
         self.params_type = params_type
         self.handler = handler
         self.immediate = immediate
+        # Requests naming a session are applied in the order they were read.
+        self._order = immediate is False and "session_id" in attrs.fields_dict(params_type)
+        if self._order and not ("workspace_id" in attrs.fields_dict(params_type)):
+            raise TypeError(f"{params_type.__name__} names a session but not its workspace")
 
     def call_now(self, conn: ClientConnection, params: object, after_reply: AfterReply) -> Any:
         """Run an immediate method; RpcError for an error reply."""
         return self.handler(conn, structure_params(params, self.params_type), after_reply)
 
-    async def call(self, conn: ClientConnection, params: object, after_reply: AfterReply) -> Any:
-        """Run a waiting method; RpcError for an error reply."""
-        return await self.handler(conn, structure_params(params, self.params_type), after_reply)
+    def admit(self, order: SessionOrder, params: object) -> Admitted:
+        """Check a waiting method's params as it is read; RpcError for an error reply.
+
+        Called synchronously, in the order requests arrive on the socket: that
+        is where a request that touches a session takes its turn.
+        """
+        structured: Any = structure_params(params, self.params_type)
+        turn = order.ticket(structured.workspace_id, structured.session_id) if self._order else None
+        return Admitted(structured, turn)
+
+    async def call(self, conn: ClientConnection, admitted: Admitted, after_reply: AfterReply) -> Any:
+        """Run an admitted waiting method, in its turn; RpcError for an error reply."""
+        turn = admitted.turn
+        if turn is None:
+            return await self.handler(conn, admitted.params, after_reply)
+        async with turn:
+            return await self.handler(conn, admitted.params, after_reply)
 
 
 def _now(params_type: type, handler: Callable[..., Any]) -> Method:
@@ -109,6 +139,8 @@ def _not_found(what: str, value: str) -> RpcError:
 class Methods:
     def __init__(self, state: DaemonState) -> None:
         self._state = state
+        #: Where requests that touch a session take their turn (see `Method.admit`).
+        self.order = SessionOrder()
         now, later = _now, _later
         self._table: dict[str, Method] = {
             "initialize": now(InitializeParams, self.initialize),

@@ -1,6 +1,7 @@
 """Live workspaces and the registry that opens and closes them."""
 
 from ._manager import Workspaces, resolve_directory
+from ._order import SessionOrder, Turn
 from ._workspace import WorkspaceHost
 
-__all__ = ["WorkspaceHost", "Workspaces", "resolve_directory"]
+__all__ = ["SessionOrder", "Turn", "WorkspaceHost", "Workspaces", "resolve_directory"]
