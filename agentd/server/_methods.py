@@ -20,7 +20,6 @@ from agentd.protocol import (
     EventsUnsubscribeParams,
     InitializeParams,
     NoParams,
-    RunComplete,
     RunGetParams,
     RunWaitParams,
     ServerShutdownParams,
@@ -29,6 +28,7 @@ from agentd.protocol import (
     WorkspaceOpenParams,
     WorkspaceRef,
     events,
+    run_complete,
     structure_params,
     unstructure,
 )
@@ -344,7 +344,7 @@ class Methods:
                 queued = host.dispatcher.accept(run)
             except Closing:
                 await state.store.finish_run(
-                    RunComplete(record.id, run_id, None, "", "the workspace closed before the run started", False)
+                    run_complete(record.id, run_id, error="the workspace closed before the run started")
                 )
                 raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
             state.runs.add(run)

@@ -12,6 +12,7 @@ from ._sqlite import (
     StoreError,
     new_id,
 )
+from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
     "EventReplay",
@@ -23,5 +24,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoreError",
+    "TerminalLog",
+    "TerminalRecord",
     "new_id",
 ]

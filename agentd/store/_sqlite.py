@@ -22,7 +22,9 @@ import attrs
 import msgpack
 import trio
 
-from agentd.protocol import Message, RunComplete, Workspace, converter
+from agentd.protocol import Message, RunComplete, Workspace, converter, run_complete
+
+from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
     "INTERRUPTED",
@@ -189,6 +191,8 @@ class Store:
         self.path = path
         self._conn = conn
         self._lock_fd = lock_fd
+        #: Where a RunComplete goes when the database refuses it (see `_terminal_log`).
+        self.terminal_log = TerminalLog(path + "-terminal")
         self._limiter = trio.CapacityLimiter(1)
         #: RunCompletes the last start gave to runs a crash left unfinished.
         self.recovered: list[RunComplete] = []
@@ -229,6 +233,9 @@ class Store:
             _migrate(conn)
             store = cls(path, conn, lock_fd)
             store.recovered = store._recover_sync()
+            # Only now that the database holds them: a crash before this line
+            # applies the same records again at the next start, harmlessly.
+            store.terminal_log.clear()
         except sqlite3.Error as exc:
             conn.close()
             os.close(lock_fd)
@@ -265,8 +272,14 @@ class Store:
         workspace's event log, so a client replaying with `since` sees it.
         """
 
+        ended_elsewhere = self.terminal_log.read()
+
         def body(conn: sqlite3.Connection) -> list[RunComplete]:
             now = time.time()
+            # First what clients were told while the database refused it: those
+            # runs are over, exactly as their RunComplete said.
+            for record in ended_elsewhere:
+                self._apply_terminal_record(conn, record, now)
             # A workspace still live was never closed by the daemon that served
             # it (one daemon per database: that one is gone). Any logged event
             # of that life may be missing from the log: mark all its seqs lost,
@@ -288,14 +301,7 @@ class Store:
                         "UPDATE messages SET finish_reason = 'error' WHERE id = ? AND finish_reason IS NULL",
                         (message_id,),
                     )
-                rc = RunComplete(
-                    session_id=session_id,
-                    run_id=run_id,
-                    message_id=message_id,
-                    text=text,
-                    error=INTERRUPTED,
-                    cancelled=False,
-                )
+                rc = run_complete(session_id, run_id, message_id=message_id, text=text, error=INTERRUPTED)
                 self._record_complete(conn, rc, now)
                 seq = self._reserve_seq(conn, workspace_id, 1)
                 self._append_events(conn, workspace_id, [(seq, "run.complete", converter.unstructure(rc))], now)
@@ -303,6 +309,19 @@ class Store:
             return done
 
         return self._transaction(body)
+
+    def _apply_terminal_record(self, conn: sqlite3.Connection, record: TerminalRecord, now: float) -> None:
+        """Put a RunComplete the database once refused where it belongs; a no-op if it is there."""
+        rc = record.complete
+        row = conn.execute("SELECT state FROM runs WHERE id = ?", (rc.run_id,)).fetchone()
+        if row is not None and row[0] != "done":
+            final = record.final_message
+            if final is not None and conn.execute("SELECT 1 FROM messages WHERE id = ?", (final[0],)).fetchone():
+                self._update_message(conn, *final, now)
+            self._record_complete(conn, rc, now)
+        # At the seq it was published with: a client that saw it live and
+        # resumes after it is not told again, one that resumes before it is.
+        self._append_events(conn, record.workspace_id, [(record.seq, "run.complete", converter.unstructure(rc))], now)
 
     # --- workspaces
 
