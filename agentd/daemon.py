@@ -117,4 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        # A failure of the daemon itself, past every workspace's own boundary:
+        # one line says what, the traceback is there for whoever asks for it.
+        from agentd.runs import describe_error
+
+        log = logging.getLogger("agentd")
+        log.debug("agentd failed", exc_info=exc)
+        log.critical("agentd failed: %s (start with --log-level debug for the traceback)", describe_error(exc))
+        return 70  # EX_SOFTWARE
     return 0

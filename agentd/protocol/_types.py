@@ -148,7 +148,9 @@ class GapPayload:
 @attrs.frozen
 class WorkspaceClosed:
     workspace_id: str
+    # "idle", "shutdown", or "failed" (then `error` says what failed).
     reason: str
+    error: str | None = None
 
 
 @attrs.frozen

@@ -165,9 +165,18 @@ class Dispatcher:
             self._spawn(self._complete_cleared, cleared)
         return None, cleared
 
-    def close(self) -> None:
-        """Take no new runs and cancel every run there is."""
+    def close(self, error: str | None = None) -> None:
+        """Take no new runs and stop every run there is.
+
+        With `error` (the workspace failed), each run ends errored with it;
+        otherwise cancelled.
+        """
         self._closing = True
+        if error is not None:
+            for lane in self._lanes.values():
+                for run in (lane.active, *lane.queue):
+                    if run is not None:
+                        run.abort_error = error
         for session_id in list(self._lanes):
             self.cancel(session_id)
 

@@ -90,6 +90,9 @@ class RunTerminal:
         """
         if run.complete is not None:
             return False
+        if cancelled and run.abort_error is not None:
+            # Stopped because its workspace failed: an error, not the user's cancel.
+            cancelled, error = False, run.abort_error
         rc = run_complete(
             run.session_id, run.id, message_id=message_id, text=text, error=error, cancelled=cancelled
         )

@@ -8,7 +8,7 @@ once every run in it has published its RunComplete.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -16,7 +16,7 @@ from agentd.agent import Coordinator
 from agentd.models import ModelRegistry
 from agentd.protocol import Session, WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
-from agentd.runs import Dispatcher, Run, RunTerminal
+from agentd.runs import Dispatcher, Run, RunTerminal, describe_error
 from agentd.store import GAP_LOST, GAP_TOO_OLD, SessionRecord, Store
 
 from ._journal import LOGGED_EVENTS, EventJournal
@@ -62,6 +62,8 @@ class WorkspaceHost:
         self._idle_scope: trio.CancelScope | None = None
         self._close_requested = trio.Event()
         self._close_reason = ""
+        # Set when the workspace closes because something in it failed.
+        self._failure: str | None = None
         self._dispatcher: Dispatcher | None = None
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -81,43 +83,78 @@ class WorkspaceHost:
         return self._dispatcher
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The workspace's life: from open until its last run has completed."""
+        """The workspace's life: from open until its last run has completed.
+
+        The failure boundary of one workspace: whatever fails inside it closes
+        it — its runs get their RunCompletes, its subscribers `workspace.closed`
+        with the reason — and never the daemon. Only a failure to open at all
+        reaches the caller, as the opener's error.
+        """
+        serving = False
         try:
             # Seqs go on from above everything this workspace may ever have handed out.
             first = await self._store.open_event_log(self.id, SEQ_BLOCK)
             self.broker.resume(first - 1)
             self.broker.reserved(low_at=first - 1 + SEQ_BLOCK // 2)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reserve_seqs)
-                nursery.start_soon(self.journal.run)
-                terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
-                nursery.start_soon(terminal.keep_recording)
-                coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
-                self._nursery = nursery
-                self._dispatcher = Dispatcher(nursery, coordinator, terminal, self.broker, self.publish_session_state)
-                task_status.started()
-                await self._close_requested.wait()
-                log.info("closing workspace %s (%s)", self.id, self._close_reason)
-                self._dispatcher.close()
-                if self._idle_scope is not None:
-                    self._idle_scope.cancel()
-                await self._dispatcher.wait_idle()
-                with trio.move_on_after(terminal.bound, shield=True):
-                    # One last try for RunCompletes the store refused, before the workspace goes.
-                    await terminal.record_unrecorded()
-                # Every run has its RunComplete: the background tasks can go.
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    guarded = self._guarded
+                    nursery.start_soon(guarded, "reserving event numbers", self._reserve_seqs)
+                    nursery.start_soon(guarded, "writing the event log", self.journal.run)
+                    terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
+                    nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
+                    coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
+                    self._nursery = nursery
+                    self._dispatcher = Dispatcher(
+                        nursery, coordinator, terminal, self.broker, self.publish_session_state
+                    )
+                    serving = True
+                    task_status.started()
+                    await self._close_requested.wait()
+                    log.info("closing workspace %s (%s)", self.id, self._close_reason)
+                    self._dispatcher.close(error=self._failure)
+                    if self._idle_scope is not None:
+                        self._idle_scope.cancel()
+                    await self._dispatcher.wait_idle()
+                    with trio.move_on_after(terminal.bound, shield=True):
+                        # One last try for RunCompletes the store refused, before the workspace goes.
+                        await terminal.record_unrecorded()
+                    # Every run has its RunComplete: the background tasks can go.
+                    nursery.cancel_scope.cancel()
+            except Exception as exc:
+                if not serving:
+                    raise
+                # A bug, not a failure _guarded foresaw: the runs were cancelled
+                # by the nursery on the way out (each published its RunComplete,
+                # shielded); the workspace ends here, and says why.
+                log.exception("workspace %s failed; closing it", self.id)
+                self._failure = self._failure or describe_error(exc)
+                self._close_reason = "failed"
             self.ended = True
             with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
                 await self.broker.publish_must_deliver(
                     events.WORKSPACE_CLOSED,
-                    unstructure(WorkspaceClosed(self.id, self._close_reason)),
+                    unstructure(WorkspaceClosed(self.id, self._close_reason, self._failure)),
                 )
                 await self.journal.flush(final=True)
         finally:
             self.closing = True
             self.broker.close()
             self.closed.set()
+
+    async def _guarded(self, what: str, task: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the workspace's own background tasks; its failure closes the workspace."""
+        try:
+            await task()
+        except Exception as exc:
+            log.exception("workspace %s: %s failed; closing it", self.id, what)
+            self.fail(f"{what} failed: {describe_error(exc)}")
+
+    def fail(self, error: str) -> None:
+        """Close the workspace because something in it broke: its runs end errored with `error`."""
+        if self._failure is None and not self._close_requested.is_set():
+            self._failure = f"the workspace failed: {error}"
+            self.request_close("failed")
 
     async def _reserve_seqs(self) -> None:
         while True:
