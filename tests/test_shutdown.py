@@ -33,7 +33,7 @@ async def test_signal_mid_run_cancels_every_run_delivers_their_run_completes_and
             rc = await ws.events.until_complete(reply["run_id"])
             assert rc["cancelled"] is True and rc["error"] is None
         closed = await ws.events.until(lambda e: e["type"] == "workspace.closed")
-        assert closed["payload"] == {"workspace_id": ws.id, "reason": "shutdown"}
+        assert closed["payload"] == {"workspace_id": ws.id, "reason": "shutdown", "error": None}
     assert await daemon.exited() == 0
     assert not daemon.socket_path.exists()
 

@@ -459,7 +459,7 @@ async def test_a_client_gone_with_a_run_wait_owed_lets_go_of_its_workspace(
         rc = await events.until_complete(run_id)
         assert rc["cancelled"] is True
         closed = await events.until(lambda e: e["type"] == "workspace.closed")
-        assert closed["payload"] == {"workspace_id": workspace_id, "reason": "idle"}
+        assert closed["payload"] == {"workspace_id": workspace_id, "reason": "idle", "error": None}
         assert (await watcher.call("server.status"))["clients"] == 1
 
 

@@ -376,7 +376,7 @@ async def test_released_workspace_closes_after_idle_grace_cancelling_its_runs(
             rc = await ws.events.until_complete(run_id)
             closed = await ws.events.until(lambda e: e["type"] == "workspace.closed")
         assert rc["cancelled"] is True and rc["error"] is None and rc["text"] == "started"
-        assert closed["payload"] == {"workspace_id": ws.id, "reason": "idle"}
+        assert closed["payload"] == {"workspace_id": ws.id, "reason": "idle", "error": None}
         assert waited == [rc]
         assert await a.call("workspace.list") == []
         err = await call_error(a, "session.list", {"workspace_id": ws.id})

@@ -85,7 +85,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
         config=config,
         store=store,
         models=models,
-        runs=RunIndex(),
+        runs=RunIndex(store),
         stats=DropStats(),
         request_shutdown=request_shutdown,
     )
@@ -114,7 +114,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
                 state.stats,
                 must_deliver_timeout=config.must_deliver_timeout,
                 idle_grace=config.idle_grace,
-                on_run_finished=state.runs.forget,
+                runs=state.runs,
             )
             async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()

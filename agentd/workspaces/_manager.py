@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import stat
 
 import trio
 
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
-from agentd.rpc import ErrorCode, RpcError
-from agentd.runs import Run
+from agentd.errors import Conflict, InvalidRequest, NotFound
+from agentd.runs import RunIndex
 from agentd.store import Store
 from agentd.utf8 import undecodable
 
@@ -26,23 +26,28 @@ def resolve_directory(path: str) -> str:
     to a client, so the client resolves them.
     """
     if not path:
-        raise RpcError(ErrorCode.INVALID_PARAMS, "path: must not be empty")
+        raise InvalidRequest("path: must not be empty")
     if "\x00" in path:
-        raise RpcError(ErrorCode.INVALID_PARAMS, "path: must not contain NUL")
+        raise InvalidRequest("path: must not contain NUL")
     if not os.path.isabs(path):
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"path: must be absolute, got {path!r}")
-    resolved = os.path.realpath(path)
-    if not os.path.exists(resolved):
-        raise RpcError(ErrorCode.NOT_FOUND, f"path: no such directory: {path}")
-    if not os.path.isdir(resolved):
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"path: not a directory: {path}")
+        raise InvalidRequest(f"path: must be absolute, got {path!r}")
+    try:
+        resolved = os.path.realpath(path)
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        raise NotFound(f"path: no such directory: {path}") from None
+    except OSError as exc:
+        # Not readable by the daemon (a /proc entry of another process, say), a
+        # symlink loop, a name too long: the reason is the operating system's.
+        raise InvalidRequest(f"path: cannot use {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise InvalidRequest(f"path: not a directory: {path}")
     where = undecodable(resolved)
     if where is not None:
         # Reached through a symlink: the path as sent was UTF-8, its target is not.
         shown = resolved.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise RpcError(
-            ErrorCode.INVALID_PARAMS,
-            f"path: {path} resolves to {shown}, which is not valid UTF-8 ({where}); agentd keeps paths as UTF-8",
+        raise InvalidRequest(
+            f"path: {path} resolves to {shown}, which is not valid UTF-8 ({where}); agentd keeps paths as UTF-8"
         )
     return resolved
 
@@ -57,7 +62,7 @@ class Workspaces:
         *,
         must_deliver_timeout: float,
         idle_grace: float,
-        on_run_finished: Callable[[Run], None],
+        runs: RunIndex,
     ) -> None:
         self._nursery = nursery
         self._store = store
@@ -65,7 +70,7 @@ class Workspaces:
         self._stats = stats
         self.must_deliver_timeout = must_deliver_timeout
         self._idle_grace = idle_grace
-        self._on_run_finished = on_run_finished
+        self._runs = runs
         self._hosts: dict[str, WorkspaceHost] = {}
         # Two clients opening one directory at once must get one workspace.
         self._open_lock = trio.Lock()
@@ -91,7 +96,7 @@ class Workspaces:
                         stats=self._stats,
                         must_deliver_timeout=self.must_deliver_timeout,
                         idle_grace=self._idle_grace,
-                        on_run_finished=self._on_run_finished,
+                        runs=self._runs,
                     )
                     await self._nursery.start(self._serve, host)
                 if not host.closing:
@@ -116,12 +121,9 @@ class Workspaces:
         # Not yet started (its id is known from an earlier opening) or already
         # ended: not open, as far as any client is concerned.
         if host is None or not host.started or host.ended:
-            raise RpcError(
-                ErrorCode.NOT_FOUND,
-                f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)",
-            )
+            raise NotFound(f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)")
         if host.closing:
-            raise RpcError(ErrorCode.CONFLICT, f"workspace {workspace_id} is closing")
+            raise Conflict(f"workspace {workspace_id} is closing")
         return host
 
     def release(self, workspace_id: str, client_id: int) -> bool:

@@ -14,12 +14,13 @@ import trio
 
 from agentd.agent import Coordinator
 from agentd.models import ModelRegistry
-from agentd.protocol import Session, WorkspaceClosed, events, unstructure
+from agentd.protocol import WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
-from agentd.runs import Dispatcher, Run, RunTerminal, describe_error
-from agentd.store import GAP_LOST, GAP_TOO_OLD, SessionRecord, Store
+from agentd.runs import Dispatcher, RunIndex, RunTerminal, describe_error
+from agentd.store import GAP_LOST, GAP_TOO_OLD, Store
 
 from ._journal import LOGGED_EVENTS, EventJournal
+from ._sessions import SessionRequests
 
 __all__ = ["WorkspaceHost"]
 
@@ -40,7 +41,7 @@ class WorkspaceHost:
         stats: DropStats,
         must_deliver_timeout: float,
         idle_grace: float,
-        on_run_finished: Callable[[Run], None],
+        runs: RunIndex,
     ) -> None:
         self.id = workspace_id
         self.path = path
@@ -57,7 +58,7 @@ class WorkspaceHost:
         self._store = store
         self._models = models
         self._idle_grace = idle_grace
-        self._on_run_finished = on_run_finished
+        self._runs = runs
         self._claims: set[int] = set()
         self._idle_scope: trio.CancelScope | None = None
         self._close_requested = trio.Event()
@@ -65,6 +66,7 @@ class WorkspaceHost:
         # Set when the workspace closes because something in it failed.
         self._failure: str | None = None
         self._dispatcher: Dispatcher | None = None
+        self._sessions: SessionRequests | None = None
         self._nursery: trio.Nursery | None = None
         self.closing = False
         # Set just before workspace.closed goes out: a client that has seen it
@@ -81,6 +83,12 @@ class WorkspaceHost:
     def dispatcher(self) -> Dispatcher:
         assert self._dispatcher is not None, "workspace not serving"
         return self._dispatcher
+
+    @property
+    def sessions(self) -> SessionRequests:
+        """What clients ask of this workspace's sessions."""
+        assert self._sessions is not None, "workspace not serving"
+        return self._sessions
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The workspace's life: from open until its last run has completed.
@@ -101,12 +109,15 @@ class WorkspaceHost:
                     guarded = self._guarded
                     nursery.start_soon(guarded, "reserving event numbers", self._reserve_seqs)
                     nursery.start_soon(guarded, "writing the event log", self.journal.run)
-                    terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
+                    terminal = RunTerminal(self.broker, self._store, self._runs.forget)
                     nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
                     coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
                     self._nursery = nursery
                     self._dispatcher = Dispatcher(
                         nursery, coordinator, terminal, self.broker, self.publish_session_state
+                    )
+                    self._sessions = SessionRequests(
+                        self.id, self._store, self.broker, self._dispatcher, self._runs, self.publish_session_state
                     )
                     serving = True
                     task_status.started()
@@ -166,21 +177,21 @@ class WorkspaceHost:
 
     async def subscribe(
         self, subscription_id: str, capacity: int, on_overflow: Callable[[Subscriber], None], since: int | None
-    ) -> tuple[Subscriber, list[Event], str | None, int]:
-        """Subscribe, and with `since`, what to replay first: (subscriber, replay, gap, through).
-
-        `gap` is why the replay may lack events (`GAP_TOO_OLD`, `GAP_LOST`), or None.
+    ) -> tuple[Subscriber, list[Event], int]:
+        """Subscribe, and with `since`, what to replay first: (subscriber, replay, through).
 
         The subscriber takes live events from `through + 1` on, and the replay
-        stops at `through`: no gap and no duplicate at the seam.
+        stops at `through`: no gap and no duplicate at the seam. A replay that
+        may lack events (pruned, or never written) starts with `events.gap
+        {reason}`: the client must reload rather than trust it.
         """
         sub = self.broker.subscribe(subscription_id, capacity, on_overflow)
         through = self.broker.seq
         if since is None:
-            return sub, [], None, through
+            return sub, [], through
         if since > through:
             # Seqs this workspace never published: the client's state is not ours.
-            return sub, [], GAP_TOO_OLD, through
+            return sub, [self._replay_gap(since, GAP_TOO_OLD)], through
         # Both read before the store: a flush that lands meanwhile is in what the store returns.
         unwritten = self.journal.unwritten(since, through)
         lost_unwritten = since < self.journal.lost_through
@@ -192,8 +203,14 @@ class WorkspaceHost:
         replay = {e.seq: Event(self.id, e.seq, e.type, e.payload) for e in logged.events}
         for event in unwritten:
             replay.setdefault(event.seq, event)
+        events_in_order = [replay[seq] for seq in sorted(replay)]
         gap = logged.gap or (GAP_LOST if lost_unwritten else None)
-        return sub, [replay[seq] for seq in sorted(replay)], gap, through
+        if gap is not None:
+            events_in_order.insert(0, self._replay_gap(since, gap))
+        return sub, events_in_order, through
+
+    def _replay_gap(self, since: int, reason: str) -> Event:
+        return Event(self.id, since, events.EVENTS_GAP, {"reason": reason})
 
     def request_close(self, reason: str) -> None:
         if not self._close_requested.is_set():
@@ -231,20 +248,7 @@ class WorkspaceHost:
 
     # --- sessions, as clients see them
 
-    def session_view(self, record: SessionRecord) -> Session:
-        return Session(
-            id=record.id,
-            workspace_id=record.workspace_id,
-            title=record.title,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            message_count=record.message_count,
-            busy=self.dispatcher.is_busy(record.id),
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-        )
-
     async def publish_session_state(self, session_id: str) -> None:
         record = await self._store.get_session(self.id, session_id)
         if record is not None:
-            self.broker.publish(events.SESSION_UPDATED, unstructure(self.session_view(record)))
+            self.broker.publish(events.SESSION_UPDATED, unstructure(self.sessions.view(record)))
