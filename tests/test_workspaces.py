@@ -94,6 +94,25 @@ async def test_workspace_open_of_a_file_gets_error_1(daemon: Daemon, project: Pa
         assert await client.call("workspace.list") == []
 
 
+async def test_workspace_open_of_a_path_the_daemon_cannot_use_gets_error_1_naming_why(
+    daemon: Daemon, short_tmp: Path
+) -> None:
+    loop = short_tmp / "loop"
+    loop.symlink_to(short_tmp / "loop")
+    a_file = short_tmp / "file"
+    a_file.write_text("x")
+    cases = {
+        str(loop): "Too many levels of symbolic links",
+        str(a_file / "below"): "Not a directory",
+        "/" + "x" * 5000: "File name too long",
+    }
+    async with daemon.client() as client:
+        for path, why in cases.items():
+            err = await call_error(client, "workspace.open", {"path": path})
+            assert err.code == 1 and "cannot use" in err.message and why in err.message, (path[:40], err)
+        assert await client.call("ping") == {}
+
+
 async def test_workspace_open_through_a_symlink_to_a_path_that_is_not_utf8_gets_error_1(
     daemon: Daemon, short_tmp: Path
 ) -> None:
