@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest message a client may send (default 16 MiB)",
     )
+    p.add_argument(
+        "--graceful-timeout",
+        type=_positive,
+        default=8.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long runs get to end and their clients to hear it before the daemon exits (default 8)",
+    )
     p.add_argument("--ready-fd", type=int, metavar="FD", help="write 'ready' to this fd once listening")
     p.add_argument(
         "--check-config",
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_grace=args.idle_grace,
         subscriber_capacity=args.subscriber_buffer,
         max_message_size=args.max_message_size,
+        graceful_timeout=args.graceful_timeout,
         ready_fd=args.ready_fd,
     )
     try:

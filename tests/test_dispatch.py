@@ -15,6 +15,7 @@ from support import WAIT
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats, Subscriber
 from agentd.runs import Run, RunIndex
+from agentd.shutdown import Shutdown
 from agentd.store import Store
 from agentd.workspaces import WorkspaceHost
 
@@ -50,6 +51,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         must_deliver_timeout=5,
         idle_grace=30,
         runs=RunIndex(store),
+        shutdown=Shutdown(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(host.serve)

@@ -191,7 +191,7 @@ class Dispatcher:
         await self._notify_busy(lane.session_id)
 
     async def _notify_busy(self, session_id: str) -> None:
-        with trio.move_on_after(self._terminal.bound, shield=True):
+        with self._terminal.shielded():
             try:
                 await self._on_busy_changed(session_id)
             except Exception:
@@ -206,7 +206,7 @@ class Dispatcher:
         except* Exception as group:
             message = describe_error(group)
             log.info("run %s failed: %s", run.id, message)
-            with trio.move_on_after(self._terminal.bound, shield=True):
+            with self._terminal.shielded():
                 self._broker.publish(
                     events.AGENT_ERROR,
                     unstructure(AgentErrorPayload(run.session_id, run.id, message)),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import attrs
 import trio
 
 from agentd.protocol import RunComplete, events, run_complete, unstructure
 from agentd.pubsub import Broker
+from agentd.shutdown import Shutdown
 from agentd.store import Store, TerminalRecord
 
 from ._run import Run, RunState
@@ -35,8 +37,11 @@ class _Unrecorded:
 
 
 class RunTerminal:
-    def __init__(self, broker: Broker, store: Store, on_finished: Callable[[Run], None]) -> None:
+    def __init__(
+        self, broker: Broker, store: Store, on_finished: Callable[[Run], None], shutdown: Shutdown
+    ) -> None:
         self._broker = broker
+        self._shutdown = shutdown
         self._store = store
         self._on_finished = on_finished
         # RunCompletes published but not yet in the database (they are in its
@@ -66,6 +71,10 @@ class RunTerminal:
     def bound(self) -> float:
         """How long the shielded end-of-run work may take before it is abandoned."""
         return self._broker.must_deliver_timeout + _BOOKKEEPING_MARGIN
+
+    def shielded(self) -> AbstractContextManager[trio.CancelScope]:
+        """The scope end-of-run work runs in: shielded, `bound`, and never past the shutdown deadline."""
+        return self._shutdown.shielded(self.bound)
 
     async def complete(
         self,
@@ -99,7 +108,7 @@ class RunTerminal:
         run.complete = rc
         run.state = RunState.DONE
         final = (message_id, text, finish_reason) if message_id is not None and finish_reason else None
-        with trio.move_on_after(self.bound, shield=True) as scope:
+        with self.shielded() as scope:
             message = None
             recorded = False
             try:

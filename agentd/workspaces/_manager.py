@@ -11,6 +11,7 @@ from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.errors import Conflict, InvalidRequest, NotFound
 from agentd.runs import RunIndex
+from agentd.shutdown import Shutdown
 from agentd.store import Store
 from agentd.utf8 import undecodable
 
@@ -63,6 +64,7 @@ class Workspaces:
         must_deliver_timeout: float,
         idle_grace: float,
         runs: RunIndex,
+        shutdown: Shutdown,
     ) -> None:
         self._nursery = nursery
         self._store = store
@@ -71,6 +73,7 @@ class Workspaces:
         self.must_deliver_timeout = must_deliver_timeout
         self._idle_grace = idle_grace
         self._runs = runs
+        self._shutdown = shutdown
         self._hosts: dict[str, WorkspaceHost] = {}
         # Two clients opening one directory at once must get one workspace.
         self._open_lock = trio.Lock()
@@ -97,6 +100,7 @@ class Workspaces:
                         must_deliver_timeout=self.must_deliver_timeout,
                         idle_grace=self._idle_grace,
                         runs=self._runs,
+                        shutdown=self._shutdown,
                     )
                     await self._nursery.start(self._serve, host)
                 if not host.closing:
@@ -133,12 +137,10 @@ class Workspaces:
         host.release(client_id)
         return True
 
-    async def close_all(self, reason: str, must_deliver_timeout: float) -> None:
+    async def close_all(self, reason: str) -> None:
         """Cancel every run of every workspace and wait until each has its RunComplete."""
-        self.must_deliver_timeout = must_deliver_timeout
         hosts = list(self._hosts.values())
         for host in hosts:
-            host.broker.must_deliver_timeout = min(host.broker.must_deliver_timeout, must_deliver_timeout)
             host.request_close(reason)
         for host in hosts:
             await host.closed.wait()

@@ -17,6 +17,7 @@ from agentd.models import ModelRegistry
 from agentd.protocol import WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
 from agentd.runs import Dispatcher, RunIndex, RunTerminal, describe_error
+from agentd.shutdown import Shutdown
 from agentd.store import GAP_LOST, GAP_TOO_OLD, Store
 
 from ._journal import LOGGED_EVENTS, EventJournal
@@ -42,6 +43,7 @@ class WorkspaceHost:
         must_deliver_timeout: float,
         idle_grace: float,
         runs: RunIndex,
+        shutdown: Shutdown,
     ) -> None:
         self.id = workspace_id
         self.path = path
@@ -54,7 +56,9 @@ class WorkspaceHost:
             logged_types=LOGGED_EVENTS,
             on_logged=self.journal.record,
             on_seq_low=self._seq_low.set,
+            shutdown=shutdown,
         )
+        self._shutdown = shutdown
         self._store = store
         self._models = models
         self._idle_grace = idle_grace
@@ -109,7 +113,7 @@ class WorkspaceHost:
                     guarded = self._guarded
                     nursery.start_soon(guarded, "reserving event numbers", self._reserve_seqs)
                     nursery.start_soon(guarded, "writing the event log", self.journal.run)
-                    terminal = RunTerminal(self.broker, self._store, self._runs.forget)
+                    terminal = RunTerminal(self.broker, self._store, self._runs.forget, self._shutdown)
                     nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
                     coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
                     self._nursery = nursery
@@ -127,7 +131,7 @@ class WorkspaceHost:
                     if self._idle_scope is not None:
                         self._idle_scope.cancel()
                     await self._dispatcher.wait_idle()
-                    with trio.move_on_after(terminal.bound, shield=True):
+                    with terminal.shielded():
                         # One last try for RunCompletes the store refused, before the workspace goes.
                         await terminal.record_unrecorded()
                     # Every run has its RunComplete: the background tasks can go.
@@ -142,7 +146,7 @@ class WorkspaceHost:
                 self._failure = self._failure or describe_error(exc)
                 self._close_reason = "failed"
             self.ended = True
-            with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
+            with self._shutdown.shielded(self.broker.must_deliver_timeout + 1):
                 await self.broker.publish_must_deliver(
                     events.WORKSPACE_CLOSED,
                     unstructure(WorkspaceClosed(self.id, self._close_reason, self._failure)),
