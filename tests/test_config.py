@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentd.config import (
+from agentd.models import (
     Config,
     ConfigError,
     ConfigProblem,
@@ -592,10 +592,22 @@ def test_api_key_error_names_provider_and_variable_but_no_value() -> None:
     provider = ProviderConfig("work", "anthropic", "https://api.anthropic.com", "WORK_KEY")
     with pytest.raises(ConfigError) as unset:
         provider.api_key({"OTHER_KEY": SECRET})
-    assert str(unset.value) == "provider 'work' needs an API key, but environment variable WORK_KEY is not set"
+    assert str(unset.value).startswith(
+        "provider 'work' needs an API key, but environment variable WORK_KEY is not set in agentd's environment;"
+    )
     with pytest.raises(ConfigError) as empty:
         provider.api_key({"WORK_KEY": "", "OTHER_KEY": SECRET})
-    assert str(empty.value) == "provider 'work' needs an API key, but environment variable WORK_KEY is empty"
+    assert str(empty.value).startswith(
+        "provider 'work' needs an API key, but environment variable WORK_KEY is empty in agentd's environment;"
+    )
+
+
+def test_a_missing_key_says_the_daemon_keeps_the_environment_it_started_with() -> None:
+    provider = ProviderConfig("work", "openai", "https://api.openai.com/v1", "WORK_KEY")
+    with pytest.raises(ConfigError) as unset:
+        provider.api_key({})
+    assert "agentd keeps the environment it started with" in str(unset.value)
+    assert "`agentctl stop`" in str(unset.value)
 
 
 def test_a_provider_without_api_key_env_sends_no_key() -> None:

@@ -194,6 +194,8 @@ class Methods:
             "default_model": models.default_model,
             # True when nothing is configured and runs answer with the offline echo model.
             "default_model_is_fallback": models.default_is_fallback,
+            "default_model_note": self._state.models.default_note(),
+            "config_mistakes": self._state.models.mistakes,
             # A bigger message closes the connection: a client can refuse it up front instead.
             "max_message_size": self._state.config.max_message_size,
         }
@@ -205,6 +207,8 @@ class Methods:
             "default_is_fallback": config.default_is_fallback,
             "source": config.source,
             "models": config.describe(),
+            "default_model_note": self._state.models.default_note(),
+            "config_mistakes": self._state.models.mistakes,
         }
 
     def ping(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:

@@ -35,6 +35,7 @@ class DaemonConfig:
     # the full must-deliver timeout: SIGTERM must end the daemon in seconds.
     shutdown_delivery_timeout: float = 2.0
     ready_fd: int | None = None
+    default_model: str | None = None  # `agentd --model`: over AGENTD_MODEL and the configuration's default
 
 
 @attrs.define
