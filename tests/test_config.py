@@ -15,10 +15,10 @@ from agentd.models import (
     ModelConfig,
     ProviderConfig,
     ResolvedModel,
+    UnknownModelError,
     config_path,
     load_config,
 )
-from agentd.models import UnknownModelError
 
 SECRET = "sk-live-9f8e7d6c5b4a-do-not-print"
 

@@ -193,7 +193,9 @@ async def test_with_mistakes_in_the_file_agentctl_starts_a_daemon_built_in_model
         echo = await run_agentctl("run", "--model", "echo", "still here", env=env, cwd=project)
         assert echo.returncode == 0, echo.stderr
         assert echo.stdout == b"still here\n"
-        scripted = await run_agentctl("run", "--quiet", "--model", "scripted", '{"chunks": ["ok"]}', env=env, cwd=project)
+        scripted = await run_agentctl(
+            "run", "--quiet", "--model", "scripted", '{"chunks": ["ok"]}', env=env, cwd=project
+        )
         assert scripted.stdout == b"ok\n"
 
         for args in (("hello",), ("--model", "quick", "hello")):

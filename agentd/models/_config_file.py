@@ -183,7 +183,12 @@ class _NotATable(_Mistake):
 
 def _table(type_: Any, converter: cattrs.Converter) -> Any:
     # cattrs would call .items() on whatever it is given, and index a string.
-    inner = make_mapping_structure_fn(type_, converter) if is_mapping(type_) else converter.gen_structure_attrs_fromdict(type_)
+    inner = (
+        # Paths need detailed validation: asked for here, whatever this cattrs version defaults to.
+        make_mapping_structure_fn(type_, converter, detailed_validation=True)
+        if is_mapping(type_)
+        else converter.gen_structure_attrs_fromdict(type_)
+    )
 
     def hook(value: object, t: object) -> object:
         if type(value) is not dict:
@@ -226,7 +231,7 @@ def from_file(data: bytes, path: str) -> Config:
     parsed: _File | None = None
     try:
         parsed = _converter.structure(raw, _File)
-    except Exception as exc:  # noqa: BLE001 -- every structuring failure is a mistake to report
+    except Exception as exc:  # every structuring failure is made of mistakes to report
         mistakes += _mistakes(exc, raw)
     mistakes += _cross_checks(raw)
     if mistakes or parsed is None:
@@ -367,54 +372,53 @@ def _valid(table: dict[str, Any], shape: type, key: str) -> Any:
         return None
     try:
         return _converter.structure(table[key], attrs.fields_dict(shape)[key].type)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
+
+
+_NAME_RULE = "it must be non-empty and without '/' (models are provider/model)"
 
 
 def _cross_checks(raw: dict[str, Any]) -> list[tuple[Path, str]]:
     mistakes: list[tuple[Path, str]] = []
+
+    def mistake(at: Path, message: str) -> None:
+        mistakes.append((at, message))
+
     # Names are checked against every table, valid or not: a broken provider is reported once, as itself.
     providers = _tables(raw, "providers")
     models = _tables(raw, "models")
     for name, table in providers.items():
         at = ("providers", name)
         if not name or "/" in name:
-            mistakes.append(
-                (at, f"{_subject(at)} is not a usable name: it must be non-empty and without '/' (models are provider/model)")
-            )
+            mistake(at, f"{_subject(at)} is not a usable name: {_NAME_RULE}")
         if _valid(table, _ProviderTable, "type") == "anthropic" and "api_key_env" not in table:
-            mistakes.append((at, f"{_subject(at)} needs api_key_env: Anthropic's API requires a key"))
+            mistake(at, f"{_subject(at)} needs api_key_env: Anthropic's API requires a key")
     for alias, table in models.items():
         at = ("models", alias)
         if not alias or "/" in alias:
-            mistakes.append(
-                (at, f"{_subject(at)} is not a usable alias: it must be non-empty and without '/' (models are provider/model)")
-            )
+            mistake(at, f"{_subject(at)} is not a usable alias: {_NAME_RULE}")
         elif alias in BUILTIN_MODELS:
-            mistakes.append((at, f"{_subject(at)} cannot be an alias: {alias!r} is a built-in model"))
+            mistake(at, f"{_subject(at)} cannot be an alias: {alias!r} is a built-in model")
         provider = _valid(table, _ModelTable, "provider")
         if provider is not None and provider not in providers:
             defined = ", ".join(providers) if providers else "none"
-            mistakes.append(
-                ((*at, "provider"), f"{_subject(at)} provider {provider!r} is not defined (defined providers: {defined})")
+            mistake(
+                (*at, "provider"), f"{_subject(at)} provider {provider!r} is not defined (defined providers: {defined})"
             )
         context_window = _valid(table, _ModelTable, "context_window")
         max_output = _valid(table, _ModelTable, "max_output_tokens")
         if context_window is not None and max_output is not None and max_output > context_window:
-            mistakes.append(
-                (
-                    (*at, "max_output_tokens"),
-                    f"{_subject(at)} max_output_tokens ({max_output}) is larger than context_window ({context_window})",
-                )
+            mistake(
+                (*at, "max_output_tokens"),
+                f"{_subject(at)} max_output_tokens ({max_output}) is larger than context_window ({context_window})",
             )
     default = _valid(raw, _File, "default_model")
     if default is not None and not names_a_model(default, models, providers):
-        mistakes.append(
-            (
-                ("default_model",),
-                f"default_model {default!r} names no model: it is not an alias, a built-in"
-                f" ({', '.join(BUILTIN_MODELS)}) or provider/model with a defined provider",
-            )
+        mistake(
+            ("default_model",),
+            f"default_model {default!r} names no model: it is not an alias, a built-in"
+            f" ({', '.join(BUILTIN_MODELS)}) or provider/model with a defined provider",
         )
     return mistakes
 
