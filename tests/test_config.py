@@ -800,3 +800,13 @@ def test_an_environment_url_mistake_is_reported_and_the_builtins_still_run(tmp_p
     assert file.config.providers == {}
     assert file.mistakes[0].startswith("environment variable OLLAMA_HOST:")
     assert file.config.resolve("echo").model == "echo"
+
+
+def test_a_file_mended_under_a_running_daemon_is_used_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[models.fast]\nprovider = 'openai'\n")
+    file = ConfigFile(str(path), environ={})
+    assert file.config.models == {} and len(file.mistakes) == 2
+    path.write_text(FULL)
+    assert file.current().resolve(None).alias == "fast"
+    assert (file.mistakes, file.mistakes_note()) == ([], None)

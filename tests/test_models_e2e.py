@@ -212,6 +212,8 @@ async def test_with_mistakes_in_the_file_agentctl_starts_a_daemon_built_in_model
             f"{path}:10: [models.quick]",
         ]
         assert listed["default"] is None
+        human = await run_agentctl("models", env=env, cwd=project)
+        assert all(f"agentctl: {mistake}" in human.stderr.decode() for mistake in mistakes)
         log = (Path(env["XDG_STATE_HOME"]) / "agentd" / "agentd.log").read_text()
         assert all(mistake in log for mistake in mistakes)
     finally:
