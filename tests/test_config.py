@@ -347,6 +347,16 @@ broken = { type = "openai", max_retries = "3" }
     assert "max_retries" in problems[1].message
 
 
+def test_a_problem_inside_a_top_level_inline_table_is_placed_on_its_line(tmp_path: Path) -> None:
+    text = 'default_model = "echo"\nproviders = { openai = "https://api.openai.com/v1" }\n'
+    assert only_problem(tmp_path, text) == ConfigProblem(2, "providers.openai must be a table, not a string")
+
+
+def test_an_array_of_tables_where_a_table_belongs_is_a_problem_on_its_line(tmp_path: Path) -> None:
+    text = '\n[[providers.openai]]\ntype = "openai"\n'
+    assert only_problem(tmp_path, text) == ConfigProblem(2, "providers.openai must be a table, not an array")
+
+
 def test_multiline_strings_do_not_confuse_line_numbers(tmp_path: Path) -> None:
     text = '''\
 [providers.openai]

@@ -467,8 +467,8 @@ class _Locator:
             self._lines.setdefault(path[:end], number)
 
     def line(self, path: Path) -> int | None:
-        """The line of `path`, else of the nearest enclosing [providers.X] or [models.X] table."""
-        for end in range(len(path), min(len(path), 2) - 1, -1):
+        """The line of `path`, else of the nearest enclosing table or key (an inline table's)."""
+        for end in range(len(path), 0, -1):
             found = self._lines.get(path[:end])
             if found is not None:
                 return found
