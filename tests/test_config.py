@@ -786,7 +786,7 @@ def test_a_file_with_mistakes_at_start_leaves_only_the_builtins_and_no_default(t
         f"{path}:3: [providers.p] type must be 'openai' or 'anthropic', not 'x'",
     ]
     assert file.config.resolve("echo").model == "echo"
-    with pytest.raises(UnknownModelError, match="no default model"):
+    with pytest.raises(UnknownModelError, match="no default model is known"):
         file.config.resolve(None)
     note = file.mistakes_note()
     assert note is not None and note.endswith("\n" + "\n".join(file.mistakes))

@@ -150,7 +150,7 @@ class Config:
         """The model `name` means (None: the default); UnknownModelError says what exists instead."""
         key = name or self.default_model
         if key is None:
-            raise UnknownModelError(f"no model named, and there is no default model (available: {self.available()})")
+            raise UnknownModelError(f"no model named, and no default model is known (available: {self.available()})")
         if key in BUILTIN_MODELS:
             return ResolvedModel(provider=None, model=key)
         alias = self.models.get(key)
