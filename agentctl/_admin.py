@@ -201,8 +201,11 @@ def models(args: argparse.Namespace) -> int:
             mark = "*" if model.get("default") else " "
             where = f"{model['provider']}/{model['model']}" if model.get("provider") and model.get("model") else ""
             print(f"{mark} {model['name']:<32} {where}")
-        if listed["default_is_fallback"]:
-            print("(no model configured: `agentctl run` answers with the offline echo model)")
+        note = listed.get("default_model_note")
+        if note:
+            print(f"({note})")
+        for mistake in listed.get("config_mistakes", ()):
+            print(f"agentctl: {mistake}", file=sys.stderr)
         return EXIT_OK
 
     return _with_client(args, body, autostart=True)

@@ -230,12 +230,10 @@ class RunCommand:
         if self.model:
             params["model"] = self.model
         self._check_size(params, server.get("max_message_size"))
-        if self.model is None and server.get("default_model_is_fallback"):
-            self._note(
-                "no model is configured, so the offline echo model answers; set OPENAI_API_KEY or"
-                " ANTHROPIC_API_KEY, or write ~/.config/agentd/config.toml (see the README)",
-                informational=True,
-            )
+        # The daemon words it: only it knows the environment it started with and its configuration.
+        note = server.get("default_model_note")
+        if self.model is None and note:
+            self._note(note, informational=True)
         workspace_id = self._workspace_id = workspace["id"]
         session_id = self.session_id
         if session_id is None and self.continue_session:

@@ -27,10 +27,10 @@ import httpx2
 import trio
 
 from agentd import __version__
-from agentd.config import ConfigError, ProviderConfig
 
 from . import _anthropic_stream, _openai_stream
 from ._base import Finish, ModelError, ModelRequest, Retrying, StreamPart
+from ._config import ConfigError, ProviderConfig
 from ._sse import EventTooLarge, ServerSentEvent, SSEDecoder
 
 __all__ = ["ErrorKind", "HttpModel", "ProviderError", "open_http_client"]

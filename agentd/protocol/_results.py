@@ -39,9 +39,14 @@ class InitializeResult:
     version: str
     protocol: int
     pid: int
-    default_model: str
+    # Nil when the configuration file has mistakes and no good version of it was read.
+    default_model: str | None
     # True when nothing is configured and runs answer with the offline echo model.
     default_model_is_fallback: bool
+    # What a client should tell its user about the default, when there is something to say.
+    default_model_note: str | None
+    # Every mistake in the configuration file, `path:LINE: reason` each; empty when there are none.
+    config_mistakes: list[str]
     # A bigger message closes the connection: a client can refuse it up front instead.
     max_message_size: int
 
@@ -60,11 +65,13 @@ class ServerStatus:
 
 @attrs.frozen
 class ModelsList:
-    default: str
+    default: str | None
     default_is_fallback: bool
     source: str
     # One map per model, as the configuration describes it (docs/protocol.md §10).
     models: list[dict[str, Any]]
+    default_model_note: str | None
+    config_mistakes: list[str]
 
 
 @attrs.frozen

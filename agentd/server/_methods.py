@@ -219,6 +219,8 @@ class Methods:
             pid=os.getpid(),
             default_model=models.default_model,
             default_model_is_fallback=models.default_is_fallback,
+            default_model_note=self._state.models.default_note(),
+            config_mistakes=self._state.models.mistakes,
             max_message_size=self._state.config.max_message_size,
         )
 
@@ -229,6 +231,8 @@ class Methods:
             default_is_fallback=config.default_is_fallback,
             source=config.source,
             models=config.describe(),
+            default_model_note=self._state.models.default_note(),
+            config_mistakes=self._state.models.mistakes,
         )
 
     def ping(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> Empty:

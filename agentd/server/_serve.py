@@ -26,8 +26,7 @@ from collections.abc import Callable
 
 import trio
 
-from agentd.config import ConfigError, ConfigFile
-from agentd.models import ModelRegistry
+from agentd.models import ConfigFile, ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.runs import RunIndex
 from agentd.store import Store, StoreError
@@ -48,10 +47,8 @@ _CLOSE_TIMEOUT = 5.0
 
 
 async def serve(config: DaemonConfig) -> None:
-    try:
-        model_config = ConfigFile()
-    except ConfigError as exc:
-        raise StartupError(f"the model configuration has mistakes (see `agentd --check-config`):\n{exc}") from None
+    # Mistakes in it do not stop the start: they are logged, and the built-in models still run.
+    model_config = ConfigFile(default_model=config.default_model)
     listener, claim = await bind_listener(config.socket_path)
     try:
         try:

@@ -38,6 +38,7 @@ class DaemonConfig:
     # From the shutdown signal to closing every connection, at most.
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     ready_fd: int | None = None
+    default_model: str | None = None  # `agentd --model`: over AGENTD_MODEL and the configuration's default
 
 
 @attrs.define
