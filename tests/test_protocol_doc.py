@@ -59,3 +59,17 @@ def test_every_reply_field_is_documented_with_its_method_or_its_record(name: str
 def test_no_section_documents_a_method_the_daemon_does_not_have() -> None:
     documented = {title for title in METHOD_SECTIONS if re.fullmatch(r"[a-z_]+(\.[a-z_]+)+|initialize|ping", title)}
     assert documented - set(METHODS.names()) == set()
+
+
+def test_every_event_type_is_documented_with_its_delivery_class_and_nothing_else_is() -> None:
+    from agentd.event_types import EVENT_TYPES, LOGGED
+
+    section = DOC.split("### 5.2 Event types", 1)[1].split("###", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_.]+)` \| .*? \| (lossy|must-deliver|per subscriber, never dropped) \|", section, re.M))
+    assert set(rows) == set(EVENT_TYPES)
+    for name, (must_deliver, _logged) in EVENT_TYPES.items():
+        assert (rows[name] == "must-deliver") is must_deliver, name
+    # "Every type except A, B and C is also written to the workspace's event log".
+    except_clause = re.search(r"Every type except (.+?) is also written", section, re.S)
+    assert except_clause is not None
+    assert set(re.findall(r"`([a-z_.]+)`", except_clause.group(1))) == set(EVENT_TYPES) - LOGGED

@@ -22,7 +22,7 @@ import attrs
 import msgpack
 import trio
 
-from agentd.protocol import Message, RunComplete, Workspace, converter, run_complete
+from agentd.protocol import Message, RunComplete, Workspace, converter, events, run_complete
 
 from ._terminal_log import TerminalLog, TerminalRecord
 
@@ -304,7 +304,7 @@ class Store:
                 rc = run_complete(session_id, run_id, message_id=message_id, text=text, error=INTERRUPTED)
                 self._record_complete(conn, rc, now)
                 seq = self._reserve_seq(conn, workspace_id, 1)
-                self._append_events(conn, workspace_id, [(seq, "run.complete", converter.unstructure(rc))], now)
+                self._append_events(conn, workspace_id, [(seq, events.RUN_COMPLETE, converter.unstructure(rc))], now)
                 done.append(rc)
             return done
 
@@ -321,7 +321,7 @@ class Store:
             self._record_complete(conn, rc, now)
         # At the seq it was published with: a client that saw it live and
         # resumes after it is not told again, one that resumes before it is.
-        self._append_events(conn, record.workspace_id, [(record.seq, "run.complete", converter.unstructure(rc))], now)
+        self._append_events(conn, record.workspace_id, [(record.seq, events.RUN_COMPLETE, converter.unstructure(rc))], now)
 
     # --- workspaces
 
