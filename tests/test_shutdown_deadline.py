@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 from support import WAIT, DaemonFactory, open_raw, open_workspace
@@ -17,7 +18,8 @@ async def test_a_run_end_waiting_on_a_stuck_subscriber_does_not_outlast_the_grac
     daemon = start_daemon("--must-deliver-timeout", "30", "--graceful-timeout", "1.5", "--subscriber-buffer", "16")
     stuck = await open_raw(daemon)
     opened = await stuck.call("workspace.open", {"path": str(project)})
-    await stuck.call("events.subscribe", {"workspace_id": opened.result["id"]})
+    workspace_id: Any = opened.result
+    await stuck.call("events.subscribe", {"workspace_id": workspace_id["id"]})
     async with daemon.client() as client:
         ws = await open_workspace(client, project)
         filler, other = await ws.new_session("filler"), await ws.new_session("other")
