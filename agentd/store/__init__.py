@@ -1,6 +1,9 @@
 """The one place state lives: SQLite (see `_sqlite`)."""
 
 from ._sqlite import (
+    SCHEMA_VERSION,
+    DatabaseDamaged,
+    NotOurDatabase,
     GAP_LOST,
     GAP_TOO_OLD,
     INTERRUPTED,
@@ -14,12 +17,15 @@ from ._sqlite import (
 )
 
 __all__ = [
+    "DatabaseDamaged",
     "EventReplay",
     "GAP_LOST",
     "GAP_TOO_OLD",
     "INTERRUPTED",
     "LoggedEvent",
+    "NotOurDatabase",
     "RunRecord",
+    "SCHEMA_VERSION",
     "SessionRecord",
     "Store",
     "StoreError",
