@@ -176,3 +176,18 @@ async def test_a_queued_runs_prompt_is_kept_until_its_message_holds_it(tmp_path:
         conn.close()
     finally:
         await store.aclose()
+
+
+async def test_a_model_that_ignores_history_never_reads_it(daemon: Daemon, ws: Workspace, env: dict[str, str]) -> None:
+    session_id = await ws.new_session()
+    first = await ws.send(session_id, "an earlier turn")
+    await ws.events.until_complete(first["run_id"])
+    # The earlier answer can no longer be read as text: a run that read the
+    # conversation would fail on it.
+    conn = sqlite3.connect(database(env), isolation_level=None)
+    conn.execute("UPDATE messages SET text = CAST(x'ff' AS TEXT) WHERE role = 'assistant'")
+    conn.close()
+    for model, prompt in (("echo", "still answered"), ("scripted", json.dumps({"chunks": ["scripted too"]}))):
+        reply = await ws.send(session_id, prompt, model=model)
+        rc = await ws.events.until_complete(reply["run_id"])
+        assert rc["error"] is None, model
