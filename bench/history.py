@@ -265,9 +265,7 @@ def _interrupt(data_dir: Path, run_ids: list[str]) -> None:
     db = sqlite3.connect(data_dir / "agentd.db", isolation_level=None)
     db.execute("BEGIN")
     for run_id in run_ids:
-        db.execute(
-            "UPDATE runs SET state = 'running', complete = NULL, finished_at = NULL WHERE id = ?", (run_id,)
-        )
+        db.execute("UPDATE runs SET state = 'running', complete = NULL, finished_at = NULL WHERE id = ?", (run_id,))
         db.execute(
             "UPDATE messages SET finish_reason = NULL WHERE id = (SELECT message_id FROM runs WHERE id = ?)", (run_id,)
         )
@@ -307,7 +305,12 @@ def _crash_start(runs: int) -> dict[str, Any]:
     _start_s(data_dir)  # the page cache warm, as after a crash the file mostly is
     _interrupt(data_dir, info["interruptible"])
     crashed = _start_s(data_dir)
-    return {"start_s": crashed, "empty_start_s": baseline, "size_mb": _size_mb(data_dir), "interrupted": INTERRUPTED_RUNS}
+    return {
+        "start_s": crashed,
+        "empty_start_s": baseline,
+        "size_mb": _size_mb(data_dir),
+        "interrupted": INTERRUPTED_RUNS,
+    }
 
 
 def _long_session(n: int) -> dict[str, Any]:
@@ -445,7 +448,7 @@ def _rows(r: dict[str, Any]) -> list[Row]:
 
 def run(quick: bool = False) -> tuple[dict[str, Any], list[Row]]:
     sizes = QUICK_SIZES if quick else SIZES
-    n = 10 if quick else 40
+    n = 10 if quick else 100
     results: dict[str, Any] = {"per_run": [_per_run_at(runs, n) for runs in sizes]}
     results["crash_start"] = _crash_start(sizes[-1])
     results["long_session"] = _long_session(n)

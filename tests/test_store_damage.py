@@ -180,9 +180,7 @@ async def test_a_damaged_database_stops_the_start_as_damaged_not_as_a_full_disk(
     assert_names_damage(message, db)
 
 
-async def test_another_applications_database_stops_the_start_by_name(
-    env: dict[str, str], short_tmp: Path
-) -> None:
+async def test_another_applications_database_stops_the_start_by_name(env: dict[str, str], short_tmp: Path) -> None:
     db = Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db"
     db.parent.mkdir(parents=True)
     conn = sqlite3.connect(db, isolation_level=None)

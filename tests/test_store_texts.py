@@ -79,19 +79,26 @@ async def test_a_run_holds_its_prompt_and_answer_once_and_reads_back_in_full(
 
 
 async def test_a_deleted_sessions_runs_keep_their_texts_and_its_replayed_messages_carry_none(
-    daemon: Daemon, ws: Workspace
+    start_daemon: DaemonFactory, project: Path
 ) -> None:
-    session_id = await ws.new_session()
-    reply = await ws.send(session_id, "soon deleted")
-    live = await ws.events.until_complete(reply["run_id"])
-    await ws.client.call("session.delete", {"workspace_id": ws.id, "session_id": session_id})
-    run = await ws.client.call("run.get", {"run_id": reply["run_id"]})
-    assert run["prompt"] == "soon deleted" and run["complete"] == live
-    replayed = await replay_all(ws.client, ws.id)
-    messages = [e["payload"] for e in replayed if e["type"] in ("message.created", "message.updated")]
-    assert messages and all(m["text"] == "" for m in messages)
-    completes = [e["payload"] for e in replayed if e["type"] == "run.complete"]
-    assert completes == [live]
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        reply = await ws.send(session_id, "soon deleted")
+        live = await ws.events.until_complete(reply["run_id"])
+    # A clean stop writes the whole event log before the session goes.
+    daemon.terminate()
+    async with start_daemon().client() as client:
+        ws = await open_workspace(client, project)
+        await client.call("session.delete", {"workspace_id": ws.id, "session_id": session_id})
+        run = await client.call("run.get", {"run_id": reply["run_id"]})
+        assert run["prompt"] == "soon deleted" and run["complete"] == live
+        replayed = await replay_all(client, ws.id)
+        messages = [e["payload"] for e in replayed if e["type"] in ("message.created", "message.updated")]
+        assert messages and all(m["text"] == "" for m in messages)
+        completes = [e["payload"] for e in replayed if e["type"] == "run.complete"]
+        assert completes == [live]
 
 
 def _v2_database(path: Path, workspace_path: str) -> dict[str, str]:
@@ -105,9 +112,16 @@ def _v2_database(path: Path, workspace_path: str) -> dict[str, str]:
     prompt, answer = "the old prompt", "the old answer"
     rc = {"session_id": ids["session"], "run_id": ids["run"], "message_id": ids["assistant"], "text": answer}
     rc |= {"error": None, "cancelled": False}
-    conn.execute("INSERT INTO workspaces (id, path, created_at, seq_reserved) VALUES (?, ?, 0, 3)", (ids["ws"], workspace_path))
-    conn.execute("INSERT INTO sessions (id, workspace_id, title, created_at, updated_at, message_count) VALUES (?, ?, 't', 0, 0, 2)", (ids["session"], ids["ws"]))
-    for position, (mid, role, text) in enumerate(((ids["user"], "user", prompt), (ids["assistant"], "assistant", answer))):
+    conn.execute(
+        "INSERT INTO workspaces (id, path, created_at, seq_reserved) VALUES (?, ?, 0, 3)", (ids["ws"], workspace_path)
+    )
+    conn.execute(
+        "INSERT INTO sessions (id, workspace_id, title, created_at, updated_at, message_count)"
+        " VALUES (?, ?, 't', 0, 0, 2)",
+        (ids["session"], ids["ws"]),
+    )
+    turns = ((ids["user"], "user", prompt), (ids["assistant"], "assistant", answer))
+    for position, (mid, role, text) in enumerate(turns):
         conn.execute(
             "INSERT INTO messages (id, session_id, position, role, text, run_id, created_at, finish_reason)"
             " VALUES (?, ?, ?, ?, ?, ?, 0, 'stop')",

@@ -1,14 +1,14 @@
 """The one place state lives: SQLite (see `_sqlite`)."""
 
 from ._sqlite import (
-    SCHEMA_VERSION,
-    DatabaseDamaged,
-    NotOurDatabase,
     GAP_LOST,
     GAP_TOO_OLD,
     INTERRUPTED,
+    SCHEMA_VERSION,
+    DatabaseDamaged,
     EventReplay,
     LoggedEvent,
+    NotOurDatabase,
     RunRecord,
     SessionRecord,
     Store,

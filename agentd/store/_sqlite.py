@@ -1,5 +1,7 @@
 """The state store: workspaces, sessions, messages, runs and the event log, in SQLite.
 
+The schema and its migrations are in `_schema`; what the store raises, in `_errors`.
+
 One database file, one connection, WAL and `synchronous=NORMAL`. Every call
 runs on a worker thread, one at a time (a CapacityLimiter of 1), so the trio
 thread never waits on the disk. A call is not abandoned when its caller is
@@ -58,6 +60,7 @@ _PRUNE_BATCH = 5_000
 # Logged events whose text is their message's: held once, in the message (see
 # `_elide`), and filled in again when they are read.
 _MESSAGE_TEXT_EVENTS = frozenset({events.MESSAGE_CREATED, events.MESSAGE_UPDATED})
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
