@@ -148,7 +148,7 @@ def _v2_database(path: Path, workspace_path: str) -> dict[str, str]:
     return ids | {"prompt": prompt, "answer": answer, "rc": json.dumps(rc)}
 
 
-async def test_a_version_2_database_migrates_to_one_copy_of_each_run_text_and_reads_the_same(tmp_path: Path) -> None:
+async def test_a_version_2_database_migrates_marked_and_reads_the_same(tmp_path: Path) -> None:
     path = tmp_path / "agentd.db"
     old = _v2_database(path, str(tmp_path))
     store = await Store.open(str(path))
@@ -163,10 +163,9 @@ async def test_a_version_2_database_migrates_to_one_copy_of_each_run_text_and_re
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-    # The run record no longer holds either text: its messages do.
-    prompt, complete = conn.execute("SELECT prompt, complete FROM runs").fetchone()
-    assert prompt is None and "text" not in json.loads(complete)
-    assert "text" not in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+    # The old run keeps its record as it was, but for the answer's third copy.
+    prompt, text, complete = conn.execute("SELECT prompt, text, complete FROM runs").fetchone()
+    assert (prompt, text, complete) == (old["prompt"], None, old["rc"])
     conn.close()
 
 
@@ -186,7 +185,7 @@ async def test_a_queued_runs_prompt_is_kept_until_its_message_holds_it(tmp_path:
         record = await store.get_run("r1")
         assert record is not None and record.prompt == "wait for me"
         conn = sqlite3.connect(path)
-        assert conn.execute("SELECT prompt FROM runs WHERE id = 'r1'").fetchone() == (None,)
+        assert conn.execute("SELECT prompt FROM runs WHERE id = 'r1'").fetchone() == ("",)
         conn.close()
     finally:
         await store.aclose()

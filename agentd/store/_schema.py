@@ -9,12 +9,11 @@ is changed.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 from ._errors import DatabaseDamaged, NotOurDatabase, damaged
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "TABLES", "check_ours", "check_tables", "elide_text", "migrate"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "TABLES", "check_ours", "check_tables", "migrate"]
 
 SCHEMA_VERSION = 3
 # "agtd": in the database header, so `file` and other tools can tell it too.
@@ -98,59 +97,22 @@ ALTER TABLE workspaces ADD COLUMN lost_through INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workspaces ADD COLUMN live INTEGER NOT NULL DEFAULT 0
 """
 
-# Version 3: each text held once, in its message; a run finds its message by index.
+# Version 3: each text held once, in its message, and a run's messages found by index.
+# (A migration must stay quick on a large database: it runs before the daemon
+# is ready, and agentctl waits 15 s for that. So old rows are not rewritten,
+# but for one cheap UPDATE.)
 _SCHEMA_3 = f"""
 -- Crash recovery and a run's record look a run's messages up by run.
 CREATE INDEX messages_by_run ON messages(run_id);
-CREATE TABLE runs_v3 (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    -- NULL once the run's user message holds the prompt (from the run's start
-    -- until its session is deleted).
-    prompt TEXT,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
-    -- Place in its session's queue while queued.
-    queue_position INTEGER,
-    error TEXT,
-    cancelled INTEGER NOT NULL DEFAULT 0,
-    message_id TEXT,
-    -- The run's RunComplete, as published, as JSON: without its "text" while
-    -- the finished message `message_id` holds that text.
-    complete TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-INSERT INTO runs_v3 (id, workspace_id, session_id, model, prompt, state, queue_position, error, cancelled,
-                     message_id, complete, created_at, started_at, finished_at)
-SELECT r.id, r.workspace_id, r.session_id, r.model,
-       CASE WHEN EXISTS (SELECT 1 FROM messages m WHERE m.run_id = r.id AND m.role = 'user' AND m.text = r.prompt)
-            THEN NULL ELSE r.prompt END,
-       r.state, r.queue_position, r.error, r.cancelled, r.message_id,
-       agentd_elide_text(r.complete,
-                         (SELECT m.text FROM messages m WHERE m.id = r.message_id AND m.finish_reason IS NOT NULL)),
-       r.created_at, r.started_at, r.finished_at
-FROM runs r;
-DROP TABLE runs;
-ALTER TABLE runs_v3 RENAME TO runs;
-CREATE INDEX runs_unfinished ON runs(state) WHERE state != 'done';
+-- From here on: runs.prompt is '' once the run's user message holds the
+-- prompt (until its session is deleted), and runs.complete leaves out the
+-- "text" the finished message `message_id` holds. runs.text is no longer
+-- used, and its copies go.
+UPDATE runs SET text = NULL WHERE text IS NOT NULL;
 PRAGMA application_id = {APPLICATION_ID}
 """
 
 _MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3)
-
-
-def elide_text(complete: str | None, message_text: str | None) -> str | None:
-    """A RunComplete's JSON without its text when `message_text` (its finished message's) is that text."""
-    if complete is None or not message_text:
-        return complete
-    data = json.loads(complete)
-    if data.get("text") != message_text:
-        return complete
-    del data["text"]
-    return json.dumps(data)
 
 
 def check_ours(conn: sqlite3.Connection, path: str) -> None:
@@ -199,8 +161,6 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(
             f"schema version {version} is newer than this agentd understands ({SCHEMA_VERSION})"
         )
-    if version < SCHEMA_VERSION:
-        conn.create_function("agentd_elide_text", 2, elide_text, deterministic=True)
     for target in range(version + 1, SCHEMA_VERSION + 1):
         # One transaction each: a crash mid-migration leaves the old version, not half a schema.
         conn.execute("BEGIN IMMEDIATE")

@@ -27,7 +27,7 @@ import trio
 from agentd.protocol import Message, RunComplete, Workspace, converter, events
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, advice, damaged, is_damage
-from ._schema import SCHEMA_VERSION, check_ours, check_tables, elide_text, migrate
+from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
 
 __all__ = [
     "DatabaseDamaged",
@@ -532,7 +532,7 @@ class Store:
         ).fetchall()
         for run_id, message_id, role, text in rows:
             if role == "user":
-                conn.execute("UPDATE runs SET prompt = ? WHERE id = ? AND prompt IS NULL", (text, run_id))
+                conn.execute("UPDATE runs SET prompt = ? WHERE id = ? AND prompt = ''", (text, run_id))
                 continue
             found = conn.execute(
                 "SELECT complete FROM runs WHERE id = ? AND message_id = ?", (run_id, message_id)
@@ -577,8 +577,8 @@ class Store:
                 (now, session_id),
             )
             if role == "user" and run_id is not None:
-                # The prompt is held once: from now on by this message (see get_run).
-                conn.execute("UPDATE runs SET prompt = NULL WHERE id = ? AND prompt = ?", (run_id, text))
+                # The prompt is held once: from now on by this message ('', see get_run).
+                conn.execute("UPDATE runs SET prompt = '' WHERE id = ? AND prompt = ?", (run_id, text))
 
         await self._run(self._transaction, body)
         return msg
@@ -654,9 +654,10 @@ class Store:
 
     @staticmethod
     def _record_complete(conn: sqlite3.Connection, rc: RunComplete, now: float) -> None:
-        complete = json.dumps(converter.unstructure(rc))
+        data = converter.unstructure(rc)
         if rc.message_id is not None and rc.text and _holds(conn, rc.message_id, rc.text):
-            complete = elide_text(complete, rc.text) or complete
+            del data["text"]  # get_run reads it from the message
+        complete = json.dumps(data)
         conn.execute(
             "UPDATE runs SET state = 'done', queue_position = NULL, error = ?, cancelled = ?,"
             " message_id = ?, complete = ?, finished_at = ? WHERE id = ?",
@@ -685,8 +686,8 @@ class Store:
         def body() -> RunRecord | None:
             row = self._conn.execute(
                 "SELECT r.id, r.workspace_id, r.session_id,"
-                " coalesce(r.prompt, (SELECT m.text FROM messages m WHERE m.run_id = r.id AND m.role = 'user'"
-                " ORDER BY m.position LIMIT 1), ''),"
+                " coalesce(nullif(r.prompt, ''), (SELECT m.text FROM messages m WHERE m.run_id = r.id"
+                " AND m.role = 'user' ORDER BY m.position LIMIT 1), ''),"
                 " r.model, r.created_at, r.state, r.started_at, r.finished_at, r.complete,"
                 " (SELECT m.text FROM messages m WHERE m.id = r.message_id)"
                 " FROM runs r WHERE r.id = ?",
