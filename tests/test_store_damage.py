@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from support import WAIT, DaemonFactory
+from support import WAIT, Daemon, DaemonFactory, Workspace
 
+from agentctl.client import RpcError
 from agentd.store import DatabaseDamaged, NotOurDatabase, Store
 from agentd.store._schema import APPLICATION_ID
 
@@ -190,3 +191,20 @@ async def test_another_applications_database_stops_the_start_by_name(env: dict[s
     message = await start_fails(env, short_tmp)
     assert str(db) in message and "another application" in message and "moz_places" in message
     assert digest(db) == before
+
+
+async def test_a_replay_from_a_damaged_log_is_an_error_reply_naming_the_database(
+    daemon: Daemon, ws: Workspace, env: dict[str, str]
+) -> None:
+    session_id = await ws.new_session()
+    reply = await ws.send(session_id, "logged")
+    await ws.events.until_complete(reply["run_id"])
+    db = Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TABLE events")
+    conn.close()
+    with pytest.raises(RpcError) as refused:
+        await ws.client.call("events.subscribe", {"workspace_id": ws.id, "since": 0})
+    assert_names_damage(refused.value.message, db)
+    # The daemon goes on serving what the damage does not touch.
+    assert await ws.client.call("ping") == {}
