@@ -208,3 +208,20 @@ async def test_a_replay_from_a_damaged_log_is_an_error_reply_naming_the_database
     assert_names_damage(refused.value.message, db)
     # The daemon goes on serving what the damage does not touch.
     assert await ws.client.call("ping") == {}
+
+
+async def test_a_message_that_is_not_utf8_is_database_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "agentd.db"
+    store = await Store.open(str(path))
+    try:
+        workspace = await store.workspace_for_path(str(tmp_path))
+        session = await store.create_session(workspace.id, "t")
+        await store.add_message(session.id, "user", "fine", None, "stop")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("UPDATE messages SET text = CAST(x'ff' AS TEXT)")
+        conn.close()
+        with pytest.raises(DatabaseDamaged) as damaged:
+            await store.list_messages(session.id)
+    finally:
+        await store.aclose()
+    assert_names_damage(str(damaged.value), path)

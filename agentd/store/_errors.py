@@ -40,9 +40,10 @@ def is_damage(exc: BaseException) -> bool:
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return True
     detail = str(exc)
-    # A table or column agentd created that is no longer there: only a damaged
-    # file or another program's hand does that.
-    return "malformed" in detail or "no such table" in detail or "no such column" in detail
+    # A table or column agentd created that is no longer there, or text that
+    # is not the UTF-8 agentd wrote: only a damaged file or another program's
+    # hand does that.
+    return any(sign in detail for sign in ("malformed", "no such table", "no such column", "Could not decode"))
 
 
 def damaged(path: str, detail: str) -> str:
