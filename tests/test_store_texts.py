@@ -204,3 +204,28 @@ async def test_a_model_that_ignores_history_never_reads_it(daemon: Daemon, ws: W
         reply = await ws.send(session_id, prompt, model=model)
         rc = await ws.events.until_complete(reply["run_id"])
         assert rc["error"] is None, model
+
+
+async def test_a_provider_model_is_given_the_conversation_so_far(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    from loopback_http import Streamed, start_loopback_server
+    from test_models_e2e import HELLO, configure
+
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure(env, server.url)
+        daemon = start_daemon()
+        server.script(Streamed([HELLO]), Streamed([HELLO]))
+        async with daemon.client() as client:
+            ws = await open_workspace(client, project)
+            session_id = await ws.new_session()
+            for prompt in ("first question", "second question"):
+                reply = await ws.send(session_id, prompt, model="quick")
+                assert (await ws.events.until_complete(reply["run_id"]))["error"] is None
+        assert [m for m in server.requests[1].json["messages"] if m["role"] != "system"] == [
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "Hello there"},
+            {"role": "user", "content": "second question"},
+        ]
+        nursery.cancel_scope.cancel()
