@@ -9,7 +9,8 @@ suite, against an empty database as the reference:
   sizes up to about 1 GB, a daemon on each, their batches taken in turns and
   the median batch reported;
 - the time to start (spawn until the socket is ready) after a crash left 100
-  runs unfinished in the largest database, against a start on an empty one;
+  runs unfinished in the largest database, against a start on an empty one,
+  and the first start on a copy of it in schema version 2 (the upgrade);
 - a run's time and CPU in a session of 10,000 messages, against a new session;
 - what the database holds per run, in bytes, for a known prompt and answer.
 
