@@ -85,11 +85,12 @@ class SessionAgent:
         cancelled = False
         try:
             broker.publish(events.RUN_STARTED, unstructure(RunStarted(run.session_id, run.id)))
-            history = await store.list_messages(run.session_id)
-            request = ModelRequest(
-                system=system_prompt(self._workspace_path),
-                history=tuple(Turn(m.role, m.text) for m in history),
-            )
+            if model.uses_history:
+                # One read, of what a provider sees: the conversation, the prompt last.
+                history = tuple(Turn(role, text) for role, text in await store.conversation(run.session_id))
+            else:
+                history = (Turn("user", run.prompt),)
+            request = ModelRequest(system=system_prompt(self._workspace_path), history=history)
             assistant = await store.add_message(run.session_id, "assistant", "", run.id)
             message_id = assistant.id
             broker.publish(events.MESSAGE_CREATED, unstructure(assistant))

@@ -16,6 +16,7 @@ _WORD = re.compile(r"\s*\S+|\s+")
 
 class EchoModel:
     name = "echo"
+    uses_history = False
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamPart]:
         words = _WORD.findall(request.prompt)

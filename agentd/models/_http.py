@@ -158,6 +158,8 @@ _STREAM_ERRORS: Final = (_openai_stream.ProviderStreamError, _anthropic_stream.P
 class HttpModel:
     """A model behind an OpenAI Chat Completions or Anthropic Messages API, streamed over `client`."""
 
+    uses_history = True
+
     def __init__(
         self,
         provider: ProviderConfig,

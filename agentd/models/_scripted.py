@@ -59,6 +59,7 @@ def parse_script(prompt: str) -> Script:
 
 class ScriptedModel:
     name = "scripted"
+    uses_history = False
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamPart]:
         script = parse_script(request.prompt)

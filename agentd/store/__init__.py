@@ -4,8 +4,11 @@ from ._sqlite import (
     GAP_LOST,
     GAP_TOO_OLD,
     INTERRUPTED,
+    SCHEMA_VERSION,
+    DatabaseDamaged,
     EventReplay,
     LoggedEvent,
+    NotOurDatabase,
     RunRecord,
     SessionRecord,
     Store,
@@ -15,12 +18,15 @@ from ._sqlite import (
 from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
+    "DatabaseDamaged",
     "EventReplay",
     "GAP_LOST",
     "GAP_TOO_OLD",
     "INTERRUPTED",
     "LoggedEvent",
+    "NotOurDatabase",
     "RunRecord",
+    "SCHEMA_VERSION",
     "SessionRecord",
     "Store",
     "StoreError",
