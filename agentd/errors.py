@@ -7,7 +7,7 @@ Nothing below the server knows about codes.
 
 from __future__ import annotations
 
-__all__ = ["AgentdError", "Conflict", "InvalidRequest", "NotFound", "ShuttingDown", "TimedOut"]
+__all__ = ["AgentdError", "Conflict", "InvalidRequest", "NotFound", "ShuttingDown", "TimedOut", "Unavailable"]
 
 
 class AgentdError(Exception):
@@ -32,3 +32,7 @@ class ShuttingDown(AgentdError):
 
 class TimedOut(AgentdError):
     """What a request waited for did not happen in the time it gave."""
+
+
+class Unavailable(AgentdError):
+    """The daemon cannot do it now through no fault of the request: its database refused (locked, full, damaged)."""

@@ -389,7 +389,7 @@ async def test_a_send_the_store_cannot_take_is_an_error_reply_and_no_run(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert "locked" in refused.value.message
+    assert refused.value.code == ErrorCode.UNAVAILABLE and "locked" in refused.value.message
     with pytest.raises(RpcError) as unknown:
         await ws.client.call("run.get", {"run_id": "refused-1"})
     assert unknown.value.code == ErrorCode.NOT_FOUND

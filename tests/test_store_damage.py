@@ -205,6 +205,8 @@ async def test_a_replay_from_a_damaged_log_is_an_error_reply_naming_the_database
     conn.close()
     with pytest.raises(RpcError) as refused:
         await ws.client.call("events.subscribe", {"workspace_id": ws.id, "since": 0})
+    # Not a bug in the daemon (code 0): its database cannot do this (code 7).
+    assert refused.value.code == 7
     assert_names_damage(refused.value.message, db)
     # The daemon goes on serving what the damage does not touch.
     assert await ws.client.call("ping") == {}

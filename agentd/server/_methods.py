@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 import agentd
-from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut
+from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut, Unavailable
 from agentd.protocol import (
     AgentCancelParams,
     AgentSendParams,
@@ -70,6 +70,7 @@ _CODES: dict[type[AgentdError], int] = {
     Conflict: ErrorCode.CONFLICT,
     ShuttingDown: ErrorCode.SHUTTING_DOWN,
     TimedOut: ErrorCode.TIMEOUT,
+    Unavailable: ErrorCode.UNAVAILABLE,
 }
 
 

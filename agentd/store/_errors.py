@@ -9,11 +9,17 @@ from __future__ import annotations
 import errno
 import sqlite3
 
-__all__ = ["DatabaseDamaged", "NotOurDatabase", "StoreError", "advice", "damaged", "is_damage"]
+from agentd.errors import Unavailable
+
+__all__ = ["DatabaseDamaged", "NotOurDatabase", "StoreError", "StoreRefused", "advice", "damaged", "is_damage"]
 
 
-class StoreError(Exception):
+class StoreError(Unavailable):
     """The store cannot be used; the message names the file and what to do."""
+
+
+class StoreRefused(StoreError):
+    """SQLite refused a statement for now: another process holds the database, the disk is full, an I/O error."""
 
 
 class DatabaseDamaged(StoreError):

@@ -26,7 +26,7 @@ import trio
 
 from agentd.protocol import Message, RunComplete, Workspace, converter, events, run_complete
 
-from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, advice, damaged, is_damage
+from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
 from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
 from ._terminal_log import TerminalLog, TerminalRecord
 
@@ -197,10 +197,12 @@ class Store:
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             return fn(*args)
+        except sqlite3.IntegrityError:
+            raise  # a constraint the caller relies on (a run_id sent twice at once)
         except sqlite3.DatabaseError as exc:
             if is_damage(exc):
                 raise DatabaseDamaged(damaged(self.path, str(exc))) from exc
-            raise
+            raise StoreRefused(f"the database {self.path} refused: {exc}") from exc
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
