@@ -187,8 +187,14 @@ class WorkspaceHost:
         return len(self._claims)
 
     async def _close_when_idle(self, scope: trio.CancelScope) -> None:
+        # A run holds its workspace open until it ends: the client that started
+        # it may be gone (a closed terminal, `agentctl run --detach`), and the
+        # grace starts again after the last run, for `agentctl attach` to find it.
         with scope:
             await trio.sleep(self._idle_grace)
+            while self.dispatcher.active_runs():
+                await self.dispatcher.wait_idle()
+                await trio.sleep(self._idle_grace)
             if not self._claims:
                 self.request_close("idle")
 
