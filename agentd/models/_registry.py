@@ -17,7 +17,7 @@ from ._scripted import ScriptedModel
 if TYPE_CHECKING:
     # agentd.config imports this package's _base: a module-level import here
     # would be a cycle.
-    from agentd.config import Config, ConfigFile
+    from agentd.config import Config, ConfigFile, ResolvedModel
 
 __all__ = ["DEFAULT_MODEL", "ModelRegistry"]
 
@@ -27,7 +27,7 @@ DEFAULT_MODEL = "echo"
 class ModelRegistry:
     def __init__(self, config: Config | ConfigFile | None = None) -> None:
         """`config`: fixed, or a `ConfigFile` that is read again when it changes."""
-        from agentd.config import Config, ConfigFile
+        from agentd.config import Config, ConfigFile, ResolvedModel
 
         self._file = config if isinstance(config, ConfigFile) else None
         self._fixed = config if isinstance(config, Config) else Config(providers={}, models={})
@@ -63,11 +63,10 @@ class ModelRegistry:
             self._clients[provider] = client
         return client
 
-    async def resolve(self, name: str | None) -> Model:
-        """The model `name` (None: the default); UnknownModelError names what there is."""
-        config = self.config
+    def resolve_name(self, name: str | None) -> ResolvedModel:
+        """What `name` means now (None: the default), opening nothing; UnknownModelError names what there is."""
         try:
-            resolved = config.resolve(name)
+            return self.config.resolve(name)
         except UnknownModelError as exc:
             if self._file is None or self._file.mistakes is None:
                 raise
@@ -76,6 +75,10 @@ class ModelRegistry:
                 f"{exc}; the configuration file changed but has mistakes, so what it said before is in use"
                 " (see agentd --check-config)"
             ) from None
+
+    async def resolve(self, name: str | None) -> Model:
+        """The model `name` (None: the default); UnknownModelError names what there is."""
+        resolved = self.resolve_name(name)
         if resolved.provider is None:
             return self._builtins[resolved.model]
         from ._http import HttpModel

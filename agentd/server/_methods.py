@@ -32,6 +32,7 @@ from agentd.protocol import (
     structure_params,
     unstructure,
 )
+from agentd.models import UnknownModelError
 from agentd.pubsub import Event
 from agentd.rpc import ErrorCode, RpcError
 from agentd.runs import Closing, Run
@@ -129,7 +130,7 @@ def _resend(p: AgentSendParams, session_id: str, prompt: str, state: str) -> dic
             ErrorCode.CONFLICT,
             f"run_id: {p.run_id!r} is already used by another prompt",
         )
-    return {"run_id": p.run_id, "queued": state == "queued", "state": state}
+    return {"run_id": p.run_id, "queued": state == "queued", "state": state, "ahead": 0}
 
 
 def _not_found(what: str, value: str) -> RpcError:
@@ -323,6 +324,13 @@ class Methods:
             return _resend(p, live.session_id, live.prompt, live.state.value)
         if stored is not None:
             return _resend(p, stored.session_id, stored.prompt, stored.state)
+        if p.model is not None:
+            # Refused before anything is stored: a name the registry cannot resolve
+            # would only make a run that fails, in a session left with nothing else.
+            try:
+                state.models.resolve_name(p.model)
+            except UnknownModelError as exc:
+                raise RpcError(ErrorCode.INVALID_PARAMS, f"model: {exc}") from None
         run = Run(run_id, host.id, record.id, p.prompt, p.model)
         # From here the run is the workspace's: a client that hangs up now must
         # not leave it half accepted.
@@ -347,13 +355,16 @@ class Methods:
                     RunComplete(record.id, run_id, None, "", "the workspace closed before the run started", False)
                 )
                 raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
+            # Runs ahead of this one, counted as it joins: the session's running one
+            # and those queued before it.
+            ahead = len(host.dispatcher.queued(record.id)) if queued else 0
             state.runs.add(run)
             if record.title in _UNTITLED and await state.store.title_untitled_session(
                 record.id, session_title(p.prompt), _UNTITLED
             ):
                 # An untitled session is named by its first prompt, so lists are readable.
                 await host.publish_session_state(record.id)
-        return {"run_id": run_id, "queued": queued, "state": "queued" if queued else "running"}
+        return {"run_id": run_id, "queued": queued, "state": "queued" if queued else "running", "ahead": ahead}
 
     async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: Any) -> Any:
         host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
