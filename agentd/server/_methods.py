@@ -24,6 +24,7 @@ from agentd.protocol import (
     RunGetParams,
     RunWaitParams,
     ServerShutdownParams,
+    Session,
     SessionCreateParams,
     SessionRef,
     WorkspaceOpenParams,
@@ -154,6 +155,7 @@ class Methods:
             "workspace.list": now(NoParams, self.workspace_list),
             "session.create": later(SessionCreateParams, self.session_create),
             "session.list": later(WorkspaceRef, self.session_list),
+            "session.list_all": later(NoParams, self.session_list_all),
             "session.get": later(SessionRef, self.session_get),
             "session.delete": later(SessionRef, self.session_delete),
             "session.messages": later(SessionRef, self.session_messages),
@@ -283,6 +285,18 @@ class Methods:
         records = await self._state.store.list_sessions(host.id)
         records.sort(key=lambda r: r.updated_at, reverse=True)
         return [unstructure(host.session_view(r)) for r in records]
+
+    async def session_list_all(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+        # Every workspace the database knows, open or not: a session id from another
+        # directory is found here. Only an open workspace can have a busy session.
+        live = {h.id: h for h in self._state.workspaces.hosts() if h.started and not h.ended}
+        groups: dict[str, dict[str, Any]] = {}
+        for workspace, record in await self._state.store.all_sessions():
+            group = groups.setdefault(workspace.id, {"workspace": unstructure(workspace), "sessions": []})
+            host = live.get(workspace.id)
+            busy = host is not None and host.dispatcher.is_busy(record.id)
+            group["sessions"].append(unstructure(Session(**{**attrs.asdict(record), "busy": busy})))
+        return list(groups.values())
 
     async def session_get(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
         host, record = await self._session(p)
