@@ -19,6 +19,8 @@ class StdoutClosed(Exception):
 
 def emit(text: str) -> None:
     """Write `text` to stdout, now; StdoutClosed when its reader went away."""
+    if sys.stdout is None:  # started with fd 1 closed: there is no reader to tell
+        return
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

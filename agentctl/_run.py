@@ -4,11 +4,12 @@
 the same way; `agentctl run --detach` returns once its run is accepted.
 
 Exit codes: 0 the run completed, 1 the run failed (or was cancelled by someone
-else, or agentd refused the prompt), 2 usage, 3 the daemon could not be reached, or the connection was lost
-before the run's RunComplete and no daemon answered again in time (it
-reconnects, starting one if needed, resubscribes from the last seq it saw and
-asks `run.get`), 130 interrupted by Ctrl-C. It never exits 0 without a
-RunComplete.
+else, or agentd refused the prompt), 2 usage, 3 the daemon could not be
+reached, or the connection was lost before the run's RunComplete and no daemon
+answered again in time (it reconnects, starting one if needed, resubscribes
+from the last seq it saw and asks `run.get`), 130 interrupted by Ctrl-C. It
+never exits 0 without a RunComplete (`--detach` exits 0 once the run is
+accepted, which promises one).
 
 Written on the blocking client: a run is one conversation on one socket, and
 not importing an event loop keeps the command's start-up close to Python's own.
@@ -322,9 +323,7 @@ class RunCommand:
             session_request = client.request("session.get", {"workspace_id": workspace_id, "session_id": session_id})
         # Subscribe before sending: the run's first event must not beat us to it.
         # A detached run is not followed here, so it needs no subscription.
-        subscribe_request = (
-            None if self.detach else client.request("events.subscribe", {"workspace_id": workspace_id})
-        )
+        subscribe_request = None if self.detach else client.request("events.subscribe", {"workspace_id": workspace_id})
         try:
             session_id = client.wait(session_request)["id"]
         except RpcError as exc:

@@ -72,7 +72,9 @@ def not_here(client: BlockingClient, ref: str, cwd: str) -> str:
             f" pass --cwd {shlex.quote(elsewhere[0])}"
         )
     if elsewhere:
-        return f"no session matches {ref!r} in this directory's workspace ({cwd}); sessions of {', '.join(elsewhere)} do"
+        return (
+            f"no session matches {ref!r} in this directory's workspace ({cwd}); sessions of {', '.join(elsewhere)} do"
+        )
     return (
         f"no session matches {ref!r} in this directory's workspace ({cwd});"
         " `agentctl sessions --all` lists the sessions of every directory"

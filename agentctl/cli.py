@@ -100,7 +100,7 @@ def _add_run(sub: Any) -> None:
         '  agentctl run "explain this repository"\n'
         '  agentctl run -c "and the tests?"\n'
         '  cat notes.txt | agentctl run "summarize:"\n'
-        "  agentctl run --detach \"run the long task\"   # prints the run id; `agentctl attach` follows it\n",
+        '  agentctl run --detach "run the long task"   # prints the run id; `agentctl attach` follows it\n',
     )
     run.add_argument("-m", "--model", help="model name (default: the daemon's default)")
     which = run.add_mutually_exclusive_group()
@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _dispatch(argv)
         # What is still buffered goes now, while a closed reader can still be told apart.
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except (StdoutClosed, BrokenPipeError):
         # The reader went away (`| head -1`): nothing is wrong with agentd, so end
         # quietly, as git does, with the status of a process SIGPIPE ended.

@@ -1,4 +1,7 @@
-"""What a new user trips on, with the real agentctl and a real daemon: pipes, stdin, refusals, hints, detach and attach."""
+"""What a new user trips on, with the real agentctl and a real daemon.
+
+Pipes, stdin with a prompt, refused prompts, usage, hints, queued prompts, detach and attach.
+"""
 
 from __future__ import annotations
 
@@ -198,10 +201,13 @@ async def test_a_session_of_another_directory_is_found_and_named(
     for argv in (["show", session_id[:12]], ["rm", session_id], ["run", "-q", "-s", session_id[:12], "hi"]):
         result = await run_agentctl(*argv, env=env, cwd=elsewhere)
         assert result.returncode == 1, result.stderr
-        assert result.stderr == (
-            f"agentctl {argv[0]}: session {session_id[:12] if argv[0] != 'rm' else session_id!r}"
-            f" is not in this directory's workspace ({elsewhere}) but in that of {project}: pass --cwd {project}\n"
-        ).encode()
+        assert (
+            result.stderr
+            == (
+                f"agentctl {argv[0]}: session {session_id[:12] if argv[0] != 'rm' else session_id!r}"
+                f" is not in this directory's workspace ({elsewhere}) but in that of {project}: pass --cwd {project}\n"
+            ).encode()
+        )
     nowhere = await run_agentctl("show", "ses_0000", env=env, cwd=elsewhere)
     assert nowhere.returncode == 1
     assert b"agentctl sessions --all" in nowhere.stderr

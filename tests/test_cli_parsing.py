@@ -17,9 +17,7 @@ def test_quick_parser_knows_every_option_of_run_and_no_other() -> None:
     parser = build_parser(only="run")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     run = sub.choices["run"]
-    options = {
-        opt for action in run._actions for opt in action.option_strings if opt not in ("-h", "--help")
-    }
+    options = {opt for action in run._actions for opt in action.option_strings if opt not in ("-h", "--help")}
     assert options == set(RUN_OPTIONS)
     for opt, (dest, takes_value) in RUN_OPTIONS.items():
         action = next(a for a in run._actions if opt in a.option_strings)

@@ -27,7 +27,7 @@ DEFAULT_MODEL = "echo"
 class ModelRegistry:
     def __init__(self, config: Config | ConfigFile | None = None) -> None:
         """`config`: fixed, or a `ConfigFile` that is read again when it changes."""
-        from agentd.config import Config, ConfigFile, ResolvedModel
+        from agentd.config import Config, ConfigFile
 
         self._file = config if isinstance(config, ConfigFile) else None
         self._fixed = config if isinstance(config, Config) else Config(providers={}, models={})

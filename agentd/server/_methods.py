@@ -13,6 +13,7 @@ import attrs
 import trio
 
 import agentd
+from agentd.models import UnknownModelError
 from agentd.protocol import (
     AgentCancelParams,
     AgentSendParams,
@@ -33,7 +34,6 @@ from agentd.protocol import (
     structure_params,
     unstructure,
 )
-from agentd.models import UnknownModelError
 from agentd.pubsub import Event
 from agentd.rpc import ErrorCode, RpcError
 from agentd.runs import Closing, Run
