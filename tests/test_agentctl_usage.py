@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, Workspace, agentctl_command, open_workspace, run_agentctl
+from support import WAIT, Daemon, DaemonFactory, Events, Workspace, agentctl_command, open_workspace, run_agentctl
 
 # A run that takes a while and then ends by itself: long enough to attach to mid-answer.
 SLOW = {"chunks": ["one ", "two ", "three ", "four ", "five ", "six"], "delay_ms": 150}
@@ -323,3 +324,84 @@ async def test_attach_with_no_run_here_says_so(daemon: Daemon, project: Path, en
     unknown = await run_agentctl("attach", "nope", env=env, cwd=project)
     assert unknown.returncode == 1
     assert b"agentctl attach: run_id: no such run 'nope'" in unknown.stderr
+
+
+async def test_a_run_outlives_the_agentctl_that_a_closed_terminal_killed(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    daemon = start_daemon("--idle-grace", "0.1")
+    async with daemon.client() as watcher:
+        workspace = await watcher.call("workspace.open", {"path": str(project)})
+        sub = await watcher.call("events.subscribe", {"workspace_id": workspace["id"]})
+        # The watcher's claim goes: only the run can hold the workspace open now.
+        await watcher.call("workspace.close", {"workspace_id": workspace["id"]})
+        events = Events(watcher, sub["subscription_id"])
+        async with trio.open_nursery() as nursery:
+            proc: trio.Process = await nursery.start(
+                lambda task_status: trio.run_process(
+                    [*agentctl_command(), "run", *scripted(SLOW)],
+                    env=env,
+                    cwd=project,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                    task_status=task_status,
+                )
+            )
+            delta = await events.until(lambda e: e["type"] == "message.delta")
+            # What a closing terminal sends; agentctl does not catch it.
+            proc.send_signal(signal.SIGHUP)
+            with trio.fail_after(WAIT):
+                assert await proc.wait() == -signal.SIGHUP
+        run_id = delta["payload"]["run_id"]
+        rc = await events.until_complete(run_id)
+        assert rc["cancelled"] is False and rc["text"] == SLOW_TEXT
+    attached = await run_agentctl("attach", run_id, env=env, cwd=project)
+    assert (attached.returncode, attached.stdout) == (0, (SLOW_TEXT + "\n").encode())
+
+
+async def test_json_ends_with_run_complete_when_agent_error_comes_first(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    # The one run whose agent.error precedes its run.complete: its model went
+    # away (a configuration edit) while it waited in the queue.
+    config = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
+    config.parent.mkdir(parents=True)
+    provider = '[providers.loop]\ntype = "openai"\nbase_url = "http://127.0.0.1:9"\napi_key_env = "LOOP_KEY"\n'
+    config.write_text(provider + '[models.soon-gone]\nprovider = "loop"\nmodel = "m"\n')
+    env["LOOP_KEY"] = "k"
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        busy = await ws.send(session_id, {"chunks": ["busy"], "hang": True})
+        async with trio.open_nursery() as nursery:
+            proc: trio.Process = await nursery.start(
+                lambda task_status: trio.run_process(
+                    [*agentctl_command(), "run", "-j", "-s", session_id, "-m", "soon-gone", "hi"],
+                    env=env,
+                    cwd=project,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                    task_status=task_status,
+                )
+            )
+            with trio.fail_after(WAIT):
+                while not await client.call("agent.queue", {"workspace_id": ws.id, "session_id": session_id}):
+                    await trio.sleep(0.01)
+            config.write_text(provider)
+            assert "soon-gone" not in {m["name"] for m in (await client.call("models.list"))["models"]}
+            await client.call(
+                "agent.cancel", {"workspace_id": ws.id, "session_id": session_id, "run_id": busy["run_id"]}
+            )
+            assert proc.stdout is not None
+            out = b""
+            with trio.fail_after(WAIT):
+                while chunk := await proc.stdout.receive_some(65536):
+                    out += chunk
+                assert await proc.wait() == 1
+    types = [json.loads(line)["type"] for line in out.decode().splitlines()]
+    assert types[-2:] == ["agent.error", "run.complete"], types
