@@ -268,7 +268,9 @@ async def test_a_detached_run_outlives_its_agentctl_and_attach_collects_it(
 ) -> None:
     # A grace far shorter than the run: only the run itself holds its workspace open.
     daemon = start_daemon("--idle-grace", "0.1")
-    detached = await run_agentctl("run", "--detach", "-q", *scripted(SLOW), env=env, cwd=project)
+    # Slow enough that it is surely still going when the detached agentctl has returned.
+    slower = {**SLOW, "delay_ms": 400}
+    detached = await run_agentctl("run", "--detach", "-q", *scripted(slower), env=env, cwd=project)
     assert detached.returncode == 0, detached.stderr
     run_id = detached.stdout.decode().strip()
     assert len(run_id) == 32
@@ -333,8 +335,6 @@ async def test_a_run_outlives_the_agentctl_that_a_closed_terminal_killed(
     async with daemon.client() as watcher:
         workspace = await watcher.call("workspace.open", {"path": str(project)})
         sub = await watcher.call("events.subscribe", {"workspace_id": workspace["id"]})
-        # The watcher's claim goes: only the run can hold the workspace open now.
-        await watcher.call("workspace.close", {"workspace_id": workspace["id"]})
         events = Events(watcher, sub["subscription_id"])
         async with trio.open_nursery() as nursery:
             proc: trio.Process = await nursery.start(
@@ -350,6 +350,8 @@ async def test_a_run_outlives_the_agentctl_that_a_closed_terminal_killed(
                 )
             )
             delta = await events.until(lambda e: e["type"] == "message.delta")
+            # The watcher's claim goes too: only the run can hold the workspace open now.
+            await watcher.call("workspace.close", {"workspace_id": workspace["id"]})
             # What a closing terminal sends; agentctl does not catch it.
             proc.send_signal(signal.SIGHUP)
             with trio.fail_after(WAIT):
