@@ -13,8 +13,8 @@ import sys
 __all__ = ["StdoutClosed", "emit", "silence_stdout"]
 
 
-class StdoutClosed(Exception):
-    """Whoever read our stdout has closed it."""
+class StdoutClosed(BrokenPipeError):
+    """Whoever read our stdout has closed it (a BrokenPipeError, so `cli.main` needs no import to catch it)."""
 
 
 def emit(text: str) -> None:

@@ -25,8 +25,6 @@ import sys
 import time
 from types import FrameType, SimpleNamespace
 
-from agentctl._explain import explain, is_unknown_session
-from agentctl._output import silence_stdout
 from agentctl._sessions import not_here, resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
@@ -252,6 +250,8 @@ class RunCommand:
             try:
                 started = self._attach(client) if self.attach else self._start(client)
             except RpcError as exc:
+                from agentctl._explain import explain  # only on the way out
+
                 return self._fail(EXIT_RUN_ERROR, explain(exc), exc.code)
             except _Refused as exc:
                 return self._fail(EXIT_RUN_ERROR, str(exc), exc.code)
@@ -317,7 +317,7 @@ class RunCommand:
                     # A prefix (people type the start of an id): one session.list to expand it.
                     session_id = resolve_session(client, workspace_id, session_id)
             except RpcError as exc:
-                if is_unknown_session(exc):
+                if _is_unknown_session(exc):
                     raise _Refused(not_here(client, ref, workspace["path"]), exc.code) from None
                 raise
             session_request = client.request("session.get", {"workspace_id": workspace_id, "session_id": session_id})
@@ -327,7 +327,7 @@ class RunCommand:
         try:
             session_id = client.wait(session_request)["id"]
         except RpcError as exc:
-            if is_unknown_session(exc):
+            if _is_unknown_session(exc):
                 raise _Refused(not_here(client, ref, workspace["path"]), exc.code) from None
             raise
         subscription = client.wait(subscribe_request) if subscribe_request is not None else {}
@@ -592,6 +592,8 @@ class RunCommand:
         except BrokenPipeError:
             # The reader went away (`| head`); the run's outcome still decides the exit code.
             self._stdout_broken = True
+            from agentctl._output import silence_stdout
+
             silence_stdout()
 
     def _note(self, message: str, *, informational: bool = False) -> None:
@@ -616,6 +618,15 @@ class RunCommand:
             if self._spinner_frame:
                 self.err.write("\r\033[K")
                 self.err.flush()
+
+
+# Error paths import what they need when they are taken: a run that goes well never loads them.
+
+
+def _is_unknown_session(exc: RpcError) -> bool:
+    from agentctl._explain import is_unknown_session
+
+    return is_unknown_session(exc)
 
 
 def _json_line(value: object, **kwargs: Any) -> str:

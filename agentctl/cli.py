@@ -388,14 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         # The one call that needs nothing but a string.
         print(f"agentctl {agentd.__version__}")
         return 0
-    from agentctl._output import StdoutClosed
-
     try:
         code = _dispatch(argv)
         # What is still buffered goes now, while a closed reader can still be told apart.
         if sys.stdout is not None:
             sys.stdout.flush()
-    except (StdoutClosed, BrokenPipeError):
+    except BrokenPipeError:  # and agentctl._output.StdoutClosed, raised where stdout is written
         # The reader went away (`| head -1`): nothing is wrong with agentd, so end
         # quietly, as git does, with the status of a process SIGPIPE ended.
         from agentctl._output import silence_stdout
