@@ -36,6 +36,9 @@ def explain(exc: RpcError) -> str:
         )
     if exc.code == ErrorCode.SHUTTING_DOWN:
         return "agentd is shutting down; run the command again once it has stopped (`agentctl status` exits 3 then)"
+    if exc.code == ErrorCode.NOT_FOUND and message.startswith("run_id: no such run "):
+        run_id = message.removeprefix("run_id: no such run ")
+        return f"agentd knows no run {run_id} (a run id is what `agentctl run --detach` prints)"
     if message.startswith("session: "):
         # agentctl's own resolving of an id prefix (`_sessions`), in the daemon's manner.
         return message.removeprefix("session: ")

@@ -239,7 +239,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="agentctl", description="Talk to the agentd daemon.", formatter_class=_formatter()
+        prog="agentctl",
+        description="Talk to the agentd daemon (started on demand). `agentctl COMMAND --help` tells more.",
+        epilog='examples:\n  agentctl run "explain this repository"\n  agentctl sessions\n',
+        formatter_class=_formatter(),
     )
     parser.add_argument("--version", action="version", version=f"agentctl {agentd.__version__}")
     _add_socket(parser, top=True)

@@ -325,7 +325,10 @@ async def test_attach_with_no_run_here_says_so(daemon: Daemon, project: Path, en
     assert b"agentctl attach: no run in this directory's workspace" in result.stderr
     unknown = await run_agentctl("attach", "nope", env=env, cwd=project)
     assert unknown.returncode == 1
-    assert b"agentctl attach: run_id: no such run 'nope'" in unknown.stderr
+    assert (
+        b"agentctl attach: agentd knows no run 'nope' (a run id is what `agentctl run --detach` prints)"
+        in unknown.stderr
+    )
 
 
 async def test_a_run_outlives_the_agentctl_that_a_closed_terminal_killed(
