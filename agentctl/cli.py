@@ -387,11 +387,11 @@ def _usage_error(parser: argparse.ArgumentParser, command: str | None, message: 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv == ["--version"]:
-        # The one call that needs nothing but a string.
-        print(f"agentctl {agentd.__version__}")
-        return 0
     try:
+        if argv == ["--version"]:
+            # The one call that needs nothing but a string.
+            print(f"agentctl {agentd.__version__}", flush=True)
+            return 0
         code = _dispatch(argv)
         # What is still buffered goes now, while a closed reader can still be told apart.
         if sys.stdout is not None:

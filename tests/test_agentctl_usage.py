@@ -55,8 +55,16 @@ async def sessions_of(project: Path, env: dict[str, str]) -> list[dict[str, Any]
 
 @pytest.mark.parametrize(
     "command",
-    [["sessions"], ["sessions", "--all"], ["status"], ["models"], ["show", "SESSION"], ["sessions", "--json"]],
-    ids=["sessions", "sessions-all", "status", "models", "show", "sessions-json"],
+    [
+        ["sessions"],
+        ["sessions", "--all"],
+        ["status"],
+        ["models"],
+        ["show", "SESSION"],
+        ["sessions", "--json"],
+        ["--version"],
+    ],
+    ids=["sessions", "sessions-all", "status", "models", "show", "sessions-json", "version"],
 )
 async def test_a_closed_stdout_ends_the_command_quietly_as_git_does(
     command: list[str], ws: Workspace, project: Path, env: dict[str, str]
