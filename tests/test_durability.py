@@ -245,7 +245,7 @@ async def test_resending_a_known_run_id_returns_that_run_and_starts_nothing(ws: 
     rc = await ws.events.until_complete("retry-1")
     assert rc["cancelled"] is True
     done = await ws.send(session_id, script, run_id="retry-1")
-    assert done == {"run_id": "retry-1", "queued": False, "state": "done"}
+    assert done == {"run_id": "retry-1", "queued": False, "state": "done", "ahead": 0}
     started = [e for e in ws.events.of_type("run.started") if e["payload"]["run_id"] == "retry-1"]
     assert len(started) == 1
 

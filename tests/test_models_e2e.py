@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from loopback_http import Reply, Streamed, start_loopback_server
 from support import WAIT, DaemonFactory, open_workspace, run_agentctl
+
+from agentctl.client import RpcError
 
 KEY_ENV = "AGENTD_E2E_KEY"
 KEY = "sk-e2e-3f9a-NEVER-PRINT-THIS"
@@ -328,11 +331,12 @@ async def test_an_edited_configuration_is_used_by_the_next_request_and_a_broken_
         ws = await open_workspace(client, project)
         session = await client.call("session.create", {"workspace_id": ws.id})
         params = {"workspace_id": ws.id, "session_id": session["id"], "prompt": "hi", "model": "fresh"}
-        run_id = (await client.call("agent.send", params))["run_id"]
-        complete = await ws.events.until_complete(run_id)
-        assert "unknown model 'fresh'" in complete["error"]
-        assert "the configuration file changed but has mistakes" in complete["error"]
-        assert broken["config_mistakes"][0] in complete["error"]
+        with pytest.raises(RpcError) as refused:
+            await client.call("agent.send", params)
+        assert refused.value.code == 1
+        assert "unknown model 'fresh'" in refused.value.message
+        assert "the configuration file changed but has mistakes" in refused.value.message
+        assert broken["config_mistakes"][0] in refused.value.message
 
         # Mended: the alias it adds is there.
         path.write_text(path.read_text().replace('"nowhere"', '"loop"'))

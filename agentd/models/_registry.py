@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from ._base import Model, UnknownModelError
-from ._config import Config
+from ._config import Config, ResolvedModel
 from ._config_source import ConfigFile
 from ._echo import EchoModel
 from ._scripted import ScriptedModel
@@ -73,17 +73,20 @@ class ModelRegistry:
             self._clients[provider] = client
         return client
 
-    async def resolve(self, name: str | None) -> Model:
-        """The model `name` (None: the default); UnknownModelError names what there is."""
-        config = self.config
+    def resolve_name(self, name: str | None) -> ResolvedModel:
+        """What `name` means now (None: the default), opening nothing; UnknownModelError names what there is."""
         try:
-            resolved = config.resolve(name)
+            return self.config.resolve(name)
         except UnknownModelError as exc:
             note = None if self._file is None else self._file.mistakes_note()
             if note is None:
                 raise
             # Likely a name the file defines, in a version of it that did not take.
             raise UnknownModelError(f"{exc}; {note}") from None
+
+    async def resolve(self, name: str | None) -> Model:
+        """The model `name` (None: the default); UnknownModelError names what there is."""
+        resolved = self.resolve_name(name)
         if resolved.provider is None:
             return self._builtins[resolved.model]
         from ._http import HttpModel

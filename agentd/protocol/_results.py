@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ._types import RunComplete
+from ._types import RunComplete, Session, Workspace
 
 __all__ = [
     "CancelResult",
@@ -25,6 +25,7 @@ __all__ = [
     "ServerStatus",
     "Subscribed",
     "WorkspaceInfo",
+    "WorkspaceSessions",
 ]
 
 
@@ -88,6 +89,16 @@ class SendResult:
     queued: bool
     # "queued", "running" or "done" (a known run_id sent again).
     state: str
+    # Runs of the session ahead of this one when it was queued (0 when it runs at once, or was known).
+    ahead: int = 0
+
+
+@attrs.frozen
+class WorkspaceSessions:
+    """One workspace the database knows, open or not, and its sessions."""
+
+    workspace: Workspace
+    sessions: list[Session]
 
 
 @attrs.frozen

@@ -48,6 +48,7 @@ from agentd.protocol import (
     WorkspaceInfo,
     WorkspaceOpenParams,
     WorkspaceRef,
+    WorkspaceSessions,
     converter,
     structure_params,
 )
@@ -172,6 +173,7 @@ class Methods:
             "workspace.list": now(NoParams, self.workspace_list, list[WorkspaceInfo]),
             "session.create": later(SessionCreateParams, self.session_create, Session),
             "session.list": later(WorkspaceRef, self.session_list, list[Session]),
+            "session.list_all": later(NoParams, self.session_list_all, list[WorkspaceSessions]),
             "session.get": later(SessionRef, self.session_get, Session),
             "session.delete": later(SessionRef, self.session_delete, Session),
             "session.messages": later(SessionRef, self.session_messages, list[Message]),
@@ -291,6 +293,9 @@ class Methods:
 
     async def session_list(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> list[Session]:
         return await self._workspace(p.workspace_id).sessions.list_all()
+
+    async def session_list_all(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> list[WorkspaceSessions]:
+        return await self._state.workspaces.all_sessions()
 
     async def session_get(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> Session:
         return await self._workspace(p.workspace_id).sessions.get(p.session_id)

@@ -497,6 +497,19 @@ class Store:
 
         return await self._run(body)
 
+    async def all_sessions(self) -> list[tuple[Workspace, SessionRecord]]:
+        """Every session of every workspace with its workspace, most recently updated first."""
+        columns = ", ".join(f"s.{c.strip()}" for c in self._SESSION_COLUMNS.split(","))
+
+        def body() -> list[tuple[Workspace, SessionRecord]]:
+            rows = self._conn.execute(
+                f"SELECT w.id, w.path, {columns} FROM sessions s JOIN workspaces w ON w.id = s.workspace_id"
+                " ORDER BY s.updated_at DESC"
+            ).fetchall()
+            return [(Workspace(id=row[0], path=row[1]), SessionRecord(*row[2:])) for row in rows]
+
+        return await self._run(body)
+
     async def add_usage(self, session_id: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Count a model call's tokens on its session."""
 

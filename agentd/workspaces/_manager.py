@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import stat
 
+import attrs
 import trio
 
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.errors import Conflict, InvalidRequest, NotFound
+from agentd.protocol import Session, WorkspaceSessions
 from agentd.runs import RunIndex
 from agentd.shutdown import Shutdown
 from agentd.store import Store
@@ -118,6 +120,23 @@ class Workspaces:
         finally:
             if self._hosts.get(host.id) is host:
                 del self._hosts[host.id]
+
+    async def all_sessions(self) -> list[WorkspaceSessions]:
+        """Every workspace the database knows, open or not, with its sessions, most recently updated first.
+
+        A session id from another directory is found here. Only an open
+        workspace can have a busy session.
+        """
+        live = {h.id: h for h in self._hosts.values() if h.started and not h.ended}
+        groups: dict[str, WorkspaceSessions] = {}
+        for workspace, record in await self._store.all_sessions():
+            group = groups.get(workspace.id)
+            if group is None:
+                group = groups[workspace.id] = WorkspaceSessions(workspace=workspace, sessions=[])
+            host = live.get(workspace.id)
+            busy = host is not None and host.dispatcher.is_busy(record.id)
+            group.sessions.append(Session(**{**attrs.asdict(record), "busy": busy}))
+        return list(groups.values())
 
     def get(self, workspace_id: str) -> WorkspaceHost:
         """The open workspace `workspace_id`, ready for new work."""

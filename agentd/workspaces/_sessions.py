@@ -26,6 +26,7 @@ from agentd.protocol import (
     run_complete,
     unstructure,
 )
+from agentd.models import ModelRegistry, UnknownModelError
 from agentd.pubsub import Broker
 from agentd.runs import Closing, Dispatcher, Run, RunIndex
 from agentd.store import RunRecord, SessionRecord, Store
@@ -57,6 +58,7 @@ class SessionRequests:
         broker: Broker,
         dispatcher: Dispatcher,
         runs: RunIndex,
+        models: ModelRegistry,
         publish_session_state: Callable[[str], Awaitable[None]],
     ) -> None:
         self._workspace_id = workspace_id
@@ -64,6 +66,7 @@ class SessionRequests:
         self._broker = broker
         self._dispatcher = dispatcher
         self._runs = runs
+        self._models = models
         self._publish_session_state = publish_session_state
 
     def view(self, record: SessionRecord) -> Session:
@@ -139,6 +142,13 @@ class SessionRequests:
             return _resend(run_id, prompt, session_id, live.session_id, live.prompt, live.state.value)
         if stored is not None:
             return _resend(run_id, prompt, session_id, stored.session_id, stored.prompt, stored.state)
+        if model is not None:
+            # Refused before anything is stored: a name the registry cannot resolve
+            # would only make a run that fails, in a session left with nothing else.
+            try:
+                self._models.resolve_name(model)
+            except UnknownModelError as exc:
+                raise InvalidRequest(f"model: {exc}") from None
         run = Run(run_id, self._workspace_id, record.id, prompt, model)
         dispatcher = self._dispatcher
         # From here the run is the workspace's: a client that hangs up now must
@@ -164,13 +174,16 @@ class SessionRequests:
                     run_complete(record.id, run_id, error="the workspace closed before the run started")
                 )
                 raise Conflict(f"workspace {self._workspace_id} is closing") from None
+            # Runs ahead of this one, counted as it joins: the session's running one
+            # and those queued before it.
+            ahead = len(dispatcher.queued(record.id)) if queued else 0
             self._runs.add(run)
             if record.title in _UNTITLED and await self._store.title_untitled_session(
                 record.id, session_title(prompt), _UNTITLED
             ):
                 # An untitled session is named by its first prompt, so lists are readable.
                 await self._publish_session_state(record.id)
-        return SendResult(run_id=run_id, queued=queued, state="queued" if queued else "running")
+        return SendResult(run_id=run_id, queued=queued, state="queued" if queued else "running", ahead=ahead)
 
     async def cancel(self, session_id: str, run_id: str | None) -> CancelResult:
         record = await self._record(session_id)

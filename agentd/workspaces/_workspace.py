@@ -121,7 +121,13 @@ class WorkspaceHost:
                         nursery, coordinator, terminal, self.broker, self.publish_session_state
                     )
                     self._sessions = SessionRequests(
-                        self.id, self._store, self.broker, self._dispatcher, self._runs, self.publish_session_state
+                        self.id,
+                        self._store,
+                        self.broker,
+                        self._dispatcher,
+                        self._runs,
+                        self._models,
+                        self.publish_session_state,
                     )
                     serving = True
                     task_status.started()
@@ -245,8 +251,14 @@ class WorkspaceHost:
         return len(self._claims)
 
     async def _close_when_idle(self, scope: trio.CancelScope) -> None:
+        # A run holds its workspace open until it ends: the client that started
+        # it may be gone (a closed terminal, `agentctl run --detach`), and the
+        # grace starts again after the last run, for `agentctl attach` to find it.
         with scope:
             await trio.sleep(self._idle_grace)
+            while self.dispatcher.active_runs():
+                await self.dispatcher.wait_idle()
+                await trio.sleep(self._idle_grace)
             if not self._claims:
                 self.request_close("idle")
 
