@@ -39,6 +39,7 @@ from agentctl.runstream import (
     event_params,
 )
 from agentd import __version__
+from agentd import event_types as events
 from agentd.paths import resolve_socket_path
 from agentd.rpc import encode_request
 from agentd.utf8 import describe_bad_bytes
@@ -411,7 +412,7 @@ class RunCommand:
         assert self.stream is not None
         text, outcome = self.stream.complete(rc)
         if self.json_output:
-            self._write(_json_line({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
+            self._write(_json_line({"type": events.RUN_COMPLETE, "payload": rc}, ensure_ascii=False) + "\n")
             self._printed_complete = True
         else:
             self._write(text)
@@ -498,10 +499,10 @@ class RunCommand:
             if event is None or event.get("subscription_id") != subscription_id:
                 continue
             seq = event.get("seq")
-            if isinstance(seq, int) and event.get("type") != "events.gap":
+            if isinstance(seq, int) and event.get("type") != events.EVENTS_GAP:
                 self._last_seq = max(self._last_seq, seq)
             text, outcome = stream.handle(event)
-            if event.get("type") == "run.retry" and stream.is_ours(event):
+            if event.get("type") == events.RUN_RETRY and stream.is_ours(event):
                 retry = event["payload"]
                 self._note(
                     f"{retry.get('reason')}; trying again in {retry.get('delay', 0):.1f} s"
@@ -509,7 +510,7 @@ class RunCommand:
                     informational=True,
                 )
             if self.json_output:
-                if stream.is_ours(event) or event.get("type") == "events.gap":
+                if stream.is_ours(event) or event.get("type") == events.EVENTS_GAP:
                     self._write(_json_line(event, ensure_ascii=False) + "\n")
                     self._printed_complete = outcome is not None
             elif text:

@@ -7,6 +7,8 @@ test.
 
 from __future__ import annotations
 
+from agentd import event_types as events
+
 # typing costs milliseconds to import, and agentctl's start-up is measured in them;
 # annotations are strings here, so only type checkers need these names.
 TYPE_CHECKING = False
@@ -78,25 +80,25 @@ class RunStream:
         payload = event.get("payload")
         if not isinstance(payload, dict):
             return "", None
-        if kind == "message.delta":
+        if kind == events.MESSAGE_DELTA:
             if payload.get("run_id") != self.run_id:
                 return "", None
             return self._delta(payload), None
-        if kind == "message.updated":
+        if kind == events.MESSAGE_UPDATED:
             if payload.get("run_id") != self.run_id or payload.get("role") != "assistant":
                 return "", None
             return self._reconcile(payload.get("id"), payload.get("text")), None
-        if kind == "run.complete":
+        if kind == events.RUN_COMPLETE:
             if payload.get("run_id") != self.run_id:
                 return "", None
             return self.complete(payload)
-        if kind == "agent.error":
+        if kind == events.AGENT_ERROR:
             # Not the end: every accepted run ends with its run.complete, which
             # `--json` must print, and which comes right after.
             if self.agent_error_is_ours(payload):
                 self.agent_error = f"agent error: {payload.get('message')}"
             return "", None
-        if kind == "events.gap":
+        if kind == events.EVENTS_GAP:
             self.gaps += 1
         return "", None
 
