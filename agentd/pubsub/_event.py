@@ -1,0 +1,62 @@
+"""One published event, and its msgpack-RPC notification, encoded once for every subscriber."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from agentd._packing import packb as _packb
+
+__all__ = ["Event"]
+
+# `[2, "event", [{subscription_id: ..., <tail>}]]`: everything but the subscription id
+# is the same for every subscriber, so it is encoded once per event.
+_NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subscription_id")
+
+
+class Event:
+    """One published event, shared by every subscriber it is fanned out to."""
+
+    __slots__ = ("_tail", "must_deliver", "payload", "seq", "type", "workspace_id")
+
+    def __init__(
+        self,
+        workspace_id: str,
+        seq: int,
+        type: str,
+        payload: dict[str, Any],
+        must_deliver: bool = False,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.seq = seq
+        self.type = type
+        self.payload = payload
+        self.must_deliver = must_deliver
+        self._tail: bytes | None = None
+
+    def encode_notification(self, subscription_id: str) -> bytes:
+        """The whole `[2, "event", [envelope]]` notification for one subscriber."""
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = (
+                _packb("workspace_id")
+                + _packb(self.workspace_id)
+                + _packb("seq")
+                + _packb(self.seq)
+                + _packb("type")
+                + _packb(self.type)
+                + _packb("payload")
+                + _packb(self.payload)
+            )
+        return _NOTIFY_HEAD + _packb(subscription_id) + tail
+
+    def envelope(self, subscription_id: str) -> dict[str, Any]:
+        return {
+            "subscription_id": subscription_id,
+            "workspace_id": self.workspace_id,
+            "seq": self.seq,
+            "type": self.type,
+            "payload": self.payload,
+        }
+
+    def __repr__(self) -> str:
+        return f"Event({self.workspace_id!r}, {self.seq}, {self.type!r})"
