@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from agentd._packing import packb as _packb
@@ -11,6 +12,16 @@ __all__ = ["Event"]
 # `[2, "event", [{subscription_id: ..., <tail>}]]`: everything but the subscription id
 # is the same for every subscriber, so it is encoded once per event.
 _NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subscription_id")
+_WORKSPACE_KEY: Final = _packb("workspace_id")
+_SEQ_KEY: Final = _packb("seq")
+_TYPE_KEY: Final = _packb("type")
+_PAYLOAD_KEY: Final = _packb("payload")
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed_str(text: str) -> bytes:
+    """Ids and type names recur in every event: each is packed once."""
+    return _packb(text)
 
 
 class Event:
@@ -37,17 +48,18 @@ class Event:
         """The whole `[2, "event", [envelope]]` notification for one subscriber."""
         tail = self._tail
         if tail is None:
-            tail = self._tail = (
-                _packb("workspace_id")
-                + _packb(self.workspace_id)
-                + _packb("seq")
-                + _packb(self.seq)
-                + _packb("type")
-                + _packb(self.type)
-                + _packb("payload")
-                + _packb(self.payload)
+            tail = self._tail = b"".join(
+                [
+                    _packed_str(self.workspace_id),
+                    _SEQ_KEY,
+                    _packb(self.seq),
+                    _TYPE_KEY,
+                    _packed_str(self.type),
+                    _PAYLOAD_KEY,
+                    _packb(self.payload),
+                ]
             )
-        return _NOTIFY_HEAD + _packb(subscription_id) + tail
+        return _NOTIFY_HEAD + _packed_str(subscription_id) + _WORKSPACE_KEY + tail
 
     def envelope(self, subscription_id: str) -> dict[str, Any]:
         return {

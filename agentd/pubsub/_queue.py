@@ -70,7 +70,8 @@ class EventQueue:
             raise trio.WouldBlock
         self._seal()
         self._items.append(event)
-        self._readable.unpark()
+        if self._readable:
+            self._readable.unpark()
 
     async def send(self, event: Event) -> None:
         """Queue `event`, waiting for room."""
@@ -140,7 +141,8 @@ class EventQueue:
         if len(self._items) == 1:
             self._seal()
         event = self._items.popleft()
-        self._writable.unpark()
+        if self._writable:
+            self._writable.unpark()
         return event
 
     async def receive(self) -> Event:
