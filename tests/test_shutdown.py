@@ -6,12 +6,23 @@ import signal
 from pathlib import Path
 
 import pytest
-from support import DaemonFactory, open_raw, open_workspace
+import trio
+from support import Daemon, DaemonFactory, open_raw, open_workspace
 
 from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
 
 HANG = {"chunks": ["working "], "hang": True}
+# Shutdown waits at most 2 s on a subscriber (protocol.md §6); the rest is the
+# exit itself on a busy machine. Well under the 10 s must-deliver timeout and
+# WAIT, which a shutdown that ignored its own bound would reach.
+EXIT_BOUND = 6.0
+
+
+async def seconds_to_exit(daemon: Daemon, signalled_at: float) -> float:
+    """How long after `signalled_at` (trio time) the daemon exited 0."""
+    assert await daemon.exited() == 0
+    return trio.current_time() - signalled_at
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -29,12 +40,13 @@ async def test_signal_mid_run_cancels_every_run_delivers_their_run_completes_and
                 lambda e, r=reply: e["type"] == "message.delta" and e["payload"]["run_id"] == r["run_id"]
             )
         daemon.proc.send_signal(signum)
+        signalled_at = trio.current_time()
         for reply in runs:
             rc = await ws.events.until_complete(reply["run_id"])
             assert rc["cancelled"] is True and rc["error"] is None
         closed = await ws.events.until(lambda e: e["type"] == "workspace.closed")
         assert closed["payload"] == {"workspace_id": ws.id, "reason": "shutdown"}
-    assert await daemon.exited() == 0
+    assert await seconds_to_exit(daemon, signalled_at) < EXIT_BOUND
     assert not daemon.socket_path.exists()
 
 
@@ -52,6 +64,7 @@ async def test_shutdown_with_a_stuck_subscriber_still_exits_within_seconds(
         await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["offset"] == 299 * 16384)
         assert (await client.call("server.status"))["events_dropped"] > 0
         daemon.proc.send_signal(signal.SIGTERM)
+        signalled_at = trio.current_time()
         # The subscriber that reads gets its RunComplete at once...
         rc = await ws.events.until_complete(reply["run_id"])
         assert rc["cancelled"] is True
@@ -61,8 +74,8 @@ async def test_shutdown_with_a_stuck_subscriber_still_exits_within_seconds(
         assert refused.value.code == ErrorCode.SHUTTING_DOWN
         assert await client.call("ping") == {}
     # The must-deliver timeout is 10 s, but shutdown waits on a stuck
-    # subscriber only briefly: well inside WAIT.
-    assert await daemon.exited() == 0
+    # subscriber only briefly.
+    assert await seconds_to_exit(daemon, signalled_at) < EXIT_BOUND
 
 
 async def test_server_shutdown_replies_then_stops_the_daemon(start_daemon: DaemonFactory) -> None:
