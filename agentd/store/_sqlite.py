@@ -22,6 +22,7 @@ import attrs
 import msgpack
 import trio
 
+from agentd._packing import packb
 from agentd.protocol import Message, RunComplete, Workspace, converter
 
 __all__ = [
@@ -177,7 +178,7 @@ class EventReplay:
     gap: str | None
 
 
-_packb = msgpack.Packer(use_bin_type=True).pack
+_packb = packb  # a shared Packer would keep the largest payload it logged
 
 
 def _unpackb(data: bytes) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import trio
 
 from agentd.models import ModelRegistry
+from agentd._memory import release_freed_memory
 from agentd.pubsub import DropStats
 from agentd.rpc import ErrorCode, RpcError
 from agentd.runs import Run
@@ -109,6 +110,8 @@ class Workspaces:
         finally:
             if self._hosts.get(host.id) is host:
                 del self._hosts[host.id]
+            # A quiet moment: what the workspace's runs allocated is free now.
+            release_freed_memory()
 
     def get(self, workspace_id: str) -> WorkspaceHost:
         """The open workspace `workspace_id`, ready for new work."""
