@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only rpc,fanout,burst,memory,cli,scale] [--out FILE]`: run the benchmarks.
+"""`python -m bench [--quick] [--only rpc,fanout,burst,first_prompt,memory,cli,scale] [--out FILE]`: run the benchmarks.
 
 Prints one table (markdown, ready for the README's Performance section) and
 writes every number to a JSON file (default `bench/results/latest.json`).
@@ -19,7 +19,7 @@ from typing import Any
 
 from ._common import Row
 
-SUITES = ("rpc", "fanout", "burst", "memory", "cli", "scale")
+SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale")
 
 
 def _suite(name: str) -> Any:
