@@ -1,4 +1,4 @@
-"""`agentctl status | sessions | show | rm | cancel | stop`: small requests, printed for people or as JSON."""
+"""`agentctl status | sessions | show | rm | cancel | stop | models`: small requests, printed for people or as JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 import sys
 import time
 
-from agentctl._sessions import resolve_session
+from agentctl._explain import explain, is_unknown_session
+from agentctl._output import emit
+from agentctl._sessions import not_here, resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
@@ -28,6 +30,10 @@ EXIT_OK, EXIT_ERROR, EXIT_NOT_RUNNING = 0, 1, 3
 STOP_TIMEOUT = 15.0
 
 
+class _Failed(Exception):
+    """A command's own error, already put for a person."""
+
+
 def _with_client(
     args: argparse.Namespace,
     body: Callable[[BlockingClient], int],
@@ -35,30 +41,36 @@ def _with_client(
     autostart: bool,
     not_running_code: int = EXIT_NOT_RUNNING,
 ) -> int:
+    name = f"agentctl {args.command}"
     socket_path = resolve_socket_path(args.socket)
     if autostart:
         try:
             ensure_daemon(socket_path)
         except DaemonUnavailable as exc:
-            print(f"agentctl: cannot reach agentd: {exc}", file=sys.stderr)
+            print(f"{name}: cannot reach agentd: {exc}", file=sys.stderr)
             return EXIT_NOT_RUNNING
     try:
         client = BlockingClient.connect(socket_path)
     except OSError:
         # Connecting is the probe: a separate one would count as another client.
         if not_running_code == EXIT_OK:
-            print("agentd is not running")
+            emit("agentd is not running\n")
         else:
-            print(f"agentctl: agentd is not running (socket {socket_path})", file=sys.stderr)
+            print(f"{name}: agentd is not running (socket {socket_path})", file=sys.stderr)
         return not_running_code
+    # Only the socket's failures are a lost daemon: a closed stdout is
+    # `StdoutClosed`, which goes past these to `cli.main`.
     try:
         with client:
             return body(client)
-    except RpcError as exc:
-        print(f"agentctl: {exc}", file=sys.stderr)
+    except _Failed as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except (OSError, ConnectionLost) as exc:
-        print(f"agentctl: lost the connection to agentd: {exc}", file=sys.stderr)
+    except RpcError as exc:
+        print(f"{name}: {explain(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except ConnectionLost as exc:
+        print(f"{name}: lost the connection to agentd: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
 
 
@@ -66,47 +78,64 @@ def _cwd(args: argparse.Namespace) -> str:
     return os.path.abspath(args.cwd or os.getcwd())
 
 
+def _open(client: BlockingClient, args: argparse.Namespace) -> tuple[str, str]:
+    """The workspace of `--cwd` (else the current directory): its id and its path as agentd resolved it."""
+    workspace = client.call("workspace.open", {"path": _cwd(args)})
+    return str(workspace["id"]), str(workspace["path"])
+
+
+def _session_of(client: BlockingClient, workspace: tuple[str, str], ref: str) -> str:
+    """The session `ref` names in `workspace`; not found says where it is instead."""
+    try:
+        return resolve_session(client, workspace[0], ref)
+    except RpcError as exc:
+        if is_unknown_session(exc):
+            raise _Failed(not_here(client, ref, workspace[1])) from None
+        raise
+
+
 def _title(session: dict[str, Any]) -> str:
     """A session's title for people: the daemon gives `New session` when none was set."""
     return str(session["title"]) or "(untitled)"
-
-
-def _emit(text: str) -> None:
-    """Write `text` to stdout; a reader that went away (`| head`) is not an error."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Point stdout at /dev/null so the interpreter's final flush does not complain.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def status(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
         info = client.call("server.status")
         if args.json:
-            print(json.dumps(info))
+            emit(json.dumps(info) + "\n")
         else:
-            for key, value in info.items():
-                print(f"{key}: {value}")
+            emit("".join(f"{key}: {value}\n" for key, value in info.items()))
         return EXIT_OK
 
     return _with_client(args, body, autostart=False)
 
 
+def _session_line(s: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["updated_at"]))
+    busy = " busy" if s["busy"] else ""
+    return f"{s['id']}  {when}  {s['message_count']:>4} msgs{busy}  {_title(s)}\n"
+
+
 def sessions(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
-        workspace = client.call("workspace.open", {"path": _cwd(args)})
-        found: list[dict[str, Any]] = client.call("session.list", {"workspace_id": workspace["id"]})
-        if args.json:
-            print(json.dumps(found))
+        if args.all_:
+            groups: list[dict[str, Any]] = client.call("session.list_all")
+            if args.json:
+                emit(json.dumps(groups) + "\n")
+                return EXIT_OK
+            blocks = [
+                group["workspace"]["path"] + "\n" + "".join("  " + _session_line(s) for s in group["sessions"])
+                for group in groups
+            ]
+            emit("\n".join(blocks))
             return EXIT_OK
-        for s in found:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["updated_at"]))
-            busy = " busy" if s["busy"] else ""
-            print(f"{s['id']}  {when}  {s['message_count']:>4} msgs{busy}  {_title(s)}")
+        workspace_id, _path = _open(client, args)
+        found: list[dict[str, Any]] = client.call("session.list", {"workspace_id": workspace_id})
+        if args.json:
+            emit(json.dumps(found) + "\n")
+            return EXIT_OK
+        emit("".join(_session_line(s) for s in found))
         return EXIT_OK
 
     return _with_client(args, body, autostart=True)
@@ -121,24 +150,60 @@ def _message_heading(message: dict[str, Any]) -> str:
     return f"## {message['role']}"
 
 
+def _run_ending(run: dict[str, Any]) -> str | None:
+    """What a finished run that did not succeed ended with, for under its answer; None if it succeeded."""
+    rc = run.get("complete")
+    if rc is None:
+        return None
+    if rc.get("cancelled"):
+        return "(run cancelled)"
+    if rc.get("error"):
+        return f"(run failed: {rc['error']})"
+    return None
+
+
 def show(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
-        workspace_id = client.call("workspace.open", {"path": _cwd(args)})["id"]
-        session_id = resolve_session(client, workspace_id, args.session)
-        ref = {"workspace_id": workspace_id, "session_id": session_id}
+        workspace = _open(client, args)
+        session_id = _session_of(client, workspace, args.session)
+        ref = {"workspace_id": workspace[0], "session_id": session_id}
         # Both at once: neither depends on the other's reply.
         get, messages_request = client.request("session.get", ref), client.request("session.messages", ref)
         session = client.wait(get)
         messages: list[dict[str, Any]] = client.wait(messages_request)
         if args.json:
-            _emit(json.dumps(messages) + "\n")
+            emit(json.dumps(messages) + "\n")
             return EXIT_OK
+        # A run whose last message is not a finished answer failed, was
+        # cancelled, or is still going: its RunComplete says which, and why.
+        last_of_run: dict[str, dict[str, Any]] = {}
+        for message in messages:
+            if message["run_id"]:
+                last_of_run[message["run_id"]] = message
+        unsure = [
+            run_id
+            for run_id, last in last_of_run.items()
+            if last["role"] != "assistant" or last["finish_reason"] != "stop"
+        ]
+        requests = {run_id: client.request("run.get", {"run_id": run_id}) for run_id in unsure}
+        endings: dict[str, str] = {}
+        for run_id, msgid in requests.items():
+            try:
+                ending = _run_ending(client.wait(msgid))
+            except RpcError:
+                continue  # a run the store no longer holds: nothing to add
+            if ending is not None:
+                endings[run_id] = ending
         count = len(messages)
         blocks = [f"# {_title(session)} ({session_id}, {count} message{'' if count == 1 else 's'})"]
         for message in messages:
             text = message["text"].rstrip("\n")
-            blocks.append(f"{_message_heading(message)}\n{text}" if text else _message_heading(message))
-        _emit("\n\n".join(blocks) + "\n")
+            block = f"{_message_heading(message)}\n{text}" if text else _message_heading(message)
+            run_id = message["run_id"]
+            if run_id in endings and last_of_run[run_id] is message:
+                block += "\n" + endings[run_id]
+            blocks.append(block)
+        emit("\n\n".join(blocks) + "\n")
         return EXIT_OK
 
     return _with_client(args, body, autostart=True)
@@ -146,10 +211,10 @@ def show(args: argparse.Namespace) -> int:
 
 def rm(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
-        workspace_id = client.call("workspace.open", {"path": _cwd(args)})["id"]
-        session_id = resolve_session(client, workspace_id, args.session)
-        removed = client.call("session.delete", {"workspace_id": workspace_id, "session_id": session_id})
-        print(f"removed {removed['id']} ({_title(removed)})")
+        workspace = _open(client, args)
+        session_id = _session_of(client, workspace, args.session)
+        removed = client.call("session.delete", {"workspace_id": workspace[0], "session_id": session_id})
+        emit(f"removed {removed['id']} ({_title(removed)})\n")
         return EXIT_OK
 
     return _with_client(args, body, autostart=True)
@@ -157,17 +222,17 @@ def rm(args: argparse.Namespace) -> int:
 
 def cancel(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
-        workspace = client.call("workspace.open", {"path": _cwd(args)})
+        workspace = _open(client, args)
         if args.session:
-            targets = [args.session]
+            targets = [_session_of(client, workspace, args.session)]
         else:
-            listed = client.call("session.list", {"workspace_id": workspace["id"]})
+            listed = client.call("session.list", {"workspace_id": workspace[0]})
             targets = [s["id"] for s in listed if s["busy"]]
         if not targets:
-            print("nothing to cancel")
+            emit("nothing to cancel\n")
         for session_id in targets:
-            result = client.call("agent.cancel", {"workspace_id": workspace["id"], "session_id": session_id})
-            print(f"{session_id}: cancelled {result['run_id'] or 'nothing'}, cleared {result['cleared']} queued")
+            result = client.call("agent.cancel", {"workspace_id": workspace[0], "session_id": session_id})
+            emit(f"{session_id}: cancelled {result['run_id'] or 'nothing'}, cleared {result['cleared']} queued\n")
         return EXIT_OK
 
     return _with_client(args, body, autostart=False)
@@ -182,9 +247,9 @@ def stop(args: argparse.Namespace) -> int:
             while time.monotonic() < deadline:
                 client.next_notification(deadline - time.monotonic())
         except ConnectionLost:
-            print("agentd stopped")
+            emit("agentd stopped\n")
             return EXIT_OK
-        print(f"agentctl: agentd did not stop within {STOP_TIMEOUT:.0f}s", file=sys.stderr)
+        print(f"agentctl stop: agentd did not stop within {STOP_TIMEOUT:.0f}s", file=sys.stderr)
         return EXIT_ERROR
 
     # Stopping a daemon that is not running has nothing left to do.
@@ -195,14 +260,19 @@ def models(args: argparse.Namespace) -> int:
     def body(client: BlockingClient) -> int:
         listed = client.call("models.list")
         if args.json:
-            print(json.dumps(listed))
+            emit(json.dumps(listed) + "\n")
             return EXIT_OK
+        lines = []
         for model in listed["models"]:
             mark = "*" if model.get("default") else " "
             where = f"{model['provider']}/{model['model']}" if model.get("provider") and model.get("model") else ""
-            print(f"{mark} {model['name']:<32} {where}")
-        if listed["default_is_fallback"]:
-            print("(no model configured: `agentctl run` answers with the offline echo model)")
+            lines.append(f"{mark} {model['name']:<32} {where}\n")
+        note = listed.get("default_model_note")
+        if note:
+            lines.append(f"({note})\n")
+        emit("".join(lines))
+        for mistake in listed.get("config_mistakes", ()):
+            print(f"agentctl: {mistake}", file=sys.stderr)
         return EXIT_OK
 
     return _with_client(args, body, autostart=True)

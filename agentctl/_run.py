@@ -1,11 +1,15 @@
 """`agentctl run`: send one prompt, stream its answer, exit with what became of it.
 
+`agentctl attach` follows an accepted run again, from where it is, and ends
+the same way; `agentctl run --detach` returns once its run is accepted.
+
 Exit codes: 0 the run completed, 1 the run failed (or was cancelled by someone
-else), 2 usage, 3 the daemon could not be reached, or the connection was lost
-before the run's RunComplete and no daemon answered again in time (it
-reconnects, starting one if needed, resubscribes from the last seq it saw and
-asks `run.get`), 130 interrupted by Ctrl-C. It never exits 0 without a
-RunComplete.
+else, or agentd refused the prompt), 2 usage, 3 the daemon could not be
+reached, or the connection was lost before the run's RunComplete and no daemon
+answered again in time (it reconnects, starting one if needed, resubscribes
+from the last seq it saw and asks `run.get`), 130 interrupted by Ctrl-C. It
+never exits 0 without a RunComplete (`--detach` exits 0 once the run is
+accepted, which promises one).
 
 Written on the blocking client: a run is one conversation on one socket, and
 not importing an event loop keeps the command's start-up close to Python's own.
@@ -21,7 +25,7 @@ import sys
 import time
 from types import FrameType, SimpleNamespace
 
-from agentctl._sessions import resolve_session
+from agentctl._sessions import not_here, resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any, TextIO
 
-__all__ = ["run_command"]
+__all__ = ["attach_command", "run_command"]
 
 # `ses_` and 32 hex digits: an id of that length needs no expanding.
 _FULL_ID_LENGTH = 36
@@ -58,6 +62,8 @@ RECONNECT_PAUSE = 0.2
 # How often the loop wakes with nothing to read: the spinner's frame and the
 # longest a Ctrl-C waits to be acted on.
 _TICK = 0.1
+# Attached mid-answer, how often to read the saved text again while deltas wait for a hole.
+_CATCH_UP_EVERY = 0.5
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -81,11 +87,32 @@ class _TooLarge(Exception):
     pass
 
 
+class _Refused(Exception):
+    """agentd refused what was asked, said for a person; `code` is its error code, if it was an error reply."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _read_prompt(args: argparse.Namespace | SimpleNamespace) -> str | None:
-    if args.prompt:
-        return " ".join(args.prompt)
+    """The arguments; with stdin too (not a terminal), the arguments, a blank line, then stdin; `-`: stdin only."""
+    if args.prompt == ["-"]:
+        return _read_stdin()
     if sys.stdin is None or sys.stdin.isatty():
-        return None
+        return " ".join(args.prompt) if args.prompt else None
+    piped = _read_stdin()
+    if not args.prompt:
+        return piped
+    if not piped.strip():
+        # Nothing on stdin (`</dev/null`, a script's empty pipe): the arguments alone.
+        return " ".join(args.prompt)
+    return " ".join(args.prompt) + "\n\n" + piped
+
+
+def _read_stdin() -> str:
+    if sys.stdin is None:
+        return ""
     # Bytes, decoded here: how the text layer treats bytes that are not UTF-8
     # depends on the locale (an exception, or surrogates msgpack cannot send).
     data = sys.stdin.buffer.read()
@@ -120,6 +147,24 @@ def run_command(args: argparse.Namespace | SimpleNamespace) -> int:
         continue_session=args.continue_,
         json_output=args.json,
         quiet=args.quiet,
+        detach=args.detach,
+    )
+    return command.main()
+
+
+def attach_command(args: argparse.Namespace) -> int:
+    cwd = os.path.abspath(args.cwd or os.getcwd())  # checked by the CLI: it exists
+    command = RunCommand(
+        socket_path=resolve_socket_path(args.socket),
+        cwd=cwd,
+        prompt="",
+        model=None,
+        session_id=None,
+        continue_session=False,
+        json_output=args.json,
+        quiet=args.quiet,
+        attach=True,
+        run_id=args.run_id,
     )
     return command.main()
 
@@ -136,6 +181,9 @@ class RunCommand:
         continue_session: bool,
         json_output: bool,
         quiet: bool,
+        detach: bool = False,
+        attach: bool = False,
+        run_id: str | None = None,
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> None:
@@ -149,8 +197,15 @@ class RunCommand:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.quiet = quiet
+        self.detach = detach
+        # Attaching follows a run that exists (`run_id`, else the latest here)
+        # instead of sending one.
+        self.attach = attach
         # As random as uuid4, without importing uuid on the way to the first byte.
-        self.run_id = os.urandom(16).hex()
+        self.run_id = run_id or os.urandom(16).hex()
+        self._find_latest = attach and run_id is None
+        # With --json, the last line is the run's run.complete, or else an error line.
+        self._printed_complete = False
         self.stream: RunStream | None = None
         self._workspace_id = ""
         # The last seq this run's subscription saw: where a resubscribe resumes.
@@ -162,6 +217,7 @@ class RunCommand:
         self._spinning = self._spinner_wanted()
         self._spinner_frame = 0
         self._stdout_broken = False
+        self._caught_up_at = 0.0
 
     def main(self) -> int:
         previous = _signal.signal(_signal.SIGINT, self._on_interrupt)
@@ -192,14 +248,22 @@ class RunCommand:
             return self._fail(EXIT_LOST, f"cannot connect to agentd at {self.socket_path}: {exc}")
         with client:
             try:
-                subscription_id = self._start(client)
+                started = self._attach(client) if self.attach else self._start(client)
             except RpcError as exc:
-                return self._fail(EXIT_RUN_ERROR, str(exc))
+                from agentctl._explain import explain  # only on the way out
+
+                return self._fail(EXIT_RUN_ERROR, explain(exc), exc.code)
+            except _Refused as exc:
+                return self._fail(EXIT_RUN_ERROR, str(exc), exc.code)
             except _TooLarge as exc:
                 return self._fail(EXIT_USAGE, str(exc))
             except ConnectionLost as exc:
                 return self._fail(EXIT_LOST, f"lost the connection to agentd: {exc}")
-            outcome = self._follow(client, subscription_id)
+            if isinstance(started, Outcome):
+                return self._finish(started)
+            if self.detach:
+                return self._detached()
+            outcome = self._follow(client, started)
             reason = client.close_reason
         if outcome is None:
             outcome = self._recover(reason or "connection closed")
@@ -230,45 +294,161 @@ class RunCommand:
         if self.model:
             params["model"] = self.model
         self._check_size(params, server.get("max_message_size"))
-        if self.model is None and server.get("default_model_is_fallback"):
-            self._note(
-                "no model is configured, so the offline echo model answers; set OPENAI_API_KEY or"
-                " ANTHROPIC_API_KEY, or write ~/.config/agentd/config.toml (see the README)",
-                informational=True,
-            )
+        # The daemon words it: only it knows the environment it started with and its configuration.
+        note = server.get("default_model_note")
+        if self.model is None and note:
+            self._note(note, informational=True)
         workspace_id = self._workspace_id = workspace["id"]
         session_id = self.session_id
         if session_id is None and self.continue_session:
             sessions = client.call("session.list", {"workspace_id": workspace_id})
             if sessions:
                 session_id = max(sessions, key=lambda s: s["updated_at"])["id"]
+        created = session_id is None
+        ref = session_id or ""
         if session_id is None:
             # Untitled: the daemon names a session after its first prompt.
             session_request = client.request("session.create", {"workspace_id": workspace_id})
         else:
-            if not session_id.startswith("ses_") or len(session_id) != _FULL_ID_LENGTH:
-                # A prefix (people type the start of an id): one session.list to expand it.
-                session_id = resolve_session(client, workspace_id, session_id)
+            try:
+                if not session_id.startswith("ses_") or len(session_id) != _FULL_ID_LENGTH:
+                    # A prefix (people type the start of an id): one session.list to expand it.
+                    session_id = resolve_session(client, workspace_id, session_id)
+            except RpcError as exc:
+                if _is_unknown_session(exc):
+                    raise _Refused(not_here(client, ref, workspace["path"]), exc.code) from None
+                raise
             session_request = client.request("session.get", {"workspace_id": workspace_id, "session_id": session_id})
         # Subscribe before sending: the run's first event must not beat us to it.
-        subscribe_request = client.request("events.subscribe", {"workspace_id": workspace_id})
-        session_id = client.wait(session_request)["id"]
-        subscription = client.wait(subscribe_request)
+        # A detached run is not followed here, so it needs no subscription.
+        subscribe_request = None if self.detach else client.request("events.subscribe", {"workspace_id": workspace_id})
+        try:
+            session_id = client.wait(session_request)["id"]
+        except RpcError as exc:
+            if _is_unknown_session(exc):
+                raise _Refused(not_here(client, ref, workspace["path"]), exc.code) from None
+            raise
+        subscription = client.wait(subscribe_request) if subscribe_request is not None else {}
         self._last_seq = int(subscription.get("seq", 0))
         params["session_id"] = session_id
         stream = RunStream(session_id, self.run_id)
         self._sending = True
         try:
-            client.call("agent.send", params)
+            reply = client.call("agent.send", params)
             # Accepted: from here a Ctrl-C cancels the run instead of leaving.
             self.stream = stream
         except RpcError:
+            if created:
+                # The session was made for this prompt alone: refused, it would
+                # only be an empty session in every list.
+                self._forget_session(client, workspace_id, session_id)
             if self._interrupts:
                 raise _Interrupted from None  # refused, and the user wants out anyway
             raise
         finally:
             self._sending = False
+        if reply.get("queued"):
+            ahead = reply.get("ahead")
+            behind = f"{ahead} run{'' if ahead == 1 else 's'}" if isinstance(ahead, int) and ahead else "another run"
+            self._note(
+                f"queued behind {behind} of session {session_id}; it starts when they end"
+                + ("" if self.detach else " (Ctrl-C withdraws it)"),
+                informational=True,
+            )
+        return str(subscription.get("subscription_id", ""))
+
+    @staticmethod
+    def _forget_session(client: BlockingClient, workspace_id: str, session_id: str) -> None:
+        try:
+            client.call("session.delete", {"workspace_id": workspace_id, "session_id": session_id})
+        except RpcError:
+            pass  # someone else's prompt got into it meanwhile: it is theirs now
+
+    def _detached(self) -> int:
+        """The run is accepted and goes on without us: say which it is, for `agentctl attach`."""
+        stream = self.stream
+        assert stream is not None
+        if self.json_output:
+            line = {"run_id": self.run_id, "session_id": stream.session_id, "workspace_id": self._workspace_id}
+            self._write(_json_line(line) + "\n")
+        else:
+            self._write(self.run_id + "\n")
+        return 0
+
+    # --- attaching to a run that exists
+
+    def _attach(self, client: BlockingClient) -> str | Outcome:
+        """Find the run, subscribe to its workspace, print what it has said so far: ready to follow it.
+
+        An Outcome instead when the run has already ended.
+        """
+        client.request("initialize", {"client_name": "agentctl", "client_version": __version__}, want_reply=False)
+        here = client.call("workspace.open", {"path": self.cwd})
+        if self._find_latest:
+            self.run_id = self._latest_run(client, here["id"], here["path"])
+        run = client.call("run.get", {"run_id": self.run_id})
+        stream = self.stream = RunStream(run["session_id"], self.run_id)
+        if run["complete"] is not None:
+            return self._ended(run["complete"])
+        if run["workspace_id"] != here["id"]:
+            # Followed where it runs; a reconnect goes back there too.
+            self.cwd = self._workspace_path(client, run["workspace_id"])
+            client.call("workspace.open", {"path": self.cwd})
+        self._workspace_id = run["workspace_id"]
+        # Subscribed first, then asked again: a run that ends in between is
+        # either complete in the second answer or its run.complete is coming.
+        subscription = client.call("events.subscribe", {"workspace_id": self._workspace_id})
+        self._last_seq = int(subscription.get("seq", 0))
+        run = client.call("run.get", {"run_id": self.run_id})
+        if run["complete"] is not None:
+            return self._ended(run["complete"])
+        if not self.json_output:
+            stream.keep_ahead = True
+            self._catch_up(client)
         return str(subscription["subscription_id"])
+
+    def _ended(self, rc: dict[str, Any]) -> Outcome:
+        assert self.stream is not None
+        text, outcome = self.stream.complete(rc)
+        if self.json_output:
+            self._write(_json_line({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
+            self._printed_complete = True
+        else:
+            self._write(text)
+        return outcome
+
+    def _catch_up(self, client: BlockingClient) -> None:
+        """Print the run's answer as saved so far, and the deltas that were waiting for it."""
+        stream = self.stream
+        assert stream is not None
+        self._caught_up_at = time.monotonic()
+        messages = client.call(
+            "session.messages", {"workspace_id": self._workspace_id, "session_id": stream.session_id}
+        )
+        for message in messages:
+            if message["run_id"] == self.run_id and message["role"] == "assistant":
+                self._write(stream.fill(message["id"], message["text"]))
+
+    def _latest_run(self, client: BlockingClient, workspace_id: str, path: str) -> str:
+        """The run most recently sent in this workspace: a queued one, else the last one with a message."""
+        sessions = client.call("session.list", {"workspace_id": workspace_id})
+        for session in sessions:  # most recently updated first
+            ref = {"workspace_id": workspace_id, "session_id": session["id"]}
+            if session["busy"]:
+                queued = client.call("agent.queue", ref)
+                if queued:
+                    return str(queued[-1]["run_id"])
+            runs = [m["run_id"] for m in client.call("session.messages", ref) if m["run_id"]]
+            if runs:
+                return str(runs[-1])
+        raise _Refused(f"no run in this directory's workspace ({path}) to attach to; start one with agentctl run")
+
+    @staticmethod
+    def _workspace_path(client: BlockingClient, workspace_id: str) -> str:
+        for group in client.call("session.list_all"):
+            if group["workspace"]["id"] == workspace_id:
+                return str(group["workspace"]["path"])
+        raise _Refused(f"the run's workspace {workspace_id} has no sessions any more")
 
     @staticmethod
     def _check_size(params: dict[str, Any], limit: object) -> None:
@@ -301,6 +481,11 @@ class RunCommand:
             if give_up_at is not None and time.monotonic() >= give_up_at:
                 # The cancelled RunComplete normally ends us before this does.
                 return Outcome(EXIT_INTERRUPTED, "the run did not confirm its cancellation")
+            if stream.behind and time.monotonic() - self._caught_up_at >= _CATCH_UP_EVERY:
+                try:
+                    self._catch_up(client)
+                except ConnectionLost:
+                    return None
             try:
                 item = client.next_notification(_TICK)
             except ConnectionLost:
@@ -326,6 +511,7 @@ class RunCommand:
             if self.json_output:
                 if stream.is_ours(event) or event.get("type") == "events.gap":
                     self._write(_json_line(event, ensure_ascii=False) + "\n")
+                    self._printed_complete = outcome is not None
             elif text:
                 self._write(text)
             if outcome is not None:
@@ -369,23 +555,28 @@ class RunCommand:
             run = client.call("run.get", {"run_id": self.run_id})
             self._resumed = True
             if run["complete"] is not None:
-                rc = run["complete"]
-                text, outcome = stream.complete(rc)
-                if self.json_output:
-                    self._write(_json_line({"type": "run.complete", "payload": rc}, ensure_ascii=False) + "\n")
-                else:
-                    self._write(text)
-                return outcome
+                return self._ended(run["complete"])
             return self._follow(client, str(subscription["subscription_id"]))
 
     def _finish(self, outcome: Outcome) -> int:
         if outcome.error and outcome.exit_code != 0:
             self._note(outcome.error)
+            self._error_line(outcome.exit_code, outcome.error)
         return outcome.exit_code
 
-    def _fail(self, code: int, message: str) -> int:
+    def _fail(self, code: int, message: str, error_code: int | None = None) -> int:
         self._note(message)
+        self._error_line(code, message, error_code)
         return code
+
+    def _error_line(self, exit_code: int, message: str, error_code: int | None = None) -> None:
+        """With --json, a run that ends without its run.complete printed ends with this line instead."""
+        if not self.json_output or self._printed_complete:
+            return
+        line: dict[str, Any] = {"type": "error", "exit_code": exit_code, "message": message}
+        if error_code is not None:
+            line["code"] = error_code
+        self._write(_json_line(line, ensure_ascii=False) + "\n")
 
     # --- output
 
@@ -399,12 +590,15 @@ class RunCommand:
         except BrokenPipeError:
             # The reader went away (`| head`); the run's outcome still decides the exit code.
             self._stdout_broken = True
+            from agentctl._output import silence_stdout
+
+            silence_stdout()
 
     def _note(self, message: str, *, informational: bool = False) -> None:
         if self.quiet and informational:
             return
         self._stop_spinner()
-        print(f"agentctl: {message}", file=self.err, flush=True)
+        print(f"agentctl {'attach' if self.attach else 'run'}: {message}", file=self.err, flush=True)
 
     def _spinner_wanted(self) -> bool:
         return not self.quiet and not self.json_output and self.err.isatty()
@@ -422,6 +616,15 @@ class RunCommand:
             if self._spinner_frame:
                 self.err.write("\r\033[K")
                 self.err.flush()
+
+
+# Error paths import what they need when they are taken: a run that goes well never loads them.
+
+
+def _is_unknown_session(exc: RpcError) -> bool:
+    from agentctl._explain import is_unknown_session
+
+    return is_unknown_session(exc)
 
 
 def _json_line(value: object, **kwargs: Any) -> str:

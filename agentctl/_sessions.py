@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from agentctl.blocking import BlockingClient
 
-__all__ = ["ID_PREFIX", "resolve_session"]
+__all__ = ["ID_PREFIX", "not_here", "resolve_session"]
 
 ID_PREFIX = "ses_"
 # How many candidates an ambiguous reference's error names.
@@ -46,3 +46,36 @@ def resolve_session(client: BlockingClient, workspace_id: str, ref: str) -> str:
             f"session: {ref!r} matches {len(matches)} sessions: {listed}; give more characters",
         )
     return matches[0]
+
+
+def _matches(ref: str, session_id: str) -> bool:
+    full = ref if ref.startswith(ID_PREFIX) else ID_PREFIX + ref
+    return bool(ref) and (session_id == ref or session_id.startswith(full))
+
+
+def not_here(client: BlockingClient, ref: str, cwd: str) -> str:
+    """Why `ref` names no session of the workspace of `cwd`, and where it is instead (`session.list_all`)."""
+    try:
+        groups = client.call("session.list_all")
+    except RpcError:
+        groups = []
+    elsewhere = [
+        group["workspace"]["path"]
+        for group in groups
+        if group["workspace"]["path"] != cwd and any(_matches(ref, s["id"]) for s in group["sessions"])
+    ]
+    if len(elsewhere) == 1:
+        import shlex
+
+        return (
+            f"session {ref!r} is not in this directory's workspace ({cwd}) but in that of {elsewhere[0]}:"
+            f" pass --cwd {shlex.quote(elsewhere[0])}"
+        )
+    if elsewhere:
+        return (
+            f"no session matches {ref!r} in this directory's workspace ({cwd}); sessions of {', '.join(elsewhere)} do"
+        )
+    return (
+        f"no session matches {ref!r} in this directory's workspace ({cwd});"
+        " `agentctl sessions --all` lists the sessions of every directory"
+    )

@@ -56,7 +56,8 @@ def _formatter() -> Any:
         except (ValueError, OSError):
             columns = 80
 
-        class Formatter(argparse.HelpFormatter):
+        # Raw descriptions: each command's examples keep their lines.
+        class Formatter(argparse.RawDescriptionHelpFormatter):
             def __init__(self, prog: str) -> None:
                 super().__init__(prog, width=max(columns - 2, 40))
 
@@ -67,72 +68,162 @@ def _formatter() -> Any:
 _FORMATTER: Any = None
 
 
+def _add_command(sub: Any, name: str, summary: str, description: str, examples: str) -> Any:
+    """A subcommand with its one-line summary, what it does, and examples that run as written."""
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}. {description}",
+        epilog="examples:\n" + examples,
+        formatter_class=_formatter(),
+    )
+    _add_socket(parser, top=False)
+    return parser
+
+
+def _add_cwd(parser: Any) -> None:
+    parser.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
+
+
+def _add_json(parser: Any, what: str) -> None:
+    parser.add_argument("-j", "--json", action="store_true", help=what)
+
+
 def _add_run(sub: Any) -> None:
-    run = sub.add_parser("run", help="run a prompt and stream the answer", formatter_class=_formatter())
-    _add_socket(run, top=False)
-    run.add_argument("--model", help="model name (default: the daemon's default)")
+    run = _add_command(
+        sub,
+        "run",
+        "run a prompt and stream the answer",
+        "The prompt is the arguments; with stdin also given (not a terminal), the arguments, a blank line, then"
+        " stdin; `-` alone reads the prompt from stdin only. Exits 0 when the run completed, 1 when it failed,"
+        " 2 on a usage error, 3 when agentd could not be reached, 130 on Ctrl-C.",
+        '  agentctl run "explain this repository"\n'
+        '  agentctl run -c "and the tests?"\n'
+        '  cat notes.txt | agentctl run "summarize:"\n'
+        '  agentctl run --detach "run the long task"   # prints the run id; `agentctl attach` follows it\n',
+    )
+    run.add_argument("-m", "--model", help="model name (default: the daemon's default)")
     which = run.add_mutually_exclusive_group()
-    which.add_argument("--session", metavar="ID", help="continue this session")
-    which.add_argument("--continue", dest="continue_", action="store_true", help="continue the most recent session")
-    run.add_argument("--json", action="store_true", help="print one JSON object per event of this run")
-    run.add_argument("--quiet", action="store_true", help="no spinner and no notes on stderr")
-    run.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
+    which.add_argument("-s", "--session", metavar="ID", help="continue this session")
+    which.add_argument(
+        "-c", "--continue", dest="continue_", action="store_true", help="continue the most recent session"
+    )
+    _add_json(run, "print one JSON object per event of this run; the last line is its run.complete or an error")
+    run.add_argument("-q", "--quiet", action="store_true", help="no spinner and no notes on stderr")
+    run.add_argument(
+        "-d", "--detach", action="store_true", help="print the run id once the run is accepted, and return"
+    )
+    _add_cwd(run)
     run.add_argument("prompt", nargs="*", help="the prompt (default: read from stdin when it is not a terminal)")
 
 
+def _add_attach(sub: Any) -> None:
+    attach = _add_command(
+        sub,
+        "attach",
+        "follow a run again, from where it is",
+        "Prints the run's answer so far, then streams the rest, and exits as `agentctl run` would have.",
+        "  agentctl attach                      # the latest run in this directory's workspace\n"
+        "  agentctl attach 73ba724abf7c4059a08940904eddbc8a\n",
+    )
+    _add_json(attach, "print one JSON object per event of the run; the last line is its run.complete or an error")
+    attach.add_argument("-q", "--quiet", action="store_true", help="no spinner and no notes on stderr")
+    _add_cwd(attach)
+    attach.add_argument(
+        "run_id", metavar="RUN_ID", nargs="?", help="the run (default: the latest in this directory's workspace)"
+    )
+
+
 def _add_status(sub: Any) -> None:
-    status = sub.add_parser("status", help="show the daemon's status", formatter_class=_formatter())
-    _add_socket(status, top=False)
-    status.add_argument("--json", action="store_true")
+    status = _add_command(
+        sub,
+        "status",
+        "show the daemon's status",
+        "Exits 3 when no daemon is running (none is started).",
+        "  agentctl status\n  agentctl status --json\n",
+    )
+    _add_json(status, "print the status as one JSON object")
 
 
 def _add_sessions(sub: Any) -> None:
-    sessions = sub.add_parser("sessions", help="list the sessions of a workspace", formatter_class=_formatter())
-    _add_socket(sessions, top=False)
-    sessions.add_argument("--cwd", metavar="DIR")
-    sessions.add_argument("--json", action="store_true")
+    sessions = _add_command(
+        sub,
+        "sessions",
+        "list the sessions of a workspace",
+        "Newest first: id, last activity, messages, busy, title.",
+        "  agentctl sessions\n  agentctl sessions --all     # every directory's sessions\n",
+    )
+    _add_cwd(sessions)
+    sessions.add_argument(
+        "-a", "--all", dest="all_", action="store_true", help="the sessions of every workspace, with its directory"
+    )
+    _add_json(sessions, "print the sessions as a JSON array")
 
 
 def _add_show(sub: Any) -> None:
-    show = sub.add_parser("show", help="print the conversation of a session", formatter_class=_formatter())
-    _add_socket(show, top=False)
-    show.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
-    show.add_argument("--json", action="store_true", help="print the session's messages as a JSON array")
+    show = _add_command(
+        sub,
+        "show",
+        "print the conversation of a session",
+        "A run that failed or was cancelled says so under its answer.",
+        "  agentctl show 3f2a\n  agentctl show --json 3f2a\n",
+    )
+    _add_cwd(show)
+    _add_json(show, "print the session's messages as a JSON array")
     show.add_argument("session", metavar="SESSION", help="session id, or enough of its start to be unambiguous")
 
 
 def _add_rm(sub: Any) -> None:
-    rm = sub.add_parser("rm", help="delete a session and its messages", formatter_class=_formatter())
-    _add_socket(rm, top=False)
-    rm.add_argument("--cwd", metavar="DIR", help="workspace directory (default: the current directory)")
+    rm = _add_command(
+        sub,
+        "rm",
+        "delete a session and its messages",
+        "Not while it runs a prompt: `agentctl cancel` first.",
+        "  agentctl rm 3f2a\n",
+    )
+    _add_cwd(rm)
     rm.add_argument("session", metavar="SESSION", help="session id, or enough of its start to be unambiguous")
 
 
 def _add_cancel(sub: Any) -> None:
-    cancel = sub.add_parser(
-        "cancel", help="cancel the running prompt (and clear the queue)", formatter_class=_formatter()
+    cancel = _add_command(
+        sub,
+        "cancel",
+        "cancel the running prompt (and clear the queue)",
+        "Each cancelled run still ends with its RunComplete, recorded.",
+        "  agentctl cancel            # every busy session of this directory\n  agentctl cancel -s 3f2a\n",
     )
-    _add_socket(cancel, top=False)
-    cancel.add_argument("--session", metavar="ID", help="only this session (default: every busy one)")
-    cancel.add_argument("--cwd", metavar="DIR")
+    cancel.add_argument("-s", "--session", metavar="ID", help="only this session (default: every busy one)")
+    _add_cwd(cancel)
 
 
 def _add_stop(sub: Any) -> None:
-    stop = sub.add_parser("stop", help="stop the daemon", formatter_class=_formatter())
-    _add_socket(stop, top=False)
+    stop = _add_command(
+        sub,
+        "stop",
+        "stop the daemon",
+        "Every run ends cancelled, recorded and reported; exits 0 when no daemon runs.",
+        "  agentctl stop\n  agentctl stop --if-idle\n",
+    )
     stop.add_argument(
         "--if-idle", action="store_true", help="only when no run is active and no other client is connected"
     )
 
 
 def _add_models(sub: Any) -> None:
-    models = sub.add_parser("models", help="list the configured models and the default", formatter_class=_formatter())
-    _add_socket(models, top=False)
-    models.add_argument("--json", action="store_true")
+    models = _add_command(
+        sub,
+        "models",
+        "list the configured models and the default",
+        "The default is marked `*`.",
+        "  agentctl models\n  agentctl models --json\n",
+    )
+    _add_json(models, "print the models as one JSON object")
 
 
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
+    "attach": _add_attach,
     "status": _add_status,
     "sessions": _add_sessions,
     "show": _add_show,
@@ -148,7 +239,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="agentctl", description="Talk to the agentd daemon.", formatter_class=_formatter()
+        prog="agentctl",
+        description="Talk to the agentd daemon (started on demand). `agentctl COMMAND --help` tells more.",
+        epilog='examples:\n  agentctl run "explain this repository"\n  agentctl sessions\n',
+        formatter_class=_formatter(),
     )
     parser.add_argument("--version", action="version", version=f"agentctl {agentd.__version__}")
     _add_socket(parser, top=True)
@@ -176,10 +270,17 @@ def _command_in(argv: list[str]) -> str | None:
 RUN_OPTIONS: dict[str, tuple[str, bool]] = {
     "--socket": ("socket", True),
     "--model": ("model", True),
+    "-m": ("model", True),
     "--session": ("session", True),
+    "-s": ("session", True),
     "--continue": ("continue_", False),
+    "-c": ("continue_", False),
     "--json": ("json", False),
+    "-j": ("json", False),
     "--quiet": ("quiet", False),
+    "-q": ("quiet", False),
+    "--detach": ("detach", False),
+    "-d": ("detach", False),
     "--cwd": ("cwd", True),
 }
 
@@ -190,8 +291,9 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
     `agentctl run` is the command scripts call in loops, and argparse (with the
     re, gettext and locale it imports) is a large share of its start-up. The
     common, unambiguous shapes are read here; anything else (help, `--`, an
-    option after the prompt, `--opt=value`, a value that looks like an option,
-    a conflict) returns None, for argparse to parse or to explain.
+    option after the prompt, `--opt=value`, short flags run together (`-qj`),
+    a value that looks like an option, a conflict) returns None, for argparse
+    to parse or to explain.
     """
     values: dict[str, object] = {
         "command": "run",
@@ -201,6 +303,7 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
         "continue_": False,
         "json": False,
         "quiet": False,
+        "detach": False,
         "cwd": None,
     }
     prompt: list[str] = []
@@ -271,13 +374,43 @@ def _refuse_bad_input(args: argparse.Namespace | SimpleNamespace) -> bool:
     return False
 
 
+def _usage_error(parser: argparse.ArgumentParser, command: str | None, message: str) -> None:
+    """argparse's usage error, from the subcommand's parser so it names the subcommand (`agentctl run: error:`)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            action.choices[command].error(message)
+    parser.error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv == ["--version"]:
-        # The one call that needs nothing but a string.
-        print(f"agentctl {agentd.__version__}")
-        return 0
+    try:
+        if argv == ["--version"]:
+            # The one call that needs nothing but a string.
+            print(f"agentctl {agentd.__version__}", flush=True)
+            return 0
+        code = _dispatch(argv)
+        # What is still buffered goes now, while a closed reader can still be told apart.
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:  # and agentctl._output.StdoutClosed, raised where stdout is written
+        # The reader went away (`| head -1`): nothing is wrong with agentd, so end
+        # quietly, as git does, with the status of a process SIGPIPE ended.
+        from agentctl._output import silence_stdout
+
+        silence_stdout()
+        return EXIT_STDOUT_CLOSED
+    return code
+
+
+# 128 + SIGPIPE, what a shell reports for `git log | head -1`.
+EXIT_STDOUT_CLOSED = 141
+
+
+def _dispatch(argv: list[str]) -> int:
     quick = parse_run_quickly(argv)
     if quick is not None:
         if _refuse_bad_input(quick):
@@ -285,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         from agentctl._run import run_command
 
         return run_command(quick)
-    parser = build_parser(only=_command_in(argv))
-    args = parser.parse_args(argv)
+    command = _command_in(argv)
+    parser = build_parser(only=command)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _usage_error(parser, args.command, f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -296,9 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         from agentctl._run import run_command
 
         return run_command(args)
+    if args.command == "attach":
+        from agentctl._run import attach_command
+
+        return attach_command(args)
     from agentctl import _admin
 
-    command = {
+    handler = {
         "status": _admin.status,
         "sessions": _admin.sessions,
         "show": _admin.show,
@@ -307,4 +447,4 @@ def main(argv: list[str] | None = None) -> int:
         "stop": _admin.stop,
         "models": _admin.models,
     }[args.command]
-    return command(args)
+    return handler(args)

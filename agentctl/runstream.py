@@ -61,6 +61,12 @@ class RunStream:
         self._printed = 0  # characters of the current message already written
         self._ends_with_newline = True
         self.gaps = 0
+        #: Our run's agent.error, when one came: the RunComplete that follows ends the run.
+        self.agent_error: str | None = None
+        #: Set by `agentctl attach`, which starts from the text saved so far: deltas
+        #: past what is printed wait in `_pending` until `fill` closes the hole.
+        self.keep_ahead = False
+        self._pending: list[tuple[int, str]] = []
 
     def is_ours(self, event: dict[str, Any]) -> bool:
         payload = event.get("payload")
@@ -85,9 +91,11 @@ class RunStream:
                 return "", None
             return self.complete(payload)
         if kind == "agent.error":
-            if not self.agent_error_is_ours(payload):
-                return "", None
-            return "", Outcome(EXIT_RUN_ERROR, f"agent error: {payload.get('message')}")
+            # Not the end: every accepted run ends with its run.complete, which
+            # `--json` must print, and which comes right after.
+            if self.agent_error_is_ours(payload):
+                self.agent_error = f"agent error: {payload.get('message')}"
+            return "", None
         if kind == "events.gap":
             self.gaps += 1
         return "", None
@@ -107,6 +115,7 @@ class RunStream:
     def complete(self, rc: dict[str, Any]) -> tuple[str, Outcome]:
         """The RunComplete, from the stream or from `run.wait`: print what is missing, then end."""
         text = self._reconcile(rc.get("message_id"), rc.get("text"))
+        self._pending = []
         if not self._ends_with_newline:
             text += "\n"
             self._ends_with_newline = True
@@ -116,11 +125,31 @@ class RunStream:
         error = rc.get("error")
         if error:
             return text, Outcome(EXIT_RUN_ERROR, str(error))
+        if self.agent_error is not None:
+            return text, Outcome(EXIT_RUN_ERROR, self.agent_error)
         return text, Outcome(EXIT_OK)
+
+    @property
+    def behind(self) -> bool:
+        """Whether deltas wait for a hole before them to be filled (see `fill`)."""
+        return bool(self._pending)
+
+    def fill(self, message_id: Any, text: Any) -> str:
+        """Text to write from a snapshot of the answer so far (the stored text), then the deltas it lets through."""
+        if not isinstance(text, str):
+            return ""
+        out = self._switch_message(message_id)
+        if len(text) > self._printed:
+            out += self._emit(text[self._printed :])
+        pending, self._pending = self._pending, []
+        for offset, delta in sorted(pending):
+            out += self._after(offset, delta)
+        return out
 
     def _switch_message(self, message_id: Any) -> str:
         if message_id is None or message_id == self._message_id:
             return ""
+        self._pending = []
         separator = "" if self._message_id is None or self._ends_with_newline else "\n"
         self._message_id = message_id
         self._printed = 0
@@ -138,12 +167,18 @@ class RunStream:
         text = payload.get("text")
         if not isinstance(offset, int) or not isinstance(text, str):
             return prefix
+        return prefix + self._after(offset, text)
+
+    def _after(self, offset: int, text: str) -> str:
         if offset > self._printed:
-            # Something before this delta was lost: print nothing past the hole;
-            # the final text fills it in.
-            self.gaps += 1
-            return prefix
-        return prefix + self._emit(text[self._printed - offset :])
+            # Something before this delta is missing: print nothing past the
+            # hole; the final text (or, attached, `fill`) fills it in.
+            if self.keep_ahead:
+                self._pending.append((offset, text))
+            else:
+                self.gaps += 1
+            return ""
+        return self._emit(text[self._printed - offset :])
 
     def _reconcile(self, message_id: Any, text: Any) -> str:
         if not isinstance(text, str):

@@ -66,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest message a client may send (default 16 MiB)",
     )
+    p.add_argument(
+        "--graceful-timeout",
+        type=_positive,
+        default=8.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long runs get to end and their clients to hear it before the daemon exits (default 8)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the default model, for runs that name none (default: $AGENTD_MODEL, else the configuration's)",
+    )
     p.add_argument("--ready-fd", type=int, metavar="FD", help="write 'ready' to this fd once listening")
     p.add_argument(
         "--check-config",
@@ -76,26 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_config() -> int:
+def check_config(default_model: str | None) -> int:
     """`agentd --check-config`: 0 when the configuration is usable, 1 (and every mistake) when not."""
-    from agentd.config import ConfigError, config_path, load_config
+    from agentd.models import ConfigError, config_path, load_config
 
     try:
-        config = load_config()
+        config = load_config(default_model=default_model)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     where = config.source if config.source != "environment" else f"the environment (no {config_path()})"
-    fallback = " (no model configured: the offline echo model)" if config.default_is_fallback else ""
     print(f"{where}: {len(config.providers)} provider(s), {len(config.models)} model alias(es)")
-    print(f"default model: {config.default_model}{fallback}")
+    print(f"default model: {config.default_model}")
+    note = config.default_note(config_path())
+    if note is not None:
+        print(note)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check_config:
-        return check_config()
+        return check_config(args.model)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -110,11 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         idle_grace=args.idle_grace,
         subscriber_capacity=args.subscriber_buffer,
         max_message_size=args.max_message_size,
+        graceful_timeout=args.graceful_timeout,
         ready_fd=args.ready_fd,
+        default_model=args.model,
     )
     try:
         trio.run(serve, config)
     except StartupError as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        # A failure of the daemon itself, past every workspace's own boundary:
+        # one line says what, the traceback is there for whoever asks for it.
+        from agentd.runs import describe_error
+
+        log = logging.getLogger("agentd")
+        log.debug("agentd failed", exc_info=exc)
+        log.critical("agentd failed: %s (start with --log-level debug for the traceback)", describe_error(exc))
+        return 70  # EX_SOFTWARE
     return 0

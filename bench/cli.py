@@ -42,7 +42,16 @@ def _once(argv: list[str], env: dict[str, str], cwd: Path, *, measure_memory: bo
     wrap = measure_memory and _TIME is not None
     wrapped = [_TIME, "-f", "%M", *argv] if wrap and _TIME else argv
     start = time.perf_counter()
-    proc = subprocess.run(wrapped, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    # stdin from /dev/null: `agentctl run` reads a stdin that is not a terminal, with its arguments.
+    proc = subprocess.run(
+        wrapped,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")

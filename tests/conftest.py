@@ -41,7 +41,14 @@ def env(short_tmp: Path) -> dict[str, str]:
     e["XDG_CONFIG_HOME"] = str(short_tmp / "config")
     # No real model: whatever keys the machine has, tests talk to echo, scripted
     # and their own loopback servers only.
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OLLAMA_HOST"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "OLLAMA_HOST",
+        "AGENTD_MODEL",
+    ):
         e.pop(name, None)
     return e
 

@@ -57,8 +57,8 @@ class Events:
         self.subscription_id = subscription_id
         self.seen: list[dict[str, Any]] = []
 
-    async def next(self) -> dict[str, Any]:
-        with trio.fail_after(WAIT):
+    async def next(self, timeout: float = WAIT) -> dict[str, Any]:
+        with trio.fail_after(timeout):
             async for method, params in self.client.notifications:
                 event = event_params(params) if method == "event" else None
                 if event is not None and event["subscription_id"] == self.subscription_id:
@@ -66,13 +66,14 @@ class Events:
                     return event
         raise AssertionError("the connection closed while waiting for an event")
 
-    async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    async def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT) -> dict[str, Any]:
+        """The first event `predicate` accepts; `timeout` bounds the wait for each event."""
         while True:
-            event = await self.next()
+            event = await self.next(timeout)
             if predicate(event):
                 return event
 
-    async def until_complete(self, run_id: str) -> dict[str, Any]:
+    async def until_complete(self, run_id: str, timeout: float = WAIT) -> dict[str, Any]:
         """The run's RunComplete, whether it already went by or is still to come."""
 
         def is_it(e: dict[str, Any]) -> bool:
@@ -81,7 +82,7 @@ class Events:
         for event in self.seen:
             if is_it(event):
                 return event["payload"]  # type: ignore[no-any-return]
-        return (await self.until(is_it))["payload"]  # type: ignore[no-any-return]
+        return (await self.until(is_it, timeout))["payload"]  # type: ignore[no-any-return]
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.seen if e["type"] == kind]

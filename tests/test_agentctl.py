@@ -267,7 +267,7 @@ async def test_unusable_socket_path_exits_3_without_a_traceback(
     result = await run_agentctl("--socket", str(sock), *command, env=env, cwd=project)
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert result.returncode == 3
-    assert result.stderr.startswith(b"agentctl: ")
+    assert result.stderr.startswith(f"agentctl {command[0]}: ".encode())
 
 
 async def test_json_prints_one_event_of_this_run_per_line_ending_with_run_complete(
@@ -823,7 +823,7 @@ async def test_cancel_of_an_unknown_session_exits_1_with_not_found(
     result = await run_agentctl("cancel", "--session", "ses_does_not_exist", env=env, cwd=project)
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert result.returncode == 1
-    assert result.stderr.startswith(b"agentctl: ") and b"no such session" in result.stderr
+    assert result.stderr.startswith(b"agentctl cancel: ") and b"no session matches" in result.stderr
 
 
 async def test_stop_stops_the_daemon(daemon: Daemon, env: dict[str, str]) -> None:
@@ -839,7 +839,8 @@ async def test_stop_if_idle_refuses_while_another_client_is_connected(daemon: Da
         result = await run_agentctl("stop", "--if-idle", env=env)
         assert b"Traceback" not in result.stderr, result.stderr.decode()
         assert result.returncode == 1
-        assert result.stderr.startswith(b"agentctl: ") and b"not idle" in result.stderr
+        assert result.stderr.startswith(b"agentctl stop: ") and b"not idle" in result.stderr
+        assert b"without --if-idle" in result.stderr
         assert await client.call("ping") == {}
     assert daemon.proc.poll() is None
 

@@ -29,7 +29,8 @@ def failed(result: subprocess.CompletedProcess[bytes]) -> str:
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert result.stdout == b""
-    assert result.stderr.startswith(b"agentctl: "), result.stderr
+    # Errors name the command that met them.
+    assert result.stderr.startswith(f"agentctl {result.args[1]}: ".encode()), result.stderr
     return result.stderr.decode()
 
 
@@ -265,7 +266,11 @@ async def test_rm_refuses_a_busy_session(ws: Workspace, project: Path, env: dict
     session_id, run_id = await start_hanging_run(ws)
     try:
         err = failed(await run_agentctl("rm", session_id[:12], env=env, cwd=project))
-        assert f"conflict: session {session_id} has a run in progress" in err
+        # Said with the command to type, not the protocol's words.
+        assert err == (
+            f"agentctl rm: session {session_id} is running a prompt;"
+            f" cancel it first: agentctl cancel --session {session_id}\n"
+        )
         assert session_id in {s["id"] for s in await listed(ws)}
     finally:
         await cancel_and_wait_idle(ws, session_id, run_id)

@@ -17,9 +17,7 @@ def test_quick_parser_knows_every_option_of_run_and_no_other() -> None:
     parser = build_parser(only="run")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     run = sub.choices["run"]
-    options = {
-        opt for action in run._actions for opt in action.option_strings if opt.startswith("--") and opt != "--help"
-    }
+    options = {opt for action in run._actions for opt in action.option_strings if opt not in ("-h", "--help")}
     assert options == set(RUN_OPTIONS)
     for opt, (dest, takes_value) in RUN_OPTIONS.items():
         action = next(a for a in run._actions if opt in a.option_strings)
@@ -39,6 +37,11 @@ def test_quick_parser_knows_every_option_of_run_and_no_other() -> None:
         ["run", "--continue", "hi"],
         ["run", "--model", "a", "--model", "b", "hi"],
         ["run", "-", "x"],
+        ["run", "-"],
+        ["run", "-m", "echo", "-s", "ses_1", "-j", "-q", "hi"],
+        ["run", "-c", "hi"],
+        ["run", "-d", "hi"],
+        ["run", "--detach", "--model", "scripted", "{}"],
     ],
 )
 def test_quick_parser_agrees_with_argparse(argv: list[str]) -> None:
@@ -63,7 +66,43 @@ def test_quick_parser_agrees_with_argparse(argv: list[str]) -> None:
         ["--version"],
         [],
         ["--json", "run", "hi"],
+        ["run", "-qj", "hi"],
+        ["run", "-mecho", "hi"],
+        ["run", "-s", "s", "-c", "hi"],
+        ["run", "-m"],
     ],
 )
 def test_quick_parser_leaves_anything_unusual_to_argparse(argv: list[str]) -> None:
     assert parse_run_quickly(argv) is None
+
+
+def test_every_subcommand_has_a_description_and_an_example() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert command.description and len(command.description) > 20, name
+        assert "examples:\n  agentctl " + name in text, name
+
+
+@pytest.mark.parametrize(
+    ("command", "short", "long"),
+    [
+        ("run", "-m", "--model"),
+        ("run", "-c", "--continue"),
+        ("run", "-s", "--session"),
+        ("run", "-q", "--quiet"),
+        ("run", "-j", "--json"),
+        ("sessions", "-j", "--json"),
+        ("show", "-j", "--json"),
+        ("status", "-j", "--json"),
+        ("models", "-j", "--json"),
+        ("cancel", "-s", "--session"),
+        ("attach", "-j", "--json"),
+    ],
+)
+def test_short_flags_mean_their_long_ones(command: str, short: str, long: str) -> None:
+    parser = build_parser(only=command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions if long in a.option_strings)
+    assert short in action.option_strings

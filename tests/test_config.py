@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from agentd.config import (
+from agentd.models import (
     Config,
     ConfigError,
+    ConfigFile,
     ConfigProblem,
     ModelConfig,
     ProviderConfig,
     ResolvedModel,
+    UnknownModelError,
     config_path,
     load_config,
 )
-from agentd.models import UnknownModelError
 
 SECRET = "sk-live-9f8e7d6c5b4a-do-not-print"
 
@@ -346,6 +347,16 @@ broken = { type = "openai", max_retries = "3" }
     assert "max_retries" in problems[1].message
 
 
+def test_a_problem_inside_a_top_level_inline_table_is_placed_on_its_line(tmp_path: Path) -> None:
+    text = 'default_model = "echo"\nproviders = { openai = "https://api.openai.com/v1" }\n'
+    assert only_problem(tmp_path, text) == ConfigProblem(2, "providers.openai must be a table, not a string")
+
+
+def test_an_array_of_tables_where_a_table_belongs_is_a_problem_on_its_line(tmp_path: Path) -> None:
+    text = '\n[[providers.openai]]\ntype = "openai"\n'
+    assert only_problem(tmp_path, text) == ConfigProblem(2, "providers.openai must be a table, not an array")
+
+
 def test_multiline_strings_do_not_confuse_line_numbers(tmp_path: Path) -> None:
     text = '''\
 [providers.openai]
@@ -592,10 +603,22 @@ def test_api_key_error_names_provider_and_variable_but_no_value() -> None:
     provider = ProviderConfig("work", "anthropic", "https://api.anthropic.com", "WORK_KEY")
     with pytest.raises(ConfigError) as unset:
         provider.api_key({"OTHER_KEY": SECRET})
-    assert str(unset.value) == "provider 'work' needs an API key, but environment variable WORK_KEY is not set"
+    assert str(unset.value).startswith(
+        "provider 'work' needs an API key, but environment variable WORK_KEY is not set in agentd's environment;"
+    )
     with pytest.raises(ConfigError) as empty:
         provider.api_key({"WORK_KEY": "", "OTHER_KEY": SECRET})
-    assert str(empty.value) == "provider 'work' needs an API key, but environment variable WORK_KEY is empty"
+    assert str(empty.value).startswith(
+        "provider 'work' needs an API key, but environment variable WORK_KEY is empty in agentd's environment;"
+    )
+
+
+def test_a_missing_key_says_the_daemon_keeps_the_environment_it_started_with() -> None:
+    provider = ProviderConfig("work", "openai", "https://api.openai.com/v1", "WORK_KEY")
+    with pytest.raises(ConfigError) as unset:
+        provider.api_key({})
+    assert "agentd keeps the environment it started with" in str(unset.value)
+    assert "`agentctl stop`" in str(unset.value)
 
 
 def test_a_provider_without_api_key_env_sends_no_key() -> None:
@@ -676,3 +699,124 @@ def test_no_key_value_appears_in_describe_reprs_or_errors(tmp_path: Path) -> Non
     assert from_file.providers["openai"].headers == {"X-Proxy-Token": SECRET}  # kept, only never shown
     for text in shown:
         assert SECRET not in text
+
+
+# --- choosing the default: AGENTD_MODEL and agentd --model ---------------------------------------------
+
+
+def test_agentd_model_chooses_the_default_over_what_the_environment_offers(tmp_path: Path) -> None:
+    config = from_env(tmp_path, {"OLLAMA_HOST": "gpu-box", "AGENTD_MODEL": "ollama/qwen2.5-coder"})
+    assert (config.default_model, config.default_is_fallback) == ("ollama/qwen2.5-coder", False)
+    assert config.resolve(None).model == "qwen2.5-coder"
+
+
+def test_agentd_model_chooses_the_default_over_the_files(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL), environ={"AGENTD_MODEL": "claude"})
+    assert config.resolve(None) == config.resolve("claude")
+
+
+def test_the_model_flag_wins_over_agentd_model(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL), environ={"AGENTD_MODEL": "claude"}, default_model="scripted")
+    assert (config.default_model, config.default_is_fallback) == ("scripted", False)
+
+
+@pytest.mark.parametrize(
+    ("environ", "flag", "origin"),
+    [({"AGENTD_MODEL": "ollama/qwen"}, None, "AGENTD_MODEL"), ({}, "openai/gpt-4.1", "--model")],
+)
+def test_a_chosen_default_that_names_no_model_is_a_mistake_naming_where_it_came_from(
+    tmp_path: Path, environ: dict[str, str], flag: str | None, origin: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tmp_path / "absent.toml"), environ=environ, default_model=flag)
+    assert str(caught.value).startswith(f"{origin} ")
+    assert "names no model (available: echo, scripted)" in str(caught.value)
+
+
+# --- the note before a run with the default ------------------------------------------------------------
+
+
+def test_with_only_ollama_host_the_note_says_how_its_models_are_named_and_how_to_choose_one(tmp_path: Path) -> None:
+    note = from_env(tmp_path, {"OLLAMA_HOST": "gpu-box"}).default_note("/c/agentd/config.toml")
+    assert note is not None
+    assert note.startswith("OLLAMA_HOST is set: models are named ollama/NAME; choose one with --model or AGENTD_MODEL")
+    assert "no model is configured" not in note
+
+
+def test_with_nothing_configured_the_note_names_the_variables_and_the_file(tmp_path: Path) -> None:
+    note = from_env(tmp_path, {}).default_note("/c/agentd/config.toml")
+    assert note is not None and note.startswith("no model is configured")
+    assert "OPENAI_API_KEY" in note and "OLLAMA_HOST" in note and "/c/agentd/config.toml" in note
+
+
+def test_a_file_without_default_model_says_so_rather_than_that_nothing_is_configured(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL.replace('default_model = "fast"', ""))
+    note = load_config(path, environ={}).default_note(path)
+    assert note is not None
+    assert note.startswith(f"{path} sets no default_model: models are named openai/NAME, anthropic/NAME")
+    assert "fast, claude" in note and "AGENTD_MODEL" in note
+
+
+def test_a_chosen_default_has_no_note(tmp_path: Path) -> None:
+    assert from_env(tmp_path, {"OPENAI_API_KEY": SECRET}).default_note("/c.toml") is None
+    assert from_env(tmp_path, {"OLLAMA_HOST": "h", "AGENTD_MODEL": "ollama/m"}).default_note("/c.toml") is None
+
+
+def test_an_environment_provider_missing_from_the_daemons_environment_says_it_keeps_its_start_environment(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UnknownModelError) as caught:
+        from_env(tmp_path, {}).resolve("openai/gpt-4.1")
+    message = str(caught.value)
+    assert message.startswith("unknown model 'openai/gpt-4.1' (available: echo, scripted); provider 'openai'")
+    assert "comes from OPENAI_API_KEY, which agentd's environment does not have" in message
+    assert "`agentctl stop`" in message
+
+
+# --- a daemon's configuration: mistakes do not stop it -----------------------------------------------------
+
+
+def test_a_file_with_mistakes_at_start_leaves_only_the_builtins_and_no_default(tmp_path: Path) -> None:
+    path = write(tmp_path, 'default_model = "p/m"\n[providers.p]\ntype = "x"\n')
+    file = ConfigFile(path, environ={})
+    assert file.config.providers == {} and file.config.models == {}
+    assert file.config.default_model is None
+    assert file.mistakes == [
+        f"{path}:2: [providers.p] is missing base_url",
+        f"{path}:3: [providers.p] type must be 'openai' or 'anthropic', not 'x'",
+    ]
+    assert file.config.resolve("echo").model == "echo"
+    with pytest.raises(UnknownModelError, match="no default model is known"):
+        file.config.resolve(None)
+    note = file.mistakes_note()
+    assert note is not None and note.endswith("\n" + "\n".join(file.mistakes))
+
+
+def test_a_builtin_chosen_default_still_works_when_the_file_has_mistakes(tmp_path: Path) -> None:
+    file = ConfigFile(write(tmp_path, "default_model = 4\n"), environ={"AGENTD_MODEL": "scripted"})
+    assert file.config.default_model == "scripted"
+    assert len(file.mistakes) == 1
+
+
+def test_a_chosen_default_naming_no_model_keeps_the_rest_of_a_good_file(tmp_path: Path) -> None:
+    file = ConfigFile(write(tmp_path, FULL), environ={"AGENTD_MODEL": "nope"})
+    assert file.config.default_model is None
+    assert file.config.resolve("fast").model == "gpt-4.1-mini"
+    assert [line.split(" (available")[0] for line in file.mistakes] == ["AGENTD_MODEL 'nope' names no model"]
+
+
+def test_an_environment_url_mistake_is_reported_and_the_builtins_still_run(tmp_path: Path) -> None:
+    file = ConfigFile(str(tmp_path / "absent.toml"), environ={"OLLAMA_HOST": "gpu-box:99999"})
+    assert file.config.providers == {}
+    assert file.mistakes[0].startswith("environment variable OLLAMA_HOST:")
+    assert file.config.resolve("echo").model == "echo"
+
+
+def test_a_file_mended_under_a_running_daemon_is_used_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[models.fast]\nprovider = 'openai'\n")
+    file = ConfigFile(str(path), environ={})
+    assert file.config.models == {} and len(file.mistakes) == 2
+    path.write_text(FULL)
+    assert file.current().resolve(None).alias == "fast"
+    assert (file.mistakes, file.mistakes_note()) == ([], None)

@@ -15,15 +15,14 @@ from agentd.protocol._types import (
     SessionCreateParams,
     WorkspaceRef,
 )
-from agentd.rpc import ErrorCode, RpcError
+from agentd.errors import InvalidRequest
 
 
 def invalid(params: object, cls: type) -> str:
-    """The INVALID_PARAMS message structure_params answers `params` with."""
-    with pytest.raises(RpcError) as info:
+    """The InvalidRequest message structure_params answers `params` with."""
+    with pytest.raises(InvalidRequest) as info:
         structure_params(params, cls)
-    assert info.value.code == ErrorCode.INVALID_PARAMS
-    return info.value.message
+    return str(info.value)
 
 
 # --- the params array ----------------------------------------------------------------
@@ -51,11 +50,13 @@ def test_empty_params_array_means_no_named_arguments() -> None:
     assert "required field missing @ params.workspace_id" in invalid([], WorkspaceRef)
 
 
-def test_error_is_rpc_error_with_invalid_params_code() -> None:
-    with pytest.raises(RpcError) as info:
+def test_bad_params_are_a_domain_error_the_server_edge_maps_to_code_1() -> None:
+    from agentd.rpc import ErrorCode
+    from agentd.server._methods import _rpc_error
+
+    with pytest.raises(InvalidRequest) as info:
         structure_params([{}], WorkspaceRef)
-    assert info.value.code == ErrorCode.INVALID_PARAMS
-    assert info.value.to_wire()[0] == int(ErrorCode.INVALID_PARAMS)
+    assert _rpc_error(info.value).to_wire() == [ErrorCode.INVALID_PARAMS, str(info.value)]
 
 
 # --- fields ----------------------------------------------------------------------------

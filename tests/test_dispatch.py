@@ -14,7 +14,8 @@ from support import WAIT
 
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats, Subscriber
-from agentd.runs import Run
+from agentd.runs import Run, RunIndex
+from agentd.shutdown import Shutdown
 from agentd.store import Store
 from agentd.workspaces import WorkspaceHost
 
@@ -49,7 +50,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         stats=DropStats(),
         must_deliver_timeout=5,
         idle_grace=30,
-        on_run_finished=lambda run: None,
+        runs=RunIndex(store),
+        shutdown=Shutdown(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(host.serve)

@@ -245,7 +245,7 @@ async def test_resending_a_known_run_id_returns_that_run_and_starts_nothing(ws: 
     rc = await ws.events.until_complete("retry-1")
     assert rc["cancelled"] is True
     done = await ws.send(session_id, script, run_id="retry-1")
-    assert done == {"run_id": "retry-1", "queued": False, "state": "done"}
+    assert done == {"run_id": "retry-1", "queued": False, "state": "done", "ahead": 0}
     started = [e for e in ws.events.of_type("run.started") if e["payload"]["run_id"] == "retry-1"]
     assert len(started) == 1
 
@@ -288,41 +288,91 @@ async def test_two_daemons_cannot_share_one_database(
     assert b"another agentd is using the database" in result.stderr
 
 
-async def test_a_failing_store_write_ends_the_run_errored_and_the_daemon_goes_on(
-    daemon: Daemon, ws: Workspace, env: dict[str, str], start_daemon: DaemonFactory
-) -> None:
+def _hold_database(env: dict[str, str]) -> Any:
+    """Another process's write lock on the daemon's database: its writes fail after the busy timeout."""
     import sqlite3
 
-    session_id = await ws.new_session()
-    db = Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db"
-    # Another process holding the database: every write of the daemon fails
-    # once its busy timeout runs out.
-    reply = await ws.send(session_id, {"chunks": ["a", "b"], "delay_ms": 1100})
-    await ws.events.until(lambda e: e["type"] == "run.started")
-    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker = sqlite3.connect(Path(env["XDG_DATA_HOME"]) / "agentd" / "agentd.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
+    return blocker
+
+
+async def _run_completes_replayed(client: Client, workspace_id: str, run_id: str) -> list[dict[str, Any]]:
+    _sub, replayed = await subscribe_since(client, workspace_id, 0)
+    return [e["payload"] for e in replayed if e["type"] == "run.complete" and e["payload"]["run_id"] == run_id]
+
+
+async def test_a_run_end_the_database_refused_is_what_a_restart_after_kill_9_finds(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        # A partial save follows each chunk (they are over a second apart).
+        reply = await ws.send(session_id, {"chunks": ["a", "b", "c"], "delay_ms": 1100})
+        await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "a")
+        blocker = _hold_database(env)
+        try:
+            # Every write waits out the store's 5 s busy timeout, then fails:
+            # the partial save after "b", the journal's, and the run's end.
+            with trio.fail_after(60):
+                live = await ws.events.until_complete(reply["run_id"], timeout=60)
+            # A refused partial save is not the run's end, and a refused end
+            # is not an error: it was kept durable beside the database.
+            assert live["error"] is None and live["cancelled"] is False and live["text"] == "abc", live
+            assert "saving the text so far failed" in daemon.log()
+            # Killed before the database takes anything again.
+            await kill9(daemon)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
+    again = start_daemon()
+    async with again.client() as client:
+        run = await client.call("run.get", {"run_id": reply["run_id"]})
+        assert run["state"] == "done" and run["complete"] == live
+        assert await client.call("run.wait", {"run_id": reply["run_id"], "timeout": 1}) == live
+        ws_again = await client.call("workspace.open", {"path": str(project)})
+        # Told once live, found once after the restart: no second, "interrupted" one.
+        assert await _run_completes_replayed(client, ws_again["id"], reply["run_id"]) == [live]
+        messages = await client.call("session.messages", {"workspace_id": ws_again["id"], "session_id": session_id})
+        assistant = [m for m in messages if m["role"] == "assistant"]
+        assert [(m["text"], m["finish_reason"]) for m in assistant] == [("abc", "stop")]
+
+
+async def test_a_refused_run_end_written_later_finishes_the_message_too(
+    daemon: Daemon, ws: Workspace, env: dict[str, str], start_daemon: DaemonFactory, project: Path
+) -> None:
+    session_id = await ws.new_session()
+    reply = await ws.send(session_id, {"chunks": ["a", "b"], "delay_ms": 1100})
+    await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "a")
+    blocker = _hold_database(env)
     try:
-        # Two writes wait out the store's 5 s busy timeout before failing.
-        with trio.fail_after(30):
-            rc = await ws.client.call("run.wait", {"run_id": reply["run_id"]})
+        with trio.fail_after(60):
+            live = await ws.events.until_complete(reply["run_id"], timeout=60)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert rc["cancelled"] is False
-    assert "locked" in rc["error"]
-    # The daemon keeps serving, and the store works again.
+    assert live["error"] is None and live["text"] == "ab"
+    # The daemon keeps serving, and the retry records the end, message included.
     assert await ws.client.call("ping") == {}
+    with trio.fail_after(30):
+        updated = await ws.events.until(
+            lambda e: e["type"] == "message.updated" and e["payload"]["id"] == live["message_id"], timeout=30
+        )
+    assert updated["payload"]["text"] == "ab" and updated["payload"]["finish_reason"] == "stop"
     again = await ws.send(session_id, "saved now")
     done = await ws.events.until_complete(again["run_id"])
     assert done["error"] is None and done["text"] == "saved now"
-    # The refused RunComplete is written once the store takes writes again (at
-    # the latest when the workspace closes): a restart does not finish the run
-    # a second time, as interrupted.
     daemon.terminate()
     restarted = start_daemon()
     async with restarted.client() as client:
         run = await client.call("run.get", {"run_id": reply["run_id"]})
-    assert run["complete"] == rc
+        assert run["complete"] == live
+        ws_again = await client.call("workspace.open", {"path": str(project)})
+        messages = await client.call("session.messages", {"workspace_id": ws_again["id"], "session_id": session_id})
+    assert [(m["text"], m["finish_reason"]) for m in messages if m["role"] == "assistant"][0] == ("ab", "stop")
 
 
 async def test_a_send_the_store_cannot_take_is_an_error_reply_and_no_run(
@@ -339,7 +389,7 @@ async def test_a_send_the_store_cannot_take_is_an_error_reply_and_no_run(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert "locked" in refused.value.message
+    assert refused.value.code == ErrorCode.UNAVAILABLE and "locked" in refused.value.message
     with pytest.raises(RpcError) as unknown:
         await ws.client.call("run.get", {"run_id": "refused-1"})
     assert unknown.value.code == ErrorCode.NOT_FOUND

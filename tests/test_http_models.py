@@ -25,8 +25,18 @@ from loopback_http import LoopbackServer, NoReply, Pause, Reply, Streamed, start
 from support import WAIT
 from transcripts import ANTHROPIC_OVERLOADED, ANTHROPIC_TEXT_STREAM, ANTHROPIC_TOOL_USE_SHORT, anthropic_body
 
-from agentd.config import ProviderConfig
-from agentd.models import Finish, ModelError, ModelRequest, Retrying, StreamPart, TextDelta, ToolCall, Turn, Usage
+from agentd.models import (
+    Finish,
+    ModelError,
+    ModelRequest,
+    ProviderConfig,
+    Retrying,
+    StreamPart,
+    TextDelta,
+    ToolCall,
+    Turn,
+    Usage,
+)
 from agentd.models._http import HttpModel, ProviderError, _retry_after, open_http_client
 from agentd.models._sse import MAX_EVENT_BYTES
 

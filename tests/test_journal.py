@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentd.protocol import events
 from agentd.pubsub import Event
-from agentd.store import GAP_LOST, GAP_TOO_OLD, Store
+from agentd.store import GAP_LOST, GAP_TOO_OLD, SCHEMA_VERSION, Store
 from agentd.workspaces._journal import EventJournal
 
 
@@ -79,7 +79,7 @@ async def test_a_workspace_a_dead_daemon_left_live_has_that_life_marked_lost_and
 
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
-    from agentd.store._sqlite import _SCHEMA
+    from agentd.store._schema import _SCHEMA
 
     path = tmp_path / "agentd.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -103,4 +103,4 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_data(tmp_path: Pat
     finally:
         await store.aclose()
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
-    assert version == 2
+    assert version == SCHEMA_VERSION

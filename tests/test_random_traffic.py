@@ -268,7 +268,13 @@ async def test_random_traffic_keeps_every_accepted_run_to_exactly_one_run_comple
     if kill_midway:
         assert len(daemons) == 2
     async with daemons[-1].client() as client:
-        # The clients are gone, so their workspaces close and hanging runs end cancelled.
+        # The clients are gone, but a run holds its workspace open until it
+        # ends: the hanging ones are cancelled here, each by its own run_id.
+        for run_id in traffic.accepted:
+            run = await client.call("run.get", {"run_id": run_id})
+            if run["state"] != "done":
+                ref = {"workspace_id": run["workspace_id"], "session_id": run["session_id"], "run_id": run_id}
+                await client.call("agent.cancel", ref)
         for run_id in traffic.accepted:
             with trio.fail_after(WAIT):
                 complete = await client.call("run.wait", {"run_id": run_id})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from support import Daemon, Workspace, open_workspace
+from support import Daemon, DaemonFactory, Workspace, open_workspace
 
 HANG: dict[str, Any] = {"chunks": ["started "], "hang": True}
 
@@ -25,22 +26,45 @@ async def barrier(ws: Workspace) -> None:
     await ws.events.until_complete(reply["run_id"])
 
 
-async def test_pre_run_error_publishes_one_errored_run_complete_with_run_and_session(ws: Workspace) -> None:
-    session_id = await ws.new_session()
-    reply = await ws.send(session_id, "hi", model="no-such-model", run_id="run-1")
-    assert reply == {"run_id": "run-1", "queued": False, "state": "running"}
-    rc = await ws.events.until_complete("run-1")
-    assert rc["session_id"] == session_id
-    assert rc["run_id"] == "run-1"
-    assert rc["cancelled"] is False
-    assert "no-such-model" in rc["error"]
-    assert rc["message_id"] is None
-    await barrier(ws)
-    assert len(completes_for(ws, "run-1")) == 1
-    # The error is attributed on the wire: run_id and session_id survive.
-    [error] = errors_for(ws, "run-1")
-    assert error["session_id"] == session_id
-    assert "no-such-model" in error["message"]
+def write_config(env: dict[str, str], *, with_alias: bool) -> None:
+    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    alias = '[models.soon-gone]\nprovider = "loop"\nmodel = "m"\n' if with_alias else ""
+    path.write_text(
+        f'[providers.loop]\ntype = "openai"\nbase_url = "http://127.0.0.1:9"\napi_key_env = "LOOP_KEY"\n{alias}'
+    )
+    env["LOOP_KEY"] = "k"
+
+
+async def test_pre_run_error_publishes_one_errored_run_complete_with_run_and_session(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    # agent.send refuses a model it cannot resolve; one that goes away while
+    # its run waits in the queue fails when the run starts, before the model is reached.
+    write_config(env, with_alias=True)
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        ahead = await ws.send(session_id, HANG)
+        reply = await ws.send(session_id, "hi", model="soon-gone", run_id="run-1")
+        assert reply == {"run_id": "run-1", "queued": True, "state": "queued", "ahead": 1}
+        write_config(env, with_alias=False)
+        assert "soon-gone" not in {m["name"] for m in (await client.call("models.list"))["models"]}
+        params = {"workspace_id": ws.id, "session_id": session_id, "run_id": ahead["run_id"]}
+        await client.call("agent.cancel", params)
+        rc = await ws.events.until_complete("run-1")
+        assert rc["session_id"] == session_id
+        assert rc["run_id"] == "run-1"
+        assert rc["cancelled"] is False
+        assert "soon-gone" in rc["error"]
+        assert rc["message_id"] is None
+        await barrier(ws)
+        assert len(completes_for(ws, "run-1")) == 1
+        # The error is attributed on the wire: run_id and session_id survive.
+        [error] = errors_for(ws, "run-1")
+        assert error["session_id"] == session_id
+        assert "soon-gone" in error["message"]
 
 
 async def test_no_fallback_when_coordinator_already_published(ws: Workspace) -> None:

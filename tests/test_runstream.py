@@ -117,16 +117,24 @@ def test_agent_error_with_foreign_run_id_is_ignored_whatever_its_session(session
 @pytest.mark.parametrize(
     "session", [SESSION, OTHER_SESSION, None], ids=["our_session", "other_session", "missing_session"]
 )
-def test_agent_error_with_our_run_id_is_fatal(session: str | None) -> None:
+def test_agent_error_with_our_run_id_fails_the_run_at_its_run_complete(session: str | None) -> None:
     stream = RunStream(SESSION, RUN)
     payload: dict[str, Any] = {"run_id": RUN, "message": "model exploded"}
     if session is not None:
         payload["session_id"] = session
-    text, outcome = stream.handle(agent_error(**payload))
-    assert text == ""
+    # Not the end: `--json` prints the run.complete that follows.
+    assert stream.handle(agent_error(**payload)) == ("", None)
+    _, outcome = stream.handle(complete("", message_id=None))
     assert outcome is not None
     assert outcome.exit_code == EXIT_RUN_ERROR
     assert outcome.error is not None and "model exploded" in outcome.error
+
+
+def test_the_run_completes_error_is_preferred_to_the_agent_errors() -> None:
+    stream = RunStream(SESSION, RUN)
+    stream.handle(agent_error(run_id=RUN, message="agent says"))
+    _, outcome = stream.handle(complete("", error="the run says"))
+    assert outcome is not None and outcome.exit_code == EXIT_RUN_ERROR and outcome.error == "the run says"
 
 
 @pytest.mark.parametrize("run_id", ["absent", None, ""], ids=["run_id_absent", "run_id_null", "run_id_empty"])
@@ -152,13 +160,13 @@ def test_agent_error_without_run_id_and_without_session_is_ignored(session: str 
 
 
 @pytest.mark.parametrize("run_id", ["absent", None, ""], ids=["run_id_absent", "run_id_null", "run_id_empty"])
-def test_agent_error_without_run_id_for_our_session_is_fatal(run_id: str | None) -> None:
+def test_agent_error_without_run_id_for_our_session_fails_the_run(run_id: str | None) -> None:
     stream = RunStream(SESSION, RUN)
     payload: dict[str, Any] = {"session_id": SESSION, "message": "lane died"}
     if run_id != "absent":
         payload["run_id"] = run_id
-    text, outcome = stream.handle(agent_error(**payload))
-    assert text == ""
+    assert stream.handle(agent_error(**payload)) == ("", None)
+    _, outcome = stream.handle(complete("", message_id=None))
     assert outcome is not None and outcome.exit_code == EXIT_RUN_ERROR
     assert outcome.error is not None and "lane died" in outcome.error
 
@@ -366,3 +374,27 @@ def test_complete_after_partial_stream_prints_only_the_rest() -> None:
     text, outcome = stream.complete(complete("first half, second half")["payload"])
     assert text == ", second half\n"
     assert outcome.exit_code == EXIT_OK
+
+
+# --- attached mid-answer ------------------------------------------------------------------
+
+
+def test_attached_deltas_past_the_saved_text_wait_and_fill_prints_them_once() -> None:
+    stream = RunStream(SESSION, RUN)
+    stream.keep_ahead = True
+    assert stream.fill(MESSAGE, "one ") == "one "
+    # Said after the save, before the subscription: never seen as deltas.
+    assert feed(stream, [delta("three ", 8), delta("four", 14)]) == ("", None)
+    assert stream.behind
+    # The next save covers what was missed and more: nothing twice.
+    assert stream.fill(MESSAGE, "one two three") == "two three four"
+    assert not stream.behind
+    assert feed(stream, [delta("four", 14), delta(" five", 18)]) == (" five", None)
+    _, outcome = stream.handle(complete("one two three four five"))
+    assert outcome is not None and outcome.exit_code == EXIT_OK
+
+
+def test_deltas_past_a_hole_are_not_kept_unless_attached() -> None:
+    stream = RunStream(SESSION, RUN)
+    assert feed(stream, [delta("a", 0), delta("c", 2)]) == ("a", None)
+    assert not stream.behind and stream.gaps == 1

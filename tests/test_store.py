@@ -8,12 +8,13 @@ caller's next checkpoint.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from agentd.store import Store
+from agentd.store import GAP_TOO_OLD, Store
 
 
 async def test_a_call_cancelled_while_its_statement_waits_finishes_it_then_is_cancelled(tmp_path: Path) -> None:
@@ -81,5 +82,36 @@ async def test_a_transaction_cancelled_while_it_waits_commits_whole_then_is_canc
         assert scope.cancelled_caught and reserved == [first + 100]
         # The reservation the cancelled call made stands: seqs never repeat.
         assert await store.reserve_seqs(workspace.id, 100) == first + 200
+    finally:
+        await store.aclose()
+
+
+async def test_pruning_keeps_the_newest_events_and_those_younger_than_a_day(tmp_path: Path) -> None:
+    from agentd.store._sqlite import EVENT_LOG_KEEP, EVENT_LOG_MAX_AGE
+
+    path = tmp_path / "agentd.db"
+    store = await Store.open(str(path))
+    try:
+        workspace = await store.workspace_for_path(str(tmp_path))
+        first = await store.open_event_log(workspace.id, 100)
+        now = time.time()
+        old = now - 2 * EVENT_LOG_MAX_AGE
+        # Day-old events, 500 more than the log keeps, with one young event
+        # among them (written before a clock was set back).
+        ages = [old] * 300 + [now] + [old] * (EVENT_LOG_KEEP + 200)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.executemany(
+            "INSERT INTO events (workspace_id, seq, type, payload, created_at) VALUES (?, ?, 'x', x'80', ?)",
+            [(workspace.id, first + i, created_at) for i, created_at in enumerate(ages)],
+        )
+        conn.close()
+        await store.append_events(workspace.id, [(first + len(ages), "session.deleted", {"id": "s"})])
+        replay = await store.events_after(workspace.id, 0, first + len(ages))
+        # The oldest are gone up to the young one, which stays, and all after it.
+        seqs = [e.seq for e in replay.events]
+        assert seqs[0] == first + 300 and seqs[-1] == first + len(ages)
+        assert len(seqs) == len(ages) + 1 - 300
+        assert replay.gap == GAP_TOO_OLD
+        assert (await store.events_after(workspace.id, first + 299, first + len(ages))).gap is None
     finally:
         await store.aclose()

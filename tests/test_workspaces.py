@@ -94,6 +94,25 @@ async def test_workspace_open_of_a_file_gets_error_1(daemon: Daemon, project: Pa
         assert await client.call("workspace.list") == []
 
 
+async def test_workspace_open_of_a_path_the_daemon_cannot_use_gets_error_1_naming_why(
+    daemon: Daemon, short_tmp: Path
+) -> None:
+    loop = short_tmp / "loop"
+    loop.symlink_to(short_tmp / "loop")
+    a_file = short_tmp / "file"
+    a_file.write_text("x")
+    cases = {
+        str(loop): "Too many levels of symbolic links",
+        str(a_file / "below"): "Not a directory",
+        "/" + "x" * 5000: "File name too long",
+    }
+    async with daemon.client() as client:
+        for path, why in cases.items():
+            err = await call_error(client, "workspace.open", {"path": path})
+            assert err.code == 1 and "cannot use" in err.message and why in err.message, (path[:40], err)
+        assert await client.call("ping") == {}
+
+
 async def test_workspace_open_through_a_symlink_to_a_path_that_is_not_utf8_gets_error_1(
     daemon: Daemon, short_tmp: Path
 ) -> None:
@@ -356,14 +375,19 @@ async def test_two_subscribers_see_the_same_events_with_the_same_seqs(
 # --- claims and idle close --------------------------------------------------------------
 
 
-async def test_released_workspace_closes_after_idle_grace_cancelling_its_runs(
+# A run that outlasts a short grace many times over, and then ends by itself.
+OUTLASTS_GRACE = {"chunks": ["a", "b", "c"], "delay_ms": 300}
+
+
+async def test_a_released_workspace_stays_open_until_its_runs_end_then_closes_after_the_grace(
     start_daemon: DaemonFactory, project: Path
 ) -> None:
-    daemon = start_daemon("--idle-grace", "0.3")
+    # Its client gone (a closed terminal, `agentctl run --detach`), a run still finishes.
+    daemon = start_daemon("--idle-grace", "0.1")
     async with daemon.client() as a, daemon.client() as b:
         ws = await open_workspace(a, project)
         session_id = await ws.new_session()
-        run_id = await start_hanging_run(ws, session_id)
+        run_id = (await ws.send(session_id, OUTLASTS_GRACE))["run_id"]
         waited: list[Any] = []
         async with trio.open_nursery() as nursery:
 
@@ -375,29 +399,29 @@ async def test_released_workspace_closes_after_idle_grace_cancelling_its_runs(
             assert await a.call("workspace.close", {"workspace_id": ws.id}) == {}
             rc = await ws.events.until_complete(run_id)
             closed = await ws.events.until(lambda e: e["type"] == "workspace.closed")
-        assert rc["cancelled"] is True and rc["error"] is None and rc["text"] == "started"
-        assert closed["payload"] == {"workspace_id": ws.id, "reason": "idle"}
+        assert rc["cancelled"] is False and rc["error"] is None and rc["text"] == "abc"
+        assert closed["payload"] == {"workspace_id": ws.id, "reason": "idle", "error": None}
         assert waited == [rc]
         assert await a.call("workspace.list") == []
         err = await call_error(a, "session.list", {"workspace_id": ws.id})
         assert err.code == 2
 
 
-async def test_disconnect_of_last_client_closes_workspace_after_idle_grace(
+async def test_disconnect_of_last_client_leaves_its_run_going_then_closes_the_workspace(
     start_daemon: DaemonFactory, project: Path
 ) -> None:
-    daemon = start_daemon("--idle-grace", "0.3")
+    daemon = start_daemon("--idle-grace", "0.1")
     async with daemon.client() as watcher:
         async with daemon.client() as owner:
             ws = await open_workspace(owner, project)
             session_id = await ws.new_session()
-            run_id = await start_hanging_run(ws, session_id)
+            run_id = (await ws.send(session_id, OUTLASTS_GRACE))["run_id"]
             # The watcher subscribes without a claim: it does not keep the workspace open.
             sub = await watcher.call("events.subscribe", {"workspace_id": ws.id})
             events = Events(watcher, sub["subscription_id"])
         rc = await events.until_complete(run_id)
         closed = await events.until(lambda e: e["type"] == "workspace.closed")
-        assert rc["cancelled"] is True
+        assert rc["cancelled"] is False and rc["text"] == "abc"
         assert closed["payload"]["reason"] == "idle"
 
 

@@ -9,6 +9,7 @@ authoritative RunComplete, whatever ends it: a finish, an error, a cancel.
 from __future__ import annotations
 
 import datetime
+import logging
 import platform
 from contextlib import aclosing
 
@@ -22,6 +23,8 @@ from agentd.runs import Run, RunTerminal, describe_error
 from agentd.store import Store
 
 __all__ = ["Coordinator", "SessionAgent"]
+
+log = logging.getLogger(__name__)
 
 
 # How often a streaming answer's text so far is saved.
@@ -82,11 +85,12 @@ class SessionAgent:
         cancelled = False
         try:
             broker.publish(events.RUN_STARTED, unstructure(RunStarted(run.session_id, run.id)))
-            history = await store.list_messages(run.session_id)
-            request = ModelRequest(
-                system=system_prompt(self._workspace_path),
-                history=tuple(Turn(m.role, m.text) for m in history),
-            )
+            if model.uses_history:
+                # One read, of what a provider sees: the conversation, the prompt last.
+                history = tuple(Turn(role, text) for role, text in await store.conversation(run.session_id))
+            else:
+                history = (Turn("user", run.prompt),)
+            request = ModelRequest(system=system_prompt(self._workspace_path), history=history)
             assistant = await store.add_message(run.session_id, "assistant", "", run.id)
             message_id = assistant.id
             broker.publish(events.MESSAGE_CREATED, unstructure(assistant))
@@ -105,7 +109,7 @@ class SessionAgent:
                         text_parts.append(part.text)
                         length += len(part.text)
                         if trio.current_time() - saved_at >= PARTIAL_SAVE_INTERVAL:
-                            await store.update_message(message_id, "".join(text_parts), None)
+                            await _save_partial_text(store, run, message_id, "".join(text_parts))
                             saved_at = trio.current_time()
                     elif isinstance(part, Finish):
                         finish_reason = part.reason
@@ -141,6 +145,15 @@ class SessionAgent:
             await self._terminal.complete(
                 run, message_id=message_id, text=text, error=error, cancelled=cancelled, finish_reason=reason
             )
+
+
+async def _save_partial_text(store: Store, run: Run, message_id: str, text: str) -> None:
+    """Best effort: the text so far, for a crash to keep. A refusal is logged, never the run's end."""
+    try:
+        await store.update_message(message_id, text, None)
+    except Exception as exc:
+        # The run goes on: its end is written in full, or kept aside, by the terminal.
+        log.warning("run %s: saving the text so far failed (the run goes on): %s", run.id, exc)
 
 
 def _classify(exc: BaseException) -> tuple[bool, str | None]:

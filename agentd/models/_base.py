@@ -56,7 +56,8 @@ class ToolDefinition:
 @attrs.frozen
 class ModelRequest:
     system: str
-    history: tuple[Turn, ...]  # ends with the user's prompt
+    # Ends with the user's prompt; only the prompt for a model that does not use history.
+    history: tuple[Turn, ...]
     tools: tuple[ToolDefinition, ...] = ()
 
     @property
@@ -106,6 +107,15 @@ StreamPart = TextDelta | ToolCall | Finish | Retrying
 class Model(Protocol):
     @property
     def name(self) -> str: ...
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether the model reads the conversation before the prompt.
+
+        False: its request's history holds the prompt alone, and the session's
+        messages are not read for it at all.
+        """
+        ...
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamPart]:
         """Answer `request`; the iterator ends after yielding one Finish."""

@@ -45,6 +45,7 @@ def echo_chunks(text: str) -> Iterator[str]:
 
 class EchoModel:
     name = "echo"
+    uses_history = False
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamPart]:
         words = 0

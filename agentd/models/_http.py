@@ -27,10 +27,10 @@ import httpx2
 import trio
 
 from agentd import __version__
-from agentd.config import ConfigError, ProviderConfig
 
 from . import _anthropic_stream, _openai_stream
 from ._base import Finish, ModelError, ModelRequest, Retrying, StreamPart
+from ._config import ConfigError, ProviderConfig
 from ._sse import EventTooLarge, ServerSentEvent, SSEDecoder
 
 __all__ = ["ErrorKind", "HttpModel", "ProviderError", "open_http_client"]
@@ -157,6 +157,8 @@ _STREAM_ERRORS: Final = (_openai_stream.ProviderStreamError, _anthropic_stream.P
 
 class HttpModel:
     """A model behind an OpenAI Chat Completions or Anthropic Messages API, streamed over `client`."""
+
+    uses_history = True
 
     def __init__(
         self,

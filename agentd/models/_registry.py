@@ -1,6 +1,6 @@
 """Model names to models: the one place a run's model is resolved.
 
-Names come from the configuration (`agentd.config`): the built-in `echo` and
+Names come from the configuration (`_config`): the built-in `echo` and
 `scripted`, an alias, or `provider/model`. Models of a real provider share that
 provider's HTTP client, one per provider for the daemon's life.
 """
@@ -8,18 +8,15 @@ provider's HTTP client, one per provider for the daemon's life.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from ._base import Model, UnknownModelError
+from ._config import Config, ResolvedModel
+from ._config_source import ConfigFile
 from ._echo import EchoModel
 from ._scripted import ScriptedModel
-
-if TYPE_CHECKING:
-    # agentd.config imports this package's _base: a module-level import here
-    # would be a cycle.
-    from agentd.config import Config, ConfigFile
 
 __all__ = ["DEFAULT_MODEL", "ModelRegistry"]
 
@@ -29,8 +26,6 @@ DEFAULT_MODEL = "echo"
 class ModelRegistry:
     def __init__(self, config: Config | ConfigFile | None = None) -> None:
         """`config`: fixed, or a `ConfigFile` that is read again when it changes."""
-        from agentd.config import Config, ConfigFile
-
         self._file = config if isinstance(config, ConfigFile) else None
         self._fixed = config if isinstance(config, Config) else Config(providers={}, models={})
         self._builtins: dict[str, Model] = {m.name: m for m in (EchoModel(), ScriptedModel())}
@@ -49,8 +44,23 @@ class ModelRegistry:
             self._file.reload()
 
     @property
-    def default(self) -> str:
+    def default(self) -> str | None:
         return self.config.default_model
+
+    @property
+    def mistakes(self) -> list[str]:
+        """The configuration's mistakes now, one `path:LINE: reason` each."""
+        if self._file is None:
+            return []
+        self._file.current()
+        return list(self._file.mistakes)
+
+    def default_note(self) -> str | None:
+        """What to tell a user before a run with the default when nothing chose it; else None."""
+        if self._file is None:
+            return self._fixed.default_note("config.toml")
+        self._file.current()
+        return self._file.default_note()
 
     async def aclose(self) -> None:
         """Close the providers' HTTP clients."""
@@ -79,19 +89,20 @@ class ModelRegistry:
                     self._clients[provider] = client
         return client
 
+    def resolve_name(self, name: str | None) -> ResolvedModel:
+        """What `name` means now (None: the default), opening nothing; UnknownModelError names what there is."""
+        try:
+            return self.config.resolve(name)
+        except UnknownModelError as exc:
+            note = None if self._file is None else self._file.mistakes_note()
+            if note is None:
+                raise
+            # Likely a name the file defines, in a version of it that did not take.
+            raise UnknownModelError(f"{exc}; {note}") from None
+
     async def resolve(self, name: str | None) -> Model:
         """The model `name` (None: the default); UnknownModelError names what there is."""
-        config = self.config
-        try:
-            resolved = config.resolve(name)
-        except UnknownModelError as exc:
-            if self._file is None or self._file.mistakes is None:
-                raise
-            # Likely the name the user just added, in an edit that did not take.
-            raise UnknownModelError(
-                f"{exc}; the configuration file changed but has mistakes, so what it said before is in use"
-                " (see agentd --check-config)"
-            ) from None
+        resolved = self.resolve_name(name)
         if resolved.provider is None:
             return self._builtins[resolved.model]
         from ._http import HttpModel

@@ -14,7 +14,7 @@ import cattrs
 from cattrs.cols import is_sequence, list_structure_factory
 from cattrs.v import format_exception
 
-from agentd.rpc import ErrorCode, RpcError
+from agentd.errors import InvalidRequest
 
 __all__ = ["converter", "structure_params", "unstructure"]
 
@@ -90,7 +90,7 @@ _defaults: dict[type, object] = {}
 def structure_params(params: object, cls: type[T]) -> T:
     """Validate a request's params array (`[]` or `[{...}]`) into `cls`.
 
-    Raises RpcError(INVALID_PARAMS) whose message names every offending field.
+    Raises InvalidRequest whose message names every offending field.
     """
     if type(params) is list and not params:
         default = _defaults.get(cls)
@@ -102,27 +102,21 @@ def structure_params(params: object, cls: type[T]) -> T:
         if default is not _NO_DEFAULT:
             return default  # type: ignore[return-value]
     if type(params) is not list or len(params) > 1:
-        raise RpcError(
-            ErrorCode.INVALID_PARAMS,
-            "params must be an array holding at most one map of named arguments",
-        )
+        raise InvalidRequest("params must be an array holding at most one map of named arguments")
     fields: object = params[0] if params else {}
     if type(fields) is not dict:
-        raise RpcError(
-            ErrorCode.INVALID_PARAMS,
-            f"params[0] must be a map of named arguments, got {_describe(fields)}",
-        )
+        raise InvalidRequest(f"params[0] must be a map of named arguments, got {_describe(fields)}")
     for key in fields:
         if type(key) is not str:
-            raise RpcError(
-                ErrorCode.INVALID_PARAMS,
-                f"params[0] keys must be strings, got {_describe(key)} {key!r}",
-            )
+            shown = repr(key)
+            if len(shown) > 60:  # the client's bytes, echoed back: bounded
+                shown = shown[:57] + "..."
+            raise InvalidRequest(f"params[0] keys must be strings, got {_describe(key)} {shown}")
     try:
         return converter.structure(fields, cls)
     except Exception as exc:
         errors = cattrs.transform_error(exc, path="params", format_exception=_format_error)
-        raise RpcError(ErrorCode.INVALID_PARAMS, "; ".join(errors)) from None
+        raise InvalidRequest("; ".join(errors)) from None
 
 
 def unstructure(obj: object) -> Any:

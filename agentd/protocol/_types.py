@@ -35,6 +35,7 @@ __all__ = [
     "WorkspaceClosed",
     "WorkspaceOpenParams",
     "WorkspaceRef",
+    "run_complete",
 ]
 
 Role = Literal["user", "assistant"]
@@ -119,6 +120,26 @@ class RunComplete:
     cancelled: bool
 
 
+def run_complete(
+    session_id: str,
+    run_id: str,
+    *,
+    message_id: str | None = None,
+    text: str = "",
+    error: str | None = None,
+    cancelled: bool = False,
+) -> RunComplete:
+    """The one way a RunComplete is made, whoever ends the run: a cancelled run carries no error."""
+    return RunComplete(
+        session_id=session_id,
+        run_id=run_id,
+        message_id=message_id,
+        text=text,
+        error=None if cancelled else error,
+        cancelled=cancelled,
+    )
+
+
 @attrs.frozen
 class GapPayload:
     dropped: int
@@ -127,7 +148,9 @@ class GapPayload:
 @attrs.frozen
 class WorkspaceClosed:
     workspace_id: str
+    # "idle", "shutdown", or "failed" (then `error` says what failed).
     reason: str
+    error: str | None = None
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from typing import Any, Final
 import trio
 
 from agentd.protocol import events
+from agentd.shutdown import Shutdown
 
 from ._event import Event
 from ._queue import EventQueue
@@ -218,8 +219,11 @@ class Broker:
         logged_types: frozenset[str] = frozenset(),
         on_logged: Callable[[Event], None] | None = None,
         on_seq_low: Callable[[], None] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.workspace_id = workspace_id
+        # Once the daemon shuts down, must-deliver waits are held to its deadline.
+        self._shutdown = shutdown if shutdown is not None else Shutdown()
         self.must_deliver_timeout = must_deliver_timeout
         self._stats = stats
         self._seq = last_seq
@@ -292,7 +296,7 @@ class Broker:
         per subscriber and concurrent: one stuck subscriber delays nobody else.
         """
         event = self._next_event(type, payload, must_deliver=True)
-        deadline = trio.current_time() + self.must_deliver_timeout
+        deadline = self._shutdown.delivery_deadline(self.must_deliver_timeout)
         waiting: list[tuple[Subscriber, int]] = []
         for sub in list(self._subscribers.values()):
             if sub._try_put(event):

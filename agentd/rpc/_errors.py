@@ -15,6 +15,7 @@ class ErrorCode:
     SHUTTING_DOWN = 4
     UNKNOWN_METHOD = 5
     TIMEOUT = 6
+    UNAVAILABLE = 7
 
 
 _NAMES = {code: name.lower() for name, code in vars(ErrorCode).items() if name.isupper()}

@@ -165,9 +165,18 @@ class Dispatcher:
             self._spawn(self._complete_cleared, cleared)
         return None, cleared
 
-    def close(self) -> None:
-        """Take no new runs and cancel every run there is."""
+    def close(self, error: str | None = None) -> None:
+        """Take no new runs and stop every run there is.
+
+        With `error` (the workspace failed), each run ends errored with it;
+        otherwise cancelled.
+        """
         self._closing = True
+        if error is not None:
+            for lane in self._lanes.values():
+                for run in (lane.active, *lane.queue):
+                    if run is not None:
+                        run.abort_error = error
         for session_id in list(self._lanes):
             self.cancel(session_id)
 
@@ -182,7 +191,7 @@ class Dispatcher:
         await self._notify_busy(lane.session_id)
 
     async def _notify_busy(self, session_id: str) -> None:
-        with trio.move_on_after(self._terminal.bound, shield=True):
+        with self._terminal.shielded():
             try:
                 await self._on_busy_changed(session_id)
             except Exception:
@@ -197,7 +206,7 @@ class Dispatcher:
         except* Exception as group:
             message = describe_error(group)
             log.info("run %s failed: %s", run.id, message)
-            with trio.move_on_after(self._terminal.bound, shield=True):
+            with self._terminal.shielded():
                 self._broker.publish(
                     events.AGENT_ERROR,
                     unstructure(AgentErrorPayload(run.session_id, run.id, message)),

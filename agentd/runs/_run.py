@@ -37,6 +37,9 @@ class Run:
     complete: RunComplete | None = None
     # Set once `complete` is recorded; what `run.wait` waits on.
     finished: trio.Event = attrs.field(factory=trio.Event)
+    # Why the run was stopped when nobody asked (its workspace failed): then
+    # its cancellation ends it errored with this, not cancelled.
+    abort_error: str | None = None
 
     def queued_prompt(self) -> QueuedPrompt:
         return QueuedPrompt(run_id=self.id, prompt=self.prompt)

@@ -1,50 +1,87 @@
-"""The method table: every RPC method, its params type, and what it does."""
+"""The method table: every RPC method, its params type, its handler and its reply type.
+
+A handler decodes nothing and decides little: its params arrive structured,
+it calls the workspace, the run index or the daemon's state, and returns one
+typed reply (`agentd.protocol._results`). This is also the server's edge for
+errors: the domain errors the layers below raise (`agentd.errors`) become wire
+error codes here, in `_rpc_error`, and nowhere else.
+"""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
 import agentd
+from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut, Unavailable
 from agentd.protocol import (
     AgentCancelParams,
     AgentSendParams,
+    CancelResult,
+    Empty,
     EventsSubscribeParams,
     EventsUnsubscribeParams,
     InitializeParams,
+    InitializeResult,
+    Message,
+    ModelsList,
     NoParams,
+    QueueCleared,
+    QueuedPrompt,
     RunComplete,
     RunGetParams,
+    RunInfo,
     RunWaitParams,
+    SendResult,
     ServerShutdownParams,
+    ServerStatus,
+    Session,
     SessionCreateParams,
     SessionRef,
+    Subscribed,
+    Workspace,
+    WorkspaceInfo,
     WorkspaceOpenParams,
     WorkspaceRef,
-    events,
+    WorkspaceSessions,
+    converter,
     structure_params,
-    unstructure,
 )
-from agentd.pubsub import Event
 from agentd.rpc import ErrorCode, RpcError
-from agentd.runs import Closing, Run
-from agentd.store import RunRecord
 from agentd.workspaces import SessionOrder, Turn
 
 if TYPE_CHECKING:
+    from agentd.workspaces import WorkspaceHost
+
     from ._connection import ClientConnection
     from ._state import DaemonState
 
 __all__ = ["Admitted", "Method", "Methods"]
 
 AfterReply = list[Callable[[], None]]
+
+_CODES: dict[type[AgentdError], int] = {
+    InvalidRequest: ErrorCode.INVALID_PARAMS,
+    NotFound: ErrorCode.NOT_FOUND,
+    Conflict: ErrorCode.CONFLICT,
+    ShuttingDown: ErrorCode.SHUTTING_DOWN,
+    TimedOut: ErrorCode.TIMEOUT,
+    Unavailable: ErrorCode.UNAVAILABLE,
+}
+
+
+def _rpc_error(exc: AgentdError) -> RpcError:
+    """The one mapping from what went wrong to its wire code."""
+    for kind in type(exc).__mro__:
+        code = _CODES.get(kind)
+        if code is not None:
+            return RpcError(code, str(exc))
+    return RpcError(ErrorCode.INTERNAL, str(exc))
 
 
 class Admitted:
@@ -58,22 +95,30 @@ class Admitted:
 
 
 class Method:
-    """One method: its params type, its handler, and whether the handler returns at once."""
+    """One method: its params type, its handler, its reply type, and whether it answers at once."""
 
-    __slots__ = ("params_type", "handler", "immediate", "_order")
+    __slots__ = ("params_type", "handler", "immediate", "result_type", "_order")
 
-    def __init__(self, params_type: type, handler: Callable[..., Any], immediate: bool) -> None:
+    def __init__(self, params_type: type, handler: Callable[..., Any], result_type: Any, immediate: bool) -> None:
         self.params_type = params_type
         self.handler = handler
+        self.result_type = result_type
         self.immediate = immediate
         # Requests naming a session are applied in the order they were read.
-        self._order = immediate is False and "session_id" in attrs.fields_dict(params_type)
-        if self._order and not ("workspace_id" in attrs.fields_dict(params_type)):
+        fields = attrs.fields_dict(params_type)
+        self._order = not immediate and "session_id" in fields
+        if self._order and "workspace_id" not in fields:
             raise TypeError(f"{params_type.__name__} names a session but not its workspace")
 
+    def _encode(self, result: object) -> Any:
+        return converter.unstructure(result, self.result_type)
+
     def call_now(self, conn: ClientConnection, params: object, after_reply: AfterReply) -> Any:
-        """Run an immediate method; RpcError for an error reply."""
-        return self.handler(conn, structure_params(params, self.params_type), after_reply)
+        """Run an immediate method to its reply's value; RpcError for an error reply."""
+        try:
+            return self._encode(self.handler(conn, structure_params(params, self.params_type), after_reply))
+        except AgentdError as exc:
+            raise _rpc_error(exc) from None
 
     def admit(self, order: SessionOrder, params: object) -> Admitted:
         """Check a waiting method's params as it is read; RpcError for an error reply.
@@ -81,59 +126,26 @@ class Method:
         Called synchronously, in the order requests arrive on the socket: that
         is where a request that touches a session takes its turn.
         """
-        structured: Any = structure_params(params, self.params_type)
+        try:
+            structured: Any = structure_params(params, self.params_type)
+        except AgentdError as exc:
+            raise _rpc_error(exc) from None
         turn = order.ticket(structured.workspace_id, structured.session_id) if self._order else None
         return Admitted(structured, turn)
 
     async def call(self, conn: ClientConnection, admitted: Admitted, after_reply: AfterReply) -> Any:
-        """Run an admitted waiting method, in its turn; RpcError for an error reply."""
-        turn = admitted.turn
-        if turn is None:
-            return await self.handler(conn, admitted.params, after_reply)
-        async with turn:
-            return await self.handler(conn, admitted.params, after_reply)
-
-
-def _now(params_type: type, handler: Callable[..., Any]) -> Method:
-    """A handler that is a plain function: it never waits, so it is answered inline."""
-    return Method(params_type, handler, True)
-
-
-def _later(params_type: type, handler: Callable[..., Awaitable[Any]]) -> Method:
-    """A coroutine handler: it may wait, so it gets a task of its own."""
-    return Method(params_type, handler, False)
+        """Run an admitted waiting method, in its turn, to its reply's value; RpcError for an error reply."""
+        try:
+            if admitted.turn is None:
+                return self._encode(await self.handler(conn, admitted.params, after_reply))
+            async with admitted.turn:
+                return self._encode(await self.handler(conn, admitted.params, after_reply))
+        except AgentdError as exc:
+            raise _rpc_error(exc) from None
 
 
 # What still works while the daemon shuts down: saying hello and watching it go.
 _ALLOWED_WHILE_SHUTTING_DOWN = frozenset({"initialize", "ping", "server.status", "run.wait"})
-
-_MAX_RUN_ID = 128
-
-
-DEFAULT_TITLE = "New session"
-_UNTITLED = ("", DEFAULT_TITLE)
-_TITLE_LENGTH = 60
-
-
-def session_title(prompt: str) -> str:
-    """A title from a prompt: its first line, whitespace collapsed, shortened."""
-    first = next((line for line in prompt.splitlines() if line.strip()), prompt)
-    title = " ".join(first.split())
-    return title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1].rstrip() + "…"
-
-
-def _resend(p: AgentSendParams, session_id: str, prompt: str, state: str) -> dict[str, Any]:
-    """A send with a run_id the daemon already knows: the same request again, or a mistake."""
-    if prompt != p.prompt or session_id != p.session_id:
-        raise RpcError(
-            ErrorCode.CONFLICT,
-            f"run_id: {p.run_id!r} is already used by another prompt",
-        )
-    return {"run_id": p.run_id, "queued": state == "queued", "state": state}
-
-
-def _not_found(what: str, value: str) -> RpcError:
-    return RpcError(ErrorCode.NOT_FOUND, f"{what}: no such {what.removesuffix('_id')} {value!r}")
 
 
 class Methods:
@@ -141,313 +153,203 @@ class Methods:
         self._state = state
         #: Where requests that touch a session take their turn (see `Method.admit`).
         self.order = SessionOrder()
-        now, later = _now, _later
+
+        def now(params: type, handler: Callable[..., Any], result: Any) -> Method:
+            """A handler that is a plain function: it never waits, so it is answered inline."""
+            return Method(params, handler, result, immediate=True)
+
+        def later(params: type, handler: Callable[..., Awaitable[Any]], result: Any) -> Method:
+            """A coroutine handler: it may wait, so it gets a task of its own."""
+            return Method(params, handler, result, immediate=False)
+
         self._table: dict[str, Method] = {
-            "initialize": now(InitializeParams, self.initialize),
-            "ping": now(NoParams, self.ping),
-            "server.status": now(NoParams, self.server_status),
-            "server.shutdown": now(ServerShutdownParams, self.server_shutdown),
-            "models.list": now(NoParams, self.models_list),
-            "workspace.open": later(WorkspaceOpenParams, self.workspace_open),
-            "workspace.close": now(WorkspaceRef, self.workspace_close),
-            "workspace.list": now(NoParams, self.workspace_list),
-            "session.create": later(SessionCreateParams, self.session_create),
-            "session.list": later(WorkspaceRef, self.session_list),
-            "session.get": later(SessionRef, self.session_get),
-            "session.delete": later(SessionRef, self.session_delete),
-            "session.messages": later(SessionRef, self.session_messages),
-            "agent.send": later(AgentSendParams, self.agent_send),
-            "agent.cancel": later(AgentCancelParams, self.agent_cancel),
-            "agent.queue": later(SessionRef, self.agent_queue),
-            "agent.queue_clear": later(SessionRef, self.agent_queue_clear),
-            "run.wait": later(RunWaitParams, self.run_wait),
-            "run.get": later(RunGetParams, self.run_get),
-            "events.subscribe": later(EventsSubscribeParams, self.events_subscribe),
-            "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe),
+            "initialize": now(InitializeParams, self.initialize, InitializeResult),
+            "ping": now(NoParams, self.ping, Empty),
+            "server.status": now(NoParams, self.server_status, ServerStatus),
+            "server.shutdown": now(ServerShutdownParams, self.server_shutdown, Empty),
+            "models.list": now(NoParams, self.models_list, ModelsList),
+            "workspace.open": later(WorkspaceOpenParams, self.workspace_open, Workspace),
+            "workspace.close": now(WorkspaceRef, self.workspace_close, Empty),
+            "workspace.list": now(NoParams, self.workspace_list, list[WorkspaceInfo]),
+            "session.create": later(SessionCreateParams, self.session_create, Session),
+            "session.list": later(WorkspaceRef, self.session_list, list[Session]),
+            "session.list_all": later(NoParams, self.session_list_all, list[WorkspaceSessions]),
+            "session.get": later(SessionRef, self.session_get, Session),
+            "session.delete": later(SessionRef, self.session_delete, Session),
+            "session.messages": later(SessionRef, self.session_messages, list[Message]),
+            "agent.send": later(AgentSendParams, self.agent_send, SendResult),
+            "agent.cancel": later(AgentCancelParams, self.agent_cancel, CancelResult),
+            "agent.queue": later(SessionRef, self.agent_queue, list[QueuedPrompt]),
+            "agent.queue_clear": later(SessionRef, self.agent_queue_clear, QueueCleared),
+            "run.wait": later(RunWaitParams, self.run_wait, RunComplete),
+            "run.get": later(RunGetParams, self.run_get, RunInfo),
+            "events.subscribe": later(EventsSubscribeParams, self.events_subscribe, Subscribed),
+            "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe, Empty),
         }
 
     def names(self) -> list[str]:
         return sorted(self._table)
+
+    def method(self, name: str) -> Method:
+        """The table's entry for `name` (KeyError if none): for docs and tests."""
+        return self._table[name]
 
     def lookup(self, method: object) -> Method:
         """The method a request names; RpcError if there is none or it may not run now."""
         entry = self._table.get(method) if type(method) is str else None
         if entry is None:
             if type(method) is not str:
-                raise RpcError(ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {method!r}")
-            raise RpcError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r}")
+                raise RpcError(ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {type(method).__name__}")
+            shown = method if len(method) <= 100 else method[:97] + "..."
+            raise RpcError(ErrorCode.UNKNOWN_METHOD, f"unknown method {shown!r}")
         if self._state.shutting_down and method not in _ALLOWED_WHILE_SHUTTING_DOWN:
-            raise RpcError(ErrorCode.SHUTTING_DOWN, "agentd is shutting down")
+            raise _rpc_error(ShuttingDown("agentd is shutting down"))
         return entry
+
+    def _workspace(self, workspace_id: str) -> WorkspaceHost:
+        return self._state.workspaces.get(workspace_id)
 
     # --- server
 
-    def initialize(self, conn: ClientConnection, p: InitializeParams, _: Any) -> Any:
+    def initialize(self, conn: ClientConnection, p: InitializeParams, _: AfterReply) -> InitializeResult:
         conn.client_name = p.client_name
         conn.client_version = p.client_version
         models = self._state.models.config
-        return {
-            "server": "agentd",
-            "version": agentd.__version__,
-            "protocol": agentd.PROTOCOL_VERSION,
-            "pid": os.getpid(),
-            "default_model": models.default_model,
-            # True when nothing is configured and runs answer with the offline echo model.
-            "default_model_is_fallback": models.default_is_fallback,
-            # A bigger message closes the connection: a client can refuse it up front instead.
-            "max_message_size": self._state.config.max_message_size,
-        }
+        return InitializeResult(
+            server="agentd",
+            version=agentd.__version__,
+            protocol=agentd.PROTOCOL_VERSION,
+            pid=os.getpid(),
+            default_model=models.default_model,
+            default_model_is_fallback=models.default_is_fallback,
+            default_model_note=self._state.models.default_note(),
+            config_mistakes=self._state.models.mistakes,
+            max_message_size=self._state.config.max_message_size,
+        )
 
-    def models_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+    def models_list(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> ModelsList:
         config = self._state.models.config
-        return {
-            "default": config.default_model,
-            "default_is_fallback": config.default_is_fallback,
-            "source": config.source,
-            "models": config.describe(),
-        }
+        return ModelsList(
+            default=config.default_model,
+            default_is_fallback=config.default_is_fallback,
+            source=config.source,
+            models=config.describe(),
+            default_model_note=self._state.models.default_note(),
+            config_mistakes=self._state.models.mistakes,
+        )
 
-    def ping(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
-        return {}
+    def ping(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> Empty:
+        return _EMPTY
 
-    def server_status(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+    def server_status(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> ServerStatus:
         s = self._state
-        return {
-            "version": agentd.__version__,
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - s.started_at, 3),
-            "workspaces": len(s.workspaces),
-            "clients": len(s.connections),
-            "subscriptions": sum(len(h.broker) for h in s.workspaces.hosts()),
-            "active_runs": s.runs.unfinished(),
-            "events_dropped": s.stats.events_dropped,
-        }
+        return ServerStatus(
+            version=agentd.__version__,
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - s.started_at, 3),
+            workspaces=len(s.workspaces),
+            clients=len(s.connections),
+            subscriptions=sum(len(h.broker) for h in s.workspaces.hosts()),
+            active_runs=s.runs.unfinished(),
+            events_dropped=s.stats.events_dropped,
+        )
 
-    def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: Any) -> Any:
+    def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: AfterReply) -> Empty:
         s = self._state
         if p.if_idle:
             others = len(s.connections) - 1
             active = s.runs.unfinished()
             if active or others > 0:
-                raise RpcError(
-                    ErrorCode.CONFLICT,
-                    f"not idle: {active} active run(s), {others} other client(s)",
-                )
+                raise Conflict(f"not idle: {active} active run(s), {others} other client(s)")
         # Reply first: the shutdown closes this connection too.
         after.append(lambda: s.request_shutdown("server.shutdown"))
-        return {}
+        return _EMPTY
 
     # --- workspaces
 
-    async def workspace_open(self, conn: ClientConnection, p: WorkspaceOpenParams, _: Any) -> Any:
+    async def workspace_open(self, conn: ClientConnection, p: WorkspaceOpenParams, _: AfterReply) -> Workspace:
         host = await self._state.workspaces.open(p.path, conn.id)
         conn.claims.add(host.id)
-        return {"id": host.id, "path": host.path}
+        return Workspace(id=host.id, path=host.path)
 
-    def workspace_close(self, conn: ClientConnection, p: WorkspaceRef, _: Any) -> Any:
+    def workspace_close(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> Empty:
         if p.workspace_id not in conn.claims:
-            raise RpcError(
-                ErrorCode.NOT_FOUND,
-                f"workspace_id: this connection has not opened workspace {p.workspace_id!r}",
-            )
+            raise NotFound(f"workspace_id: this connection has not opened workspace {p.workspace_id!r}")
         conn.claims.discard(p.workspace_id)
         self._state.workspaces.release(p.workspace_id, conn.id)
-        return {}
+        return _EMPTY
 
-    def workspace_list(self, conn: ClientConnection, p: NoParams, _: Any) -> Any:
+    def workspace_list(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> list[WorkspaceInfo]:
         return [
-            {"id": h.id, "path": h.path, "clients": h.claim_count, "active_runs": h.dispatcher.active_runs()}
+            WorkspaceInfo(id=h.id, path=h.path, clients=h.claim_count, active_runs=h.dispatcher.active_runs())
             for h in self._state.workspaces.hosts()
             if h.started and not h.closing
         ]
 
     # --- sessions
 
-    async def _session(self, p: SessionRef) -> Any:
-        host = self._state.workspaces.get(p.workspace_id)
-        record = await self._state.store.get_session(host.id, p.session_id)
-        if record is None:
-            raise _not_found("session_id", p.session_id)
-        return host, record
+    async def session_create(self, conn: ClientConnection, p: SessionCreateParams, _: AfterReply) -> Session:
+        return await self._workspace(p.workspace_id).sessions.create(p.title)
 
-    async def session_create(self, conn: ClientConnection, p: SessionCreateParams, _: Any) -> Any:
-        host = self._state.workspaces.get(p.workspace_id)
-        record = await self._state.store.create_session(host.id, p.title or DEFAULT_TITLE)
-        session = unstructure(host.session_view(record))
-        host.broker.publish(events.SESSION_CREATED, session)
-        return session
+    async def session_list(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> list[Session]:
+        return await self._workspace(p.workspace_id).sessions.list_all()
 
-    async def session_list(self, conn: ClientConnection, p: WorkspaceRef, _: Any) -> Any:
-        host = self._state.workspaces.get(p.workspace_id)
-        records = await self._state.store.list_sessions(host.id)
-        records.sort(key=lambda r: r.updated_at, reverse=True)
-        return [unstructure(host.session_view(r)) for r in records]
+    async def session_list_all(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> list[WorkspaceSessions]:
+        return await self._state.workspaces.all_sessions()
 
-    async def session_get(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
-        host, record = await self._session(p)
-        return unstructure(host.session_view(record))
+    async def session_get(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> Session:
+        return await self._workspace(p.workspace_id).sessions.get(p.session_id)
 
-    async def session_delete(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
-        host, record = await self._session(p)
-        if host.dispatcher.is_busy(record.id):
-            raise RpcError(
-                ErrorCode.CONFLICT,
-                f"session {record.id} has a run in progress; cancel it first (agent.cancel)",
-            )
-        deleted = await self._state.store.delete_session(host.id, record.id)
-        if deleted is None:
-            raise _not_found("session_id", p.session_id)
-        session = unstructure(host.session_view(deleted))
-        host.broker.publish(events.SESSION_DELETED, session)
-        return session
+    async def session_delete(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> Session:
+        return await self._workspace(p.workspace_id).sessions.delete(p.session_id)
 
-    async def session_messages(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
-        _host, record = await self._session(p)
-        return [unstructure(m) for m in await self._state.store.list_messages(record.id)]
+    async def session_messages(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> list[Message]:
+        return await self._workspace(p.workspace_id).sessions.messages(p.session_id)
 
     # --- runs
 
-    async def agent_send(self, conn: ClientConnection, p: AgentSendParams, _: Any) -> Any:
-        if not p.prompt.strip():
-            raise RpcError(ErrorCode.INVALID_PARAMS, "prompt: must not be empty")
-        run_id = p.run_id if p.run_id is not None else uuid.uuid4().hex
-        if not run_id or len(run_id) > _MAX_RUN_ID:
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"run_id: must be 1 to {_MAX_RUN_ID} characters")
-        host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
-        state = self._state
-        stored = await state.store.get_run(run_id)
-        # The live index is checked after the await, with no checkpoint before
-        # the accept: two sends racing with one run_id cannot both start a run.
-        live = state.runs.get(run_id)
-        if live is not None:
-            return _resend(p, live.session_id, live.prompt, live.state.value)
-        if stored is not None:
-            return _resend(p, stored.session_id, stored.prompt, stored.state)
-        run = Run(run_id, host.id, record.id, p.prompt, p.model)
-        # From here the run is the workspace's: a client that hangs up now must
-        # not leave it half accepted.
-        with trio.CancelScope(shield=True):
-            # Stored before it is accepted: a send the store cannot take is an
-            # error reply, never a run the client was told failed.
-            # Its place in the session's queue, should it have to wait.
-            position = len(host.dispatcher.queued(record.id)) if host.dispatcher.is_busy(record.id) else None
-            try:
-                await state.store.create_run(
-                    RunRecord(run.id, host.id, record.id, p.prompt, p.model or "", run.created_at), position
-                )
-            except sqlite3.IntegrityError:
-                # The same run_id, sent twice at once: the other send stored it first.
-                stored = await state.store.get_run(run_id)
-                assert stored is not None
-                return _resend(p, stored.session_id, stored.prompt, stored.state)
-            try:
-                queued = host.dispatcher.accept(run)
-            except Closing:
-                await state.store.finish_run(
-                    RunComplete(record.id, run_id, None, "", "the workspace closed before the run started", False)
-                )
-                raise RpcError(ErrorCode.CONFLICT, f"workspace {host.id} is closing") from None
-            state.runs.add(run)
-            if record.title in _UNTITLED and await state.store.title_untitled_session(
-                record.id, session_title(p.prompt), _UNTITLED
-            ):
-                # An untitled session is named by its first prompt, so lists are readable.
-                await host.publish_session_state(record.id)
-        return {"run_id": run_id, "queued": queued, "state": "queued" if queued else "running"}
+    async def agent_send(self, conn: ClientConnection, p: AgentSendParams, _: AfterReply) -> SendResult:
+        return await self._workspace(p.workspace_id).sessions.send(p.session_id, p.prompt, p.run_id, p.model)
 
-    async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: Any) -> Any:
-        host, record = await self._session(SessionRef(p.workspace_id, p.session_id))
-        if p.run_id is not None:
-            active, cleared = host.dispatcher.cancel_run(record.id, p.run_id)
-        else:
-            active, cleared = host.dispatcher.cancel(record.id)
-        return {
-            "cancelled": active is not None,
-            "run_id": active.id if active is not None else None,
-            "cleared": len(cleared),
-        }
+    async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: AfterReply) -> CancelResult:
+        return await self._workspace(p.workspace_id).sessions.cancel(p.session_id, p.run_id)
 
-    async def agent_queue(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
-        host, record = await self._session(p)
-        return [unstructure(run.queued_prompt()) for run in host.dispatcher.queued(record.id)]
+    async def agent_queue(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> list[QueuedPrompt]:
+        return await self._workspace(p.workspace_id).sessions.queue(p.session_id)
 
-    async def agent_queue_clear(self, conn: ClientConnection, p: SessionRef, _: Any) -> Any:
-        host, record = await self._session(p)
-        return {"cleared": len(host.dispatcher.clear_queue(record.id))}
+    async def agent_queue_clear(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> QueueCleared:
+        return await self._workspace(p.workspace_id).sessions.clear_queue(p.session_id)
 
-    async def run_wait(self, conn: ClientConnection, p: RunWaitParams, _: Any) -> Any:
-        state = self._state
-        if p.timeout is not None and p.timeout < 0:
-            raise RpcError(ErrorCode.INVALID_PARAMS, "timeout: must be >= 0")
-        run = state.runs.get(p.run_id)
-        if run is not None:
-            with trio.move_on_after(p.timeout if p.timeout is not None else float("inf")):
-                await run.finished.wait()
-            if run.complete is None:
-                raise RpcError(ErrorCode.TIMEOUT, f"run {p.run_id} has not completed after {p.timeout}s")
-            return unstructure(run.complete)
-        record = await state.store.get_run(p.run_id)
-        if record is None or record.complete is None:
-            raise _not_found("run_id", p.run_id)
-        return unstructure(record.complete)
+    async def run_wait(self, conn: ClientConnection, p: RunWaitParams, _: AfterReply) -> RunComplete:
+        return await self._state.runs.wait(p.run_id, p.timeout)
+
+    async def run_get(self, conn: ClientConnection, p: RunGetParams, _: AfterReply) -> RunInfo:
+        return await self._state.runs.info(p.run_id)
 
     # --- events
 
-    async def run_get(self, conn: ClientConnection, p: RunGetParams, _: Any) -> Any:
-        run = self._state.runs.get(p.run_id)
-        if run is not None:
-            return {
-                "run_id": run.id,
-                "workspace_id": run.workspace_id,
-                "session_id": run.session_id,
-                "model": run.model or "",
-                "prompt": run.prompt,
-                "state": run.state.value,
-                "created_at": run.created_at,
-                "complete": unstructure(run.complete) if run.complete is not None else None,
-            }
-        record = await self._state.store.get_run(p.run_id)
-        if record is None:
-            raise _not_found("run_id", p.run_id)
-        return {
-            "run_id": record.id,
-            "workspace_id": record.workspace_id,
-            "session_id": record.session_id,
-            "model": record.model,
-            "prompt": record.prompt,
-            "state": record.state,
-            "created_at": record.created_at,
-            "complete": unstructure(record.complete) if record.complete is not None else None,
-        }
-
-    # --- events
-
-    async def events_subscribe(
-        self, conn: ClientConnection, p: EventsSubscribeParams, after: list[Callable[[], None]]
-    ) -> Any:
+    async def events_subscribe(self, conn: ClientConnection, p: EventsSubscribeParams, after: AfterReply) -> Subscribed:
         if p.since is not None and p.since < 0:
-            raise RpcError(ErrorCode.INVALID_PARAMS, "since: must be >= 0")
-        host = self._state.workspaces.get(p.workspace_id)
+            raise InvalidRequest("since: must be >= 0")
+        host = self._workspace(p.workspace_id)
         sid = f"sub_{uuid.uuid4().hex[:16]}"
 
         def overflow(_sub: object) -> None:
             conn.disconnect(f"subscription {sid} did not take a must-deliver event in time")
 
-        sub, replay, gap, through = await host.subscribe(sid, self._state.config.subscriber_capacity, overflow, p.since)
+        sub, replay, through = await host.subscribe(sid, self._state.config.subscriber_capacity, overflow, p.since)
         conn.subscriptions[sid] = sub
-        if gap is not None:
-            # The client must reload (session.messages) rather than trust the replay.
-            replay.insert(0, Event(host.id, p.since or 0, events.EVENTS_GAP, {"reason": gap}))
         # Events queue from now on; the replay, then they, go out once the reply
         # has, so a client never sees an event for a subscription it has not heard of.
         after.append(lambda: conn.start_writer(sub, replay))
-        # `seq`: live events are those above it; `replayed`: how many events come
-        # first, from before it (so a client knows when it has caught up).
-        return {"subscription_id": sid, "seq": through, "replayed": len(replay)}
+        return Subscribed(subscription_id=sid, seq=through, replayed=len(replay))
 
-    def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: Any) -> Any:
+    def events_unsubscribe(self, conn: ClientConnection, p: EventsUnsubscribeParams, _: AfterReply) -> Empty:
         sub = conn.subscriptions.pop(p.subscription_id, None)
         if sub is None:
-            raise _not_found("subscription_id", p.subscription_id)
+            raise NotFound(f"subscription_id: no such subscription {p.subscription_id!r}")
         sub.close()
-        return {}
+        return _EMPTY
+
+
+_EMPTY = Empty()

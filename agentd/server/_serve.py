@@ -27,8 +27,7 @@ from collections.abc import Callable
 
 import trio
 
-from agentd.config import ConfigError, ConfigFile
-from agentd.models import ModelRegistry
+from agentd.models import ConfigFile, ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.runs import RunIndex
 from agentd.store import Store, StoreError
@@ -43,17 +42,14 @@ __all__ = ["serve"]
 
 log = logging.getLogger("agentd")
 
-# After runs have completed, how long subscription writers get to flush.
-_FLUSH_TIMEOUT = 2.0
-# The whole shutdown's bound beyond delivering RunCompletes.
-_SHUTDOWN_MARGIN = 3.0
+# Closing the model clients and the store, after everything else: bounded,
+# though both only wait on a socket close or the store's last statement.
+_CLOSE_TIMEOUT = 5.0
 
 
 async def serve(config: DaemonConfig) -> None:
-    try:
-        model_config = ConfigFile()
-    except ConfigError as exc:
-        raise StartupError(f"the model configuration has mistakes (see `agentd --check-config`):\n{exc}") from None
+    # Mistakes in it do not stop the start: they are logged, and the built-in models still run.
+    model_config = ConfigFile(default_model=config.default_model)
     listener, claim = await bind_listener(config.socket_path)
     try:
         try:
@@ -66,9 +62,11 @@ async def serve(config: DaemonConfig) -> None:
         try:
             await _serve(config, listener, store, models)
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True) as closing:
                 await models.aclose()
                 await store.aclose()
+            if closing.cancelled_caught:
+                log.error("closing the model clients and the store took over %.0fs", _CLOSE_TIMEOUT)
     finally:
         claim.release()
 
@@ -86,7 +84,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
         config=config,
         store=store,
         models=models,
-        runs=RunIndex(),
+        runs=RunIndex(store),
         stats=DropStats(),
         request_shutdown=request_shutdown,
     )
@@ -116,7 +114,8 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
                 state.stats,
                 must_deliver_timeout=config.must_deliver_timeout,
                 idle_grace=config.idle_grace,
-                on_run_finished=state.runs.forget,
+                runs=state.runs,
+                shutdown=state.shutdown,
             )
             async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
@@ -132,16 +131,17 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
                 await shutdown_requested.wait()
                 log.info("shutting down (%s)", shutdown_reason[0])
                 state.shutting_down = True
+                # The one deadline: every run's end, its delivery and the writers'
+                # flush happen before it, and every shielded cleanup is held to it.
+                deadline = state.shutdown.begin()
                 accept_scope.cancel()
                 await listener.aclose()
-                bound = config.shutdown_delivery_timeout * 2 + _SHUTDOWN_MARGIN
-                with trio.move_on_after(bound) as scope:
-                    await state.workspaces.close_all("shutdown", config.shutdown_delivery_timeout)
-                if scope.cancelled_caught:
-                    log.error("runs did not all complete within %.1fs of shutdown", bound)
-                with trio.move_on_after(_FLUSH_TIMEOUT):
+                with trio.move_on_at(deadline) as scope:
+                    await state.workspaces.close_all("shutdown")
                     for conn in list(state.connections.values()):
                         await conn.wait_writers_drained()
+                if scope.cancelled_caught:
+                    log.error("shutdown did not finish within %.1fs; closing what is left", config.graceful_timeout)
                 connections.cancel_scope.cancel()
             workspaces_nursery.cancel_scope.cancel()
         root.cancel_scope.cancel()

@@ -13,6 +13,7 @@ from agentd.models import ModelRegistry
 from agentd.pubsub import DEFAULT_MUST_DELIVER_TIMEOUT, DEFAULT_SUBSCRIBER_CAPACITY, DropStats
 from agentd.rpc import DEFAULT_MAX_MESSAGE_SIZE
 from agentd.runs import RunIndex
+from agentd.shutdown import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_SHUTDOWN_DELIVERY_TIMEOUT, Shutdown
 from agentd.store import Store
 
 if TYPE_CHECKING:
@@ -33,8 +34,11 @@ class DaemonConfig:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # At shutdown a stuck subscriber may hold up exit this long per event, not
     # the full must-deliver timeout: SIGTERM must end the daemon in seconds.
-    shutdown_delivery_timeout: float = 2.0
+    shutdown_delivery_timeout: float = DEFAULT_SHUTDOWN_DELIVERY_TIMEOUT
+    # From the shutdown signal to closing every connection, at most.
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     ready_fd: int | None = None
+    default_model: str | None = None  # `agentd --model`: over AGENTD_MODEL and the configuration's default
 
 
 @attrs.define
@@ -47,5 +51,10 @@ class DaemonState:
     request_shutdown: Callable[[str], None]
     workspaces: Workspaces = attrs.field(init=False)
     connections: dict[int, ClientConnection] = attrs.field(factory=dict)
+    shutdown: Shutdown = attrs.field(
+        default=attrs.Factory(
+            lambda self: Shutdown(self.config.graceful_timeout, self.config.shutdown_delivery_timeout), takes_self=True
+        )
+    )
     started_at: float = attrs.field(factory=time.monotonic)
     shutting_down: bool = False

@@ -1,5 +1,7 @@
 """The state store: workspaces, sessions, messages, runs and the event log, in SQLite.
 
+The schema and its migrations are in `_schema`; what the store raises, in `_errors`.
+
 One database file, one connection, WAL and `synchronous=NORMAL`. Every call
 runs on a worker thread, one at a time (a CapacityLimiter of 1), so the trio
 thread never waits on the disk. A call is not abandoned when its caller is
@@ -23,15 +25,22 @@ import msgpack
 import trio
 
 from agentd._packing import packb
-from agentd.protocol import Message, RunComplete, Workspace, converter
+from agentd.protocol import Message, RunComplete, Workspace, converter, events, run_complete
+
+from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
+from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
+from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
+    "DatabaseDamaged",
     "INTERRUPTED",
     "LoggedEvent",
     "EventReplay",
     "GAP_LOST",
     "GAP_TOO_OLD",
+    "NotOurDatabase",
     "RunRecord",
+    "SCHEMA_VERSION",
     "SessionRecord",
     "Store",
     "StoreError",
@@ -40,93 +49,19 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
 INTERRUPTED = "interrupted: daemon restarted"
 # The event log keeps at least this many events per workspace, and every
 # event younger than EVENT_LOG_MAX_AGE, whichever is more.
 EVENT_LOG_KEEP = 10_000
 EVENT_LOG_MAX_AGE = 24 * 3600.0
-
-_SCHEMA = """
-CREATE TABLE workspaces (
-    id TEXT PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    -- Event seqs up to here may have been handed out: a restart continues above it.
-    seq_reserved INTEGER NOT NULL DEFAULT 0,
-    -- Log entries up to here were pruned: `since` below it is too old to replay.
-    pruned_through INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
-    title TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    message_count INTEGER NOT NULL DEFAULT 0,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX sessions_by_workspace ON sessions(workspace_id, updated_at);
-CREATE TABLE messages (
-    id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    text TEXT NOT NULL,
-    -- Structured parts (tool calls, tool results) as JSON, empty until tools exist.
-    parts TEXT NOT NULL DEFAULT '[]',
-    run_id TEXT,
-    created_at REAL NOT NULL,
-    finish_reason TEXT
-);
-CREATE INDEX messages_by_session ON messages(session_id, position);
-CREATE TABLE runs (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
-    -- Place in its session's queue while queued.
-    queue_position INTEGER,
-    error TEXT,
-    cancelled INTEGER NOT NULL DEFAULT 0,
-    text TEXT,
-    message_id TEXT,
-    -- The run's RunComplete, exactly as published, once it has one.
-    complete TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-CREATE INDEX runs_unfinished ON runs(state) WHERE state != 'done';
-CREATE TABLE events (
-    workspace_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (workspace_id, seq)
-) WITHOUT ROWID;
-"""
-
-# Version 2: knowing when the event log may have lost events.
-_SCHEMA_2 = """
--- Logged events up to here may be missing (a daemon that stopped without
--- closing the workspace, or a log write that kept failing): a replay from
--- below it starts with a gap.
-ALTER TABLE workspaces ADD COLUMN lost_through INTEGER NOT NULL DEFAULT 0;
--- 1 while a daemon serves the workspace: still 1 at the next open means that
--- daemon never wrote its last events.
-ALTER TABLE workspaces ADD COLUMN live INTEGER NOT NULL DEFAULT 0
-"""
-
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2)
-
-
-class StoreError(Exception):
-    """The store cannot be used; the message names the file and what to do."""
+# Pruning reads the log's oldest events and counts back from its newest: done
+# once per this many events appended to a workspace's log, its cost is spread
+# thin, and each time it removes up to _PRUNE_BATCH events, more than came in.
+_PRUNE_EVERY = 1_000
+_PRUNE_BATCH = 5_000
+# Logged events whose text is their message's: held once, in the message (see
+# `_elide`), and filled in again when they are read.
+_MESSAGE_TEXT_EVENTS = frozenset({events.MESSAGE_CREATED, events.MESSAGE_UPDATED})
 
 
 def new_id(prefix: str) -> str:
@@ -190,7 +125,11 @@ class Store:
         self.path = path
         self._conn = conn
         self._lock_fd = lock_fd
+        #: Where a RunComplete goes when the database refuses it (see `_terminal_log`).
+        self.terminal_log = TerminalLog(path + "-terminal")
         self._limiter = trio.CapacityLimiter(1)
+        # Per workspace: events appended since its log was last pruned.
+        self._unpruned: dict[str, int] = {}
         #: RunCompletes the last start gave to runs a crash left unfinished.
         self.recovered: list[RunComplete] = []
 
@@ -207,7 +146,7 @@ class Store:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
             lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StoreError(_advice(path, exc)) from None
+            raise StoreError(advice(path, exc)) from None
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -219,21 +158,32 @@ class Store:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
         except (OSError, sqlite3.Error) as exc:
             os.close(lock_fd)
-            raise StoreError(_advice(path, exc)) from None
+            raise StoreError(advice(path, exc)) from None
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
+            # Before anything is written: another application's file stays as it was.
+            check_ours(conn, path)
+            check_tables(conn, path)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot use WAL journaling (got {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            _migrate(conn)
+            migrate(conn)
             store = cls(path, conn, lock_fd)
             store.recovered = store._recover_sync()
+            # Only now that the database holds them: a crash before this line
+            # applies the same records again at the next start, harmlessly.
+            store.terminal_log.clear()
+        except StoreError:
+            conn.close()
+            os.close(lock_fd)
+            raise
         except sqlite3.Error as exc:
             conn.close()
             os.close(lock_fd)
-            raise StoreError(_advice(path, exc)) from None
+            kind = DatabaseDamaged if is_damage(exc) else StoreError
+            raise kind(advice(path, exc)) from None
         return store
 
     async def aclose(self) -> None:
@@ -243,7 +193,17 @@ class Store:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         # Not abandon_on_cancel: a statement under way finishes (or its
         # transaction rolls back) before a cancellation is delivered.
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await trio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.IntegrityError:
+            raise  # a constraint the caller relies on (a run_id sent twice at once)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise DatabaseDamaged(damaged(self.path, str(exc))) from exc
+            raise StoreRefused(f"the database {self.path} refused: {exc}") from exc
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -251,7 +211,9 @@ class Store:
         try:
             result = body(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (on some I/O errors and on damage).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return result
@@ -266,8 +228,14 @@ class Store:
         workspace's event log, so a client replaying with `since` sees it.
         """
 
+        ended_elsewhere = self.terminal_log.read()
+
         def body(conn: sqlite3.Connection) -> list[RunComplete]:
             now = time.time()
+            # First what clients were told while the database refused it: those
+            # runs are over, exactly as their RunComplete said.
+            for record in ended_elsewhere:
+                self._apply_terminal_record(conn, record, now)
             # A workspace still live was never closed by the daemon that served
             # it (one daemon per database: that one is gone). Any logged event
             # of that life may be missing from the log: mark all its seqs lost,
@@ -289,21 +257,27 @@ class Store:
                         "UPDATE messages SET finish_reason = 'error' WHERE id = ? AND finish_reason IS NULL",
                         (message_id,),
                     )
-                rc = RunComplete(
-                    session_id=session_id,
-                    run_id=run_id,
-                    message_id=message_id,
-                    text=text,
-                    error=INTERRUPTED,
-                    cancelled=False,
-                )
+                rc = run_complete(session_id, run_id, message_id=message_id, text=text, error=INTERRUPTED)
                 self._record_complete(conn, rc, now)
                 seq = self._reserve_seq(conn, workspace_id, 1)
-                self._append_events(conn, workspace_id, [(seq, "run.complete", converter.unstructure(rc))], now)
+                self._append_events(conn, workspace_id, [(seq, events.RUN_COMPLETE, converter.unstructure(rc))], now)
                 done.append(rc)
             return done
 
         return self._transaction(body)
+
+    def _apply_terminal_record(self, conn: sqlite3.Connection, record: TerminalRecord, now: float) -> None:
+        """Put a RunComplete the database once refused where it belongs; a no-op if it is there."""
+        rc = record.complete
+        row = conn.execute("SELECT state FROM runs WHERE id = ?", (rc.run_id,)).fetchone()
+        if row is not None and row[0] != "done":
+            final = record.final_message
+            if final is not None and conn.execute("SELECT 1 FROM messages WHERE id = ?", (final[0],)).fetchone():
+                self._update_message(conn, *final, now)
+            self._record_complete(conn, rc, now)
+        # At the seq it was published with: a client that saw it live and
+        # resumes after it is not told again, one that resumes before it is.
+        self._append_events(conn, record.workspace_id, [(record.seq, events.RUN_COMPLETE, converter.unstructure(rc))], now)
 
     # --- workspaces
 
@@ -381,7 +355,7 @@ class Store:
     ) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO events (workspace_id, seq, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-            [(workspace_id, seq, kind, _packb(payload), now) for seq, kind, payload in entries],
+            [(workspace_id, seq, kind, _packb(_elide(conn, kind, payload)), now) for seq, kind, payload in entries],
         )
 
     async def append_events(
@@ -409,22 +383,43 @@ class Store:
                 )
             if closed:
                 conn.execute("UPDATE workspaces SET live = 0 WHERE id = ?", (workspace_id,))
-            self._prune(conn, workspace_id, now)
+            # The first append after the store opens prunes; then one in _PRUNE_EVERY events.
+            unpruned = self._unpruned.get(workspace_id, _PRUNE_EVERY) + len(entries)
+            if unpruned >= _PRUNE_EVERY:
+                self._prune(conn, workspace_id, now)
+                unpruned = 0
+            self._unpruned[workspace_id] = unpruned
 
         await self._run(self._transaction, body)
 
     @staticmethod
     def _prune(conn: sqlite3.Connection, workspace_id: str, now: float) -> None:
-        row = conn.execute(
-            "SELECT seq FROM events WHERE workspace_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
-            (workspace_id, EVENT_LOG_KEEP),
+        """Remove the oldest logged events that are past keeping, up to _PRUNE_BATCH of them.
+
+        Every read here is bounded, whatever the log's size: the oldest entries
+        by the primary key, and the EVENT_LOG_KEEP newest, counted back from the end.
+        """
+        too_old = now - EVENT_LOG_MAX_AGE
+        oldest = conn.execute(
+            "SELECT created_at FROM events WHERE workspace_id = ? ORDER BY seq LIMIT 1", (workspace_id,)
         ).fetchone()
-        if row is None:
-            return
-        cutoff = conn.execute(
-            "SELECT max(seq) FROM events WHERE workspace_id = ? AND seq <= ? AND created_at < ?",
-            (workspace_id, row[0], now - EVENT_LOG_MAX_AGE),
-        ).fetchone()[0]
+        if oldest is None or oldest[0] >= too_old:
+            return  # the usual case: nothing is a day old
+        keep_from = conn.execute(
+            "SELECT seq FROM events WHERE workspace_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (workspace_id, EVENT_LOG_KEEP - 1),
+        ).fetchone()
+        if keep_from is None:
+            return  # no more than EVENT_LOG_KEEP events
+        candidates = conn.execute(
+            "SELECT seq, created_at FROM events WHERE workspace_id = ? AND seq < ? ORDER BY seq LIMIT ?",
+            (workspace_id, keep_from[0], _PRUNE_BATCH),
+        ).fetchall()
+        cutoff = None
+        for seq, created_at in candidates:
+            if created_at >= too_old:
+                break  # younger than a day: it stays, and so does all after it
+            cutoff = seq
         if cutoff is None:
             return
         conn.execute("DELETE FROM events WHERE workspace_id = ? AND seq <= ?", (workspace_id, cutoff))
@@ -437,7 +432,8 @@ class Store:
         """Logged events with `since < seq <= through`, and why they may not be all there."""
 
         def body() -> EventReplay:
-            row = self._conn.execute(
+            conn = self._conn
+            row = conn.execute(
                 "SELECT pruned_through, lost_through FROM workspaces WHERE id = ?", (workspace_id,)
             ).fetchone()
             gap: str | None = None
@@ -445,11 +441,21 @@ class Store:
                 gap = GAP_TOO_OLD
             elif row is not None and since < row[1]:
                 gap = GAP_LOST
-            rows = self._conn.execute(
+            rows = conn.execute(
                 "SELECT seq, type, payload FROM events WHERE workspace_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
                 (workspace_id, since, through),
             ).fetchall()
-            return EventReplay([LoggedEvent(seq, kind, _unpackb(payload)) for seq, kind, payload in rows], gap)
+            replay = []
+            for seq, kind, blob in rows:
+                try:
+                    payload = _unpackb(blob)
+                    if not isinstance(payload, dict):
+                        raise ValueError(f"a {type(payload).__name__}, not a map")
+                except ValueError as exc:  # msgpack's errors are ValueErrors
+                    detail = f"logged event {seq} of workspace {workspace_id} cannot be read ({exc})"
+                    raise DatabaseDamaged(damaged(self.path, detail)) from None
+                replay.append(LoggedEvent(seq, kind, _restore(conn, kind, payload)))
+            return EventReplay(replay, gap)
 
         return await self._run(body)
 
@@ -492,6 +498,19 @@ class Store:
 
         return await self._run(body)
 
+    async def all_sessions(self) -> list[tuple[Workspace, SessionRecord]]:
+        """Every session of every workspace with its workspace, most recently updated first."""
+        columns = ", ".join(f"s.{c.strip()}" for c in self._SESSION_COLUMNS.split(","))
+
+        def body() -> list[tuple[Workspace, SessionRecord]]:
+            rows = self._conn.execute(
+                f"SELECT w.id, w.path, {columns} FROM sessions s JOIN workspaces w ON w.id = s.workspace_id"
+                " ORDER BY s.updated_at DESC"
+            ).fetchall()
+            return [(Workspace(id=row[0], path=row[1]), SessionRecord(*row[2:])) for row in rows]
+
+        return await self._run(body)
+
     async def add_usage(self, session_id: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Count a model call's tokens on its session."""
 
@@ -527,11 +546,37 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
+            self._keep_run_texts(conn, session_id)
             conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return SessionRecord(*row)
 
         return await self._run(self._transaction, body)
+
+    @staticmethod
+    def _keep_run_texts(conn: sqlite3.Connection, session_id: str) -> None:
+        """Give the session's runs back the texts their messages held, before the messages go.
+
+        `run.get` of a run keeps its prompt and its RunComplete's text after its
+        session was deleted.
+        """
+        rows = conn.execute(
+            "SELECT run_id, id, role, text FROM messages WHERE session_id = ? AND run_id IS NOT NULL",
+            (session_id,),
+        ).fetchall()
+        for run_id, message_id, role, text in rows:
+            if role == "user":
+                conn.execute("UPDATE runs SET prompt = ? WHERE id = ? AND prompt = ''", (text, run_id))
+                continue
+            found = conn.execute(
+                "SELECT complete FROM runs WHERE id = ? AND message_id = ?", (run_id, message_id)
+            ).fetchone()
+            if found is None or not found[0]:
+                continue
+            complete = json.loads(found[0])
+            if "text" not in complete:
+                complete["text"] = text
+                conn.execute("UPDATE runs SET complete = ? WHERE id = ?", (json.dumps(complete), run_id))
 
     # --- messages
 
@@ -565,6 +610,9 @@ class Store:
                 "UPDATE sessions SET message_count = message_count + 1, updated_at = ? WHERE id = ?",
                 (now, session_id),
             )
+            if role == "user" and run_id is not None:
+                # The prompt is held once: from now on by this message ('', see get_run).
+                conn.execute("UPDATE runs SET prompt = '' WHERE id = ? AND prompt = ?", (run_id, text))
 
         await self._run(self._transaction, body)
         return msg
@@ -595,6 +643,17 @@ class Store:
                 (session_id,),
             ).fetchall()
             return [Message(*row) for row in rows]
+
+        return await self._run(body)
+
+    async def conversation(self, session_id: str) -> list[tuple[str, str]]:
+        """The session's messages as (role, text), in order: what a model that uses history is given."""
+
+        def body() -> list[tuple[str, str]]:
+            rows = self._conn.execute(
+                "SELECT role, text FROM messages WHERE session_id = ? ORDER BY position", (session_id,)
+            ).fetchall()
+            return [(str(role), str(text)) for role, text in rows]
 
         return await self._run(body)
 
@@ -629,18 +688,14 @@ class Store:
 
     @staticmethod
     def _record_complete(conn: sqlite3.Connection, rc: RunComplete, now: float) -> None:
+        data = converter.unstructure(rc)
+        if rc.message_id is not None and rc.text and _holds(conn, rc.message_id, rc.text):
+            del data["text"]  # get_run reads it from the message
+        complete = json.dumps(data)
         conn.execute(
-            "UPDATE runs SET state = 'done', queue_position = NULL, error = ?, cancelled = ?, text = ?,"
+            "UPDATE runs SET state = 'done', queue_position = NULL, error = ?, cancelled = ?,"
             " message_id = ?, complete = ?, finished_at = ? WHERE id = ?",
-            (
-                rc.error,
-                int(rc.cancelled),
-                rc.text,
-                rc.message_id,
-                json.dumps(converter.unstructure(rc)),
-                now,
-                rc.run_id,
-            ),
+            (rc.error, int(rc.cancelled), rc.message_id, complete, now, rc.run_id),
         )
 
     async def finish_run(
@@ -664,13 +719,25 @@ class Store:
     async def get_run(self, run_id: str) -> RunRecord | None:
         def body() -> RunRecord | None:
             row = self._conn.execute(
-                "SELECT id, workspace_id, session_id, prompt, model, created_at, state, started_at, finished_at,"
-                " complete FROM runs WHERE id = ?",
+                "SELECT r.id, r.workspace_id, r.session_id,"
+                " coalesce(nullif(r.prompt, ''), (SELECT m.text FROM messages m WHERE m.run_id = r.id"
+                " AND m.role = 'user' ORDER BY m.position LIMIT 1), ''),"
+                " r.model, r.created_at, r.state, r.started_at, r.finished_at, r.complete,"
+                " (SELECT m.text FROM messages m WHERE m.id = r.message_id)"
+                " FROM runs r WHERE r.id = ?",
                 (run_id,),
             ).fetchone()
             if row is None:
                 return None
-            complete = converter.structure(json.loads(row[9]), RunComplete) if row[9] else None
+            complete = None
+            if row[9]:
+                try:
+                    data = json.loads(row[9])
+                    data.setdefault("text", row[10] or "")
+                    complete = converter.structure(data, RunComplete)
+                except Exception as exc:
+                    detail = f"the RunComplete of run {run_id} cannot be read ({exc})"
+                    raise DatabaseDamaged(damaged(self.path, detail)) from None
             return RunRecord(
                 id=row[0],
                 workspace_id=row[1],
@@ -687,39 +754,54 @@ class Store:
         return await self._run(body)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} is newer than this agentd understands ({SCHEMA_VERSION})"
-        )
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        # One transaction each: a crash mid-migration leaves the old version, not half a schema.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # (No `;` inside the schema's comments: statements are split on it.)
-            for statement in _MIGRATIONS[target - 1].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+def _holds(conn: sqlite3.Connection, message_id: str, text: str) -> bool:
+    """Whether a finished message holds exactly `text`: a finished message's text no longer changes."""
+    row = conn.execute(
+        "SELECT 1 FROM messages WHERE id = ? AND text = ? AND finish_reason IS NOT NULL", (message_id, text)
+    ).fetchone()
+    return row is not None
 
 
-def _advice(path: str, exc: BaseException) -> str:
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in detail:
-        action = (
-            f"it is not an agentd database, or it is corrupt: move it aside (mv {path} {path}.broken) and start again"
-        )
-    elif isinstance(exc, PermissionError) or "readonly" in detail or "unable to open" in detail:
-        action = "check that this user can read and write it and its directory, or pass --data-dir"
-    elif "disk" in detail or "full" in detail:
-        action = "free some disk space, or pass --data-dir on another disk"
-    elif "newer than" in detail:
-        action = "run the newer agentd that wrote it, or pass --data-dir"
+def _elide(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload to log: without its text when a finished message holds that very text."""
+    if kind in _MESSAGE_TEXT_EVENTS:
+        message_id = payload.get("id")
+    elif kind == events.RUN_COMPLETE:
+        message_id = payload.get("message_id")
     else:
-        action = f"if it is damaged, move it aside (mv {path} {path}.broken) and start again"
-    return f"cannot open the database {path}: {detail}; {action}"
+        return payload
+    text = payload.get("text")
+    if not text or not isinstance(text, str) or not isinstance(message_id, str):
+        return payload
+    if not _holds(conn, message_id, text):
+        return payload
+    return {key: value for key, value in payload.items() if key != "text"}
+
+
+def _restore(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A logged payload as it was published: its text filled in from where it is held."""
+    if "text" in payload:
+        return payload
+    if kind in _MESSAGE_TEXT_EVENTS:
+        text = _message_text(conn, payload.get("id"))
+    elif kind == events.RUN_COMPLETE:
+        text = _message_text(conn, payload.get("message_id"))
+        if text is None:
+            # The session was deleted: its runs took their texts back (see delete_session).
+            text = _complete_text(conn, payload.get("run_id"))
+    else:
+        return payload
+    return {**payload, "text": text or ""}
+
+
+def _message_text(conn: sqlite3.Connection, message_id: Any) -> str | None:
+    row = conn.execute("SELECT text FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return str(row[0]) if row is not None else None
+
+
+def _complete_text(conn: sqlite3.Connection, run_id: Any) -> str | None:
+    row = conn.execute("SELECT complete FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None or not row[0]:
+        return None
+    text = json.loads(row[0]).get("text")
+    return text if isinstance(text, str) else None

@@ -19,22 +19,8 @@ __all__ = ["LOGGED_EVENTS", "EventJournal"]
 
 log = logging.getLogger(__name__)
 
-# The terminal and state-changing events: enough to rebuild what a client
-# shows. Deltas are left out; `message.updated` and `run.complete` carry the
-# full text.
-LOGGED_EVENTS = frozenset(
-    {
-        events.SESSION_CREATED,
-        events.SESSION_UPDATED,
-        events.SESSION_DELETED,
-        events.MESSAGE_CREATED,
-        events.MESSAGE_UPDATED,
-        events.RUN_STARTED,
-        events.AGENT_ERROR,
-        events.RUN_COMPLETE,
-        events.WORKSPACE_CLOSED,
-    }
-)
+# The terminal and state-changing events, enough to rebuild what a client shows.
+LOGGED_EVENTS = events.LOGGED
 
 # If the store keeps failing, keep at most this many unwritten events.
 _MAX_PENDING = 50_000

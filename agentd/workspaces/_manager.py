@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import stat
 
+import attrs
 import trio
 
 from agentd.models import ModelRegistry
 from agentd._memory import release_freed_memory
 from agentd.pubsub import DropStats
-from agentd.rpc import ErrorCode, RpcError
-from agentd.runs import Run
+from agentd.errors import Conflict, InvalidRequest, NotFound
+from agentd.protocol import Session, WorkspaceSessions
+from agentd.runs import RunIndex
+from agentd.shutdown import Shutdown
 from agentd.store import Store
 from agentd.utf8 import undecodable
 
@@ -27,23 +30,28 @@ def resolve_directory(path: str) -> str:
     to a client, so the client resolves them.
     """
     if not path:
-        raise RpcError(ErrorCode.INVALID_PARAMS, "path: must not be empty")
+        raise InvalidRequest("path: must not be empty")
     if "\x00" in path:
-        raise RpcError(ErrorCode.INVALID_PARAMS, "path: must not contain NUL")
+        raise InvalidRequest("path: must not contain NUL")
     if not os.path.isabs(path):
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"path: must be absolute, got {path!r}")
-    resolved = os.path.realpath(path)
-    if not os.path.exists(resolved):
-        raise RpcError(ErrorCode.NOT_FOUND, f"path: no such directory: {path}")
-    if not os.path.isdir(resolved):
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"path: not a directory: {path}")
+        raise InvalidRequest(f"path: must be absolute, got {path!r}")
+    try:
+        resolved = os.path.realpath(path)
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        raise NotFound(f"path: no such directory: {path}") from None
+    except OSError as exc:
+        # Not readable by the daemon (a /proc entry of another process, say), a
+        # symlink loop, a name too long: the reason is the operating system's.
+        raise InvalidRequest(f"path: cannot use {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise InvalidRequest(f"path: not a directory: {path}")
     where = undecodable(resolved)
     if where is not None:
         # Reached through a symlink: the path as sent was UTF-8, its target is not.
         shown = resolved.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise RpcError(
-            ErrorCode.INVALID_PARAMS,
-            f"path: {path} resolves to {shown}, which is not valid UTF-8 ({where}); agentd keeps paths as UTF-8",
+        raise InvalidRequest(
+            f"path: {path} resolves to {shown}, which is not valid UTF-8 ({where}); agentd keeps paths as UTF-8"
         )
     return resolved
 
@@ -58,7 +66,8 @@ class Workspaces:
         *,
         must_deliver_timeout: float,
         idle_grace: float,
-        on_run_finished: Callable[[Run], None],
+        runs: RunIndex,
+        shutdown: Shutdown,
     ) -> None:
         self._nursery = nursery
         self._store = store
@@ -66,7 +75,8 @@ class Workspaces:
         self._stats = stats
         self.must_deliver_timeout = must_deliver_timeout
         self._idle_grace = idle_grace
-        self._on_run_finished = on_run_finished
+        self._runs = runs
+        self._shutdown = shutdown
         self._hosts: dict[str, WorkspaceHost] = {}
         # Two clients opening one directory at once must get one workspace.
         self._open_lock = trio.Lock()
@@ -92,7 +102,8 @@ class Workspaces:
                         stats=self._stats,
                         must_deliver_timeout=self.must_deliver_timeout,
                         idle_grace=self._idle_grace,
-                        on_run_finished=self._on_run_finished,
+                        runs=self._runs,
+                        shutdown=self._shutdown,
                     )
                     await self._nursery.start(self._serve, host)
                 if not host.closing:
@@ -113,18 +124,32 @@ class Workspaces:
             # A quiet moment: what the workspace's runs allocated is free now.
             release_freed_memory()
 
+    async def all_sessions(self) -> list[WorkspaceSessions]:
+        """Every workspace the database knows, open or not, with its sessions, most recently updated first.
+
+        A session id from another directory is found here. Only an open
+        workspace can have a busy session.
+        """
+        live = {h.id: h for h in self._hosts.values() if h.started and not h.ended}
+        groups: dict[str, WorkspaceSessions] = {}
+        for workspace, record in await self._store.all_sessions():
+            group = groups.get(workspace.id)
+            if group is None:
+                group = groups[workspace.id] = WorkspaceSessions(workspace=workspace, sessions=[])
+            host = live.get(workspace.id)
+            busy = host is not None and host.dispatcher.is_busy(record.id)
+            group.sessions.append(Session(**{**attrs.asdict(record), "busy": busy}))
+        return list(groups.values())
+
     def get(self, workspace_id: str) -> WorkspaceHost:
         """The open workspace `workspace_id`, ready for new work."""
         host = self._hosts.get(workspace_id)
         # Not yet started (its id is known from an earlier opening) or already
         # ended: not open, as far as any client is concerned.
         if host is None or not host.started or host.ended:
-            raise RpcError(
-                ErrorCode.NOT_FOUND,
-                f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)",
-            )
+            raise NotFound(f"workspace_id: no open workspace {workspace_id!r} (open it with workspace.open)")
         if host.closing:
-            raise RpcError(ErrorCode.CONFLICT, f"workspace {workspace_id} is closing")
+            raise Conflict(f"workspace {workspace_id} is closing")
         return host
 
     def release(self, workspace_id: str, client_id: int) -> bool:
@@ -134,12 +159,10 @@ class Workspaces:
         host.release(client_id)
         return True
 
-    async def close_all(self, reason: str, must_deliver_timeout: float) -> None:
+    async def close_all(self, reason: str) -> None:
         """Cancel every run of every workspace and wait until each has its RunComplete."""
-        self.must_deliver_timeout = must_deliver_timeout
         hosts = list(self._hosts.values())
         for host in hosts:
-            host.broker.must_deliver_timeout = min(host.broker.must_deliver_timeout, must_deliver_timeout)
             host.request_close(reason)
         for host in hosts:
             await host.closed.wait()

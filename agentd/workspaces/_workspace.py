@@ -8,18 +8,20 @@ once every run in it has published its RunComplete.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from agentd.agent import Coordinator
 from agentd.models import ModelRegistry
-from agentd.protocol import Session, WorkspaceClosed, events, unstructure
+from agentd.protocol import WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
-from agentd.runs import Dispatcher, Run, RunTerminal
-from agentd.store import GAP_LOST, GAP_TOO_OLD, SessionRecord, Store
+from agentd.runs import Dispatcher, RunIndex, RunTerminal, describe_error
+from agentd.shutdown import Shutdown
+from agentd.store import GAP_LOST, GAP_TOO_OLD, Store
 
 from ._journal import LOGGED_EVENTS, EventJournal
+from ._sessions import SessionRequests
 
 __all__ = ["WorkspaceHost"]
 
@@ -40,7 +42,8 @@ class WorkspaceHost:
         stats: DropStats,
         must_deliver_timeout: float,
         idle_grace: float,
-        on_run_finished: Callable[[Run], None],
+        runs: RunIndex,
+        shutdown: Shutdown,
     ) -> None:
         self.id = workspace_id
         self.path = path
@@ -53,16 +56,21 @@ class WorkspaceHost:
             logged_types=LOGGED_EVENTS,
             on_logged=self.journal.record,
             on_seq_low=self._seq_low.set,
+            shutdown=shutdown,
         )
+        self._shutdown = shutdown
         self._store = store
         self._models = models
         self._idle_grace = idle_grace
-        self._on_run_finished = on_run_finished
+        self._runs = runs
         self._claims: set[int] = set()
         self._idle_scope: trio.CancelScope | None = None
         self._close_requested = trio.Event()
         self._close_reason = ""
+        # Set when the workspace closes because something in it failed.
+        self._failure: str | None = None
         self._dispatcher: Dispatcher | None = None
+        self._sessions: SessionRequests | None = None
         self._nursery: trio.Nursery | None = None
         self.closing = False
         # Set just before workspace.closed goes out: a client that has seen it
@@ -80,44 +88,94 @@ class WorkspaceHost:
         assert self._dispatcher is not None, "workspace not serving"
         return self._dispatcher
 
+    @property
+    def sessions(self) -> SessionRequests:
+        """What clients ask of this workspace's sessions."""
+        assert self._sessions is not None, "workspace not serving"
+        return self._sessions
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The workspace's life: from open until its last run has completed."""
+        """The workspace's life: from open until its last run has completed.
+
+        The failure boundary of one workspace: whatever fails inside it closes
+        it — its runs get their RunCompletes, its subscribers `workspace.closed`
+        with the reason — and never the daemon. Only a failure to open at all
+        reaches the caller, as the opener's error.
+        """
+        serving = False
         try:
             # Seqs go on from above everything this workspace may ever have handed out.
             first = await self._store.open_event_log(self.id, SEQ_BLOCK)
             self.broker.resume(first - 1)
             self.broker.reserved(low_at=first - 1 + SEQ_BLOCK // 2)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reserve_seqs)
-                nursery.start_soon(self.journal.run)
-                terminal = RunTerminal(self.broker, self._store, self._on_run_finished)
-                nursery.start_soon(terminal.keep_recording)
-                coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
-                self._nursery = nursery
-                self._dispatcher = Dispatcher(nursery, coordinator, terminal, self.broker, self.publish_session_state)
-                task_status.started()
-                await self._close_requested.wait()
-                log.info("closing workspace %s (%s)", self.id, self._close_reason)
-                self._dispatcher.close()
-                if self._idle_scope is not None:
-                    self._idle_scope.cancel()
-                await self._dispatcher.wait_idle()
-                with trio.move_on_after(terminal.bound, shield=True):
-                    # One last try for RunCompletes the store refused, before the workspace goes.
-                    await terminal.record_unrecorded()
-                # Every run has its RunComplete: the background tasks can go.
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    guarded = self._guarded
+                    nursery.start_soon(guarded, "reserving event numbers", self._reserve_seqs)
+                    nursery.start_soon(guarded, "writing the event log", self.journal.run)
+                    terminal = RunTerminal(self.broker, self._store, self._runs.forget, self._shutdown)
+                    nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
+                    coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
+                    self._nursery = nursery
+                    self._dispatcher = Dispatcher(
+                        nursery, coordinator, terminal, self.broker, self.publish_session_state
+                    )
+                    self._sessions = SessionRequests(
+                        self.id,
+                        self._store,
+                        self.broker,
+                        self._dispatcher,
+                        self._runs,
+                        self._models,
+                        self.publish_session_state,
+                    )
+                    serving = True
+                    task_status.started()
+                    await self._close_requested.wait()
+                    log.info("closing workspace %s (%s)", self.id, self._close_reason)
+                    self._dispatcher.close(error=self._failure)
+                    if self._idle_scope is not None:
+                        self._idle_scope.cancel()
+                    await self._dispatcher.wait_idle()
+                    with terminal.shielded():
+                        # One last try for RunCompletes the store refused, before the workspace goes.
+                        await terminal.record_unrecorded()
+                    # Every run has its RunComplete: the background tasks can go.
+                    nursery.cancel_scope.cancel()
+            except Exception as exc:
+                if not serving:
+                    raise
+                # A bug, not a failure _guarded foresaw: the runs were cancelled
+                # by the nursery on the way out (each published its RunComplete,
+                # shielded); the workspace ends here, and says why.
+                log.exception("workspace %s failed; closing it", self.id)
+                self._failure = self._failure or describe_error(exc)
+                self._close_reason = "failed"
             self.ended = True
-            with trio.move_on_after(self.broker.must_deliver_timeout + 1, shield=True):
+            with self._shutdown.shielded(self.broker.must_deliver_timeout + 1):
                 await self.broker.publish_must_deliver(
                     events.WORKSPACE_CLOSED,
-                    unstructure(WorkspaceClosed(self.id, self._close_reason)),
+                    unstructure(WorkspaceClosed(self.id, self._close_reason, self._failure)),
                 )
                 await self.journal.flush(final=True)
         finally:
             self.closing = True
             self.broker.close()
             self.closed.set()
+
+    async def _guarded(self, what: str, task: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the workspace's own background tasks; its failure closes the workspace."""
+        try:
+            await task()
+        except Exception as exc:
+            log.exception("workspace %s: %s failed; closing it", self.id, what)
+            self.fail(f"{what} failed: {describe_error(exc)}")
+
+    def fail(self, error: str) -> None:
+        """Close the workspace because something in it broke: its runs end errored with `error`."""
+        if self._failure is None and not self._close_requested.is_set():
+            self._failure = f"the workspace failed: {error}"
+            self.request_close("failed")
 
     async def _reserve_seqs(self) -> None:
         while True:
@@ -129,21 +187,21 @@ class WorkspaceHost:
 
     async def subscribe(
         self, subscription_id: str, capacity: int, on_overflow: Callable[[Subscriber], None], since: int | None
-    ) -> tuple[Subscriber, list[Event], str | None, int]:
-        """Subscribe, and with `since`, what to replay first: (subscriber, replay, gap, through).
-
-        `gap` is why the replay may lack events (`GAP_TOO_OLD`, `GAP_LOST`), or None.
+    ) -> tuple[Subscriber, list[Event], int]:
+        """Subscribe, and with `since`, what to replay first: (subscriber, replay, through).
 
         The subscriber takes live events from `through + 1` on, and the replay
-        stops at `through`: no gap and no duplicate at the seam.
+        stops at `through`: no gap and no duplicate at the seam. A replay that
+        may lack events (pruned, or never written) starts with `events.gap
+        {reason}`: the client must reload rather than trust it.
         """
         sub = self.broker.subscribe(subscription_id, capacity, on_overflow)
         through = self.broker.seq
         if since is None:
-            return sub, [], None, through
+            return sub, [], through
         if since > through:
             # Seqs this workspace never published: the client's state is not ours.
-            return sub, [], GAP_TOO_OLD, through
+            return sub, [self._replay_gap(since, GAP_TOO_OLD)], through
         # Both read before the store: a flush that lands meanwhile is in what the store returns.
         unwritten = self.journal.unwritten(since, through)
         lost_unwritten = since < self.journal.lost_through
@@ -155,8 +213,14 @@ class WorkspaceHost:
         replay = {e.seq: Event(self.id, e.seq, e.type, e.payload) for e in logged.events}
         for event in unwritten:
             replay.setdefault(event.seq, event)
+        events_in_order = [replay[seq] for seq in sorted(replay)]
         gap = logged.gap or (GAP_LOST if lost_unwritten else None)
-        return sub, [replay[seq] for seq in sorted(replay)], gap, through
+        if gap is not None:
+            events_in_order.insert(0, self._replay_gap(since, gap))
+        return sub, events_in_order, through
+
+    def _replay_gap(self, since: int, reason: str) -> Event:
+        return Event(self.id, since, events.EVENTS_GAP, {"reason": reason})
 
     def request_close(self, reason: str) -> None:
         if not self._close_requested.is_set():
@@ -187,27 +251,20 @@ class WorkspaceHost:
         return len(self._claims)
 
     async def _close_when_idle(self, scope: trio.CancelScope) -> None:
+        # A run holds its workspace open until it ends: the client that started
+        # it may be gone (a closed terminal, `agentctl run --detach`), and the
+        # grace starts again after the last run, for `agentctl attach` to find it.
         with scope:
             await trio.sleep(self._idle_grace)
+            while self.dispatcher.active_runs():
+                await self.dispatcher.wait_idle()
+                await trio.sleep(self._idle_grace)
             if not self._claims:
                 self.request_close("idle")
 
     # --- sessions, as clients see them
 
-    def session_view(self, record: SessionRecord) -> Session:
-        return Session(
-            id=record.id,
-            workspace_id=record.workspace_id,
-            title=record.title,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            message_count=record.message_count,
-            busy=self.dispatcher.is_busy(record.id),
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-        )
-
     async def publish_session_state(self, session_id: str) -> None:
         record = await self._store.get_session(self.id, session_id)
         if record is not None:
-            self.broker.publish(events.SESSION_UPDATED, unstructure(self.session_view(record)))
+            self.broker.publish(events.SESSION_UPDATED, unstructure(self.sessions.view(record)))

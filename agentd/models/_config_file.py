@@ -1,0 +1,490 @@
+"""config.toml into a Config: its shape as attrs classes, structured by a strict cattrs converter.
+
+Every mistake is reported at once, on its line. cattrs's detailed validation
+gives each mistake's path in the file (`providers.openai.max_retries`); the
+types below say what each key may hold, and `_Locator` maps a path to the line
+it was written on. What no single key can say (a model naming a provider that
+is not defined, Anthropic without a key) is checked after, on the parsed file,
+reading each key through the same types.
+
+Messages name keys and types but never repeat a value that could be a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any, NewType
+
+import attrs
+import cattrs
+from cattrs.cols import is_mapping
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_mapping_structure_fn
+
+from ._config import (
+    BUILTIN_MODELS,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    FALLBACK_MODEL,
+    PROVIDER_TYPES,
+    Config,
+    ConfigError,
+    ConfigProblem,
+    ModelConfig,
+    ProviderConfig,
+    names_a_model,
+)
+
+__all__ = ["from_file", "url_problem"]
+
+Path = tuple[str, ...]
+
+# --- what each key may hold ---------------------------------------------------------------------------
+
+_ProviderType = NewType("_ProviderType", str)
+_Url = NewType("_Url", str)
+_VariableName = NewType("_VariableName", str)
+_NonEmpty = NewType("_NonEmpty", str)
+_Count = NewType("_Count", int)  # >= 0
+_Positive = NewType("_Positive", int)  # >= 1
+_Seconds = NewType("_Seconds", float)  # > 0, finite
+
+
+@attrs.frozen
+class _ProviderTable:
+    type: _ProviderType
+    base_url: _Url
+    api_key_env: _VariableName | None = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    max_retries: _Count = _Count(DEFAULT_MAX_RETRIES)
+    idle_timeout: _Seconds = _Seconds(DEFAULT_IDLE_TIMEOUT)
+
+
+@attrs.frozen
+class _ModelTable:
+    provider: str
+    model: _NonEmpty
+    context_window: _Positive | None = None
+    max_output_tokens: _Positive | None = None
+
+
+@attrs.frozen
+class _File:
+    providers: dict[str, _ProviderTable] = attrs.field(factory=dict)
+    models: dict[str, _ModelTable] = attrs.field(factory=dict)
+    default_model: str | None = None
+
+
+for _shape in (_ProviderTable, _ModelTable, _File):
+    attrs.resolve_types(_shape)
+
+
+class _Mistake(ValueError):
+    """What is wrong with one value, worded to follow the key's name: "must be a string, not an integer"."""
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date or time"
+
+
+def _string(value: object) -> str:
+    if type(value) is not str:
+        raise _Mistake(f"must be a string, not {_type_name(value)}")
+    return value
+
+
+def _integer(value: object, minimum: int) -> int:
+    # bool is an int subclass; `max_retries = true` is a mistake, not 1.
+    if type(value) is not int:
+        raise _Mistake(f"must be an integer, not {_type_name(value)}")
+    if value < minimum:
+        raise _Mistake(f"must be at least {minimum}, not {value}")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if type(value) not in (int, float):
+        raise _Mistake(f"must be a number of seconds, not {_type_name(value)}")
+    assert isinstance(value, (int, float))
+    if not (math.isfinite(value) and value > 0):
+        raise _Mistake(f"must be a positive number of seconds, not {value}")
+    return float(value)
+
+
+def _provider_type(value: object) -> str:
+    kind = _string(value)
+    if kind not in PROVIDER_TYPES:
+        raise _Mistake(f"must be 'openai' or 'anthropic', not {kind!r}")
+    return kind
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a provider's base URL, or None."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- parsed on access: a port out of range raises here
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def _url(value: object) -> str:
+    url = _string(value)
+    trouble = url_problem(url)
+    if trouble is not None:
+        raise _Mistake(trouble)
+    return url
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _variable_name(value: object) -> str:
+    name = _string(value)
+    if not _VARIABLE_NAME.fullmatch(name):
+        # Most likely the key itself was pasted here: say so without repeating it.
+        raise _Mistake("must be the NAME of an environment variable (letters, digits, _), not the key itself")
+    return name
+
+
+def _non_empty(value: object) -> str:
+    text = _string(value)
+    if not text:
+        raise _Mistake("must not be empty")
+    return text
+
+
+class _NotATable(_Mistake):
+    def __init__(self, found: object) -> None:
+        self.found = _type_name(found)
+        super().__init__(f"must be a table, not {self.found}")
+
+
+def _table(type_: Any, converter: cattrs.Converter) -> Any:
+    # cattrs would call .items() on whatever it is given, and index a string.
+    inner = (
+        # Paths need detailed validation: asked for here, whatever this cattrs version defaults to.
+        make_mapping_structure_fn(type_, converter, detailed_validation=True)
+        if is_mapping(type_)
+        else converter.gen_structure_attrs_fromdict(type_)
+    )
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not dict:
+            raise _NotATable(value)
+        return inner(value, t)
+
+    return hook
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+_converter.register_structure_hook_factory(lambda t: is_mapping(t) or attrs.has(t), _table)
+_converter.register_structure_hook(str, lambda value, _: _string(value))
+for _type, _hook in (
+    (_ProviderType, _provider_type),
+    (_Url, _url),
+    (_VariableName, _variable_name),
+    (_NonEmpty, _non_empty),
+    (_Count, lambda value: _integer(value, 0)),
+    (_Positive, lambda value: _integer(value, 1)),
+    (_Seconds, _seconds),
+):
+    _converter.register_structure_hook(_type, lambda value, _, check=_hook: check(value))
+
+
+# --- from text to a Config ------------------------------------------------------------------------------
+
+
+def from_file(data: bytes, path: str) -> Config:
+    """The configuration `data` (read from `path`) says; ConfigError lists every mistake, in line order."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigProblem(line, "the file is not UTF-8 text")], path) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(exc)], path) from None
+    mistakes: list[tuple[Path, str]] = []
+    parsed: _File | None = None
+    try:
+        parsed = _converter.structure(raw, _File)
+    except Exception as exc:  # every structuring failure is made of mistakes to report
+        mistakes += _mistakes(exc, raw)
+    mistakes += _cross_checks(raw)
+    if mistakes or parsed is None:
+        locator = _Locator(text)
+        problems = [ConfigProblem(locator.line(at), message) for at, message in mistakes]
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise ConfigError(problems, path)
+    return _config(parsed, path)
+
+
+def _config(parsed: _File, path: str) -> Config:
+    providers = {
+        name: ProviderConfig(
+            name=name,
+            type=table.type,
+            base_url=table.base_url.rstrip("/"),
+            api_key_env=table.api_key_env,
+            headers=table.headers,
+            max_retries=table.max_retries,
+            idle_timeout=table.idle_timeout,
+        )
+        for name, table in parsed.providers.items()
+    }
+    models = {
+        alias: ModelConfig(alias, table.provider, table.model, table.context_window, table.max_output_tokens)
+        for alias, table in parsed.models.items()
+    }
+    if parsed.default_model is None:
+        return Config(providers, models, FALLBACK_MODEL, default_is_fallback=True, source=path)
+    return Config(providers, models, parsed.default_model, default_is_fallback=False, source=path)
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+
+
+def _syntax_problem(exc: tomllib.TOMLDecodeError) -> ConfigProblem:
+    message = str(exc)
+    found = _TOML_POSITION.search(message)
+    if found is None:
+        return ConfigProblem(None, message)  # "(at end of document)": no line to point at
+    return ConfigProblem(int(found.group(1)), message[: found.start()])
+
+
+# --- a structuring failure into mistakes, each at its path -------------------------------------------
+
+
+def _leaves(exc: BaseException, at: Path) -> Iterator[tuple[Path, BaseException]]:
+    if isinstance(exc, cattrs.ClassValidationError):
+        attributes, others = exc.group_exceptions()
+        for inner, attribute in attributes:
+            yield from _leaves(inner, (*at, attribute.name))
+        for inner in others:
+            yield from _leaves(inner, at)
+    elif isinstance(exc, cattrs.IterableValidationError):
+        items, others = exc.group_exceptions()
+        for inner, item in items:
+            yield from _leaves(inner, (*at, str(item.index)))
+        for inner in others:
+            yield from _leaves(inner, at)
+    else:
+        yield at, exc
+
+
+def _mistakes(exc: BaseException, raw: dict[str, Any]) -> list[tuple[Path, str]]:
+    mistakes: list[tuple[Path, str]] = []
+    missing: dict[Path, list[str]] = {}
+    for at, leaf in _leaves(exc, ()):
+        if isinstance(leaf, KeyError):
+            # One mistake per table however many keys it lacks, where the first of them would go.
+            table = at[:-1]
+            if table not in missing:
+                missing[table] = []
+                mistakes.append((table, ""))
+            missing[table].append(at[-1])
+        elif isinstance(leaf, ForbiddenExtraKeysError):
+            known = tuple(field.name for field in attrs.fields(leaf.cl))
+            present = _at(raw, at)
+            extra = [key for key in (present if isinstance(present, dict) else ()) if key in leaf.extra_fields]
+            mistakes += [((*at, key), _unknown_key(at, key, known)) for key in extra]
+        elif isinstance(leaf, _NotATable) and len(at) <= 2:
+            kind = f"a table of [{at[0]}.NAME] tables" if len(at) == 1 else "a table"
+            mistakes.append((at, f"{'.'.join(_quote(part) for part in at)} must be {kind}, not {leaf.found}"))
+        elif isinstance(leaf, _Mistake):
+            mistakes.append((at, f"{_subject(at)} {leaf}"))
+        else:
+            mistakes.append((at, f"{_subject(at)} is not valid ({type(leaf).__name__})"))
+    return [
+        (at, f"{_subject(at)} is missing {' and '.join(missing[at])}" if message == "" else message)
+        for at, message in mistakes
+    ]
+
+
+def _at(raw: dict[str, Any], at: Path) -> object:
+    value: object = raw
+    for part in at:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _subject(at: Path) -> str:
+    """How a mistake names where it is: `[providers.openai] headers.X-Title`, `default_model`."""
+    if len(at) >= 2 and at[0] in ("providers", "models"):
+        table = f"[{at[0]}.{_quote(at[1])}]"
+        return " ".join([table, ".".join(_quote(part) for part in at[2:])]) if len(at) > 2 else table
+    return ".".join(_quote(part) for part in at)
+
+
+def _quote(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unknown_key(at: Path, key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    if not at:
+        return f"unknown top-level key {key!r}{suggestion}"
+    message = f"{_subject(at)} has unknown key {key!r}{suggestion}"
+    if "api_key_env" in known and any(word in key.lower() for word in ("key", "token", "secret", "password")):
+        message += "; api_key_env names the environment variable holding the key, never the key itself"
+    return message
+
+
+# --- what no single key can say -------------------------------------------------------------------------
+
+
+def _tables(raw: dict[str, Any], section: str) -> dict[str, dict[str, Any]]:
+    value = raw.get(section)
+    if not isinstance(value, dict):
+        return {}
+    return {name: table for name, table in value.items() if isinstance(table, dict)}
+
+
+def _valid(table: dict[str, Any], shape: type, key: str) -> Any:
+    """`table[key]` as `shape` takes it, or None when it is absent or a mistake (reported on its own)."""
+    if key not in table:
+        return None
+    try:
+        return _converter.structure(table[key], attrs.fields_dict(shape)[key].type)  # type: ignore[arg-type]
+    except Exception:
+        return None
+
+
+_NAME_RULE = "it must be non-empty and without '/' (models are provider/model)"
+
+
+def _cross_checks(raw: dict[str, Any]) -> list[tuple[Path, str]]:
+    mistakes: list[tuple[Path, str]] = []
+
+    def mistake(at: Path, message: str) -> None:
+        mistakes.append((at, message))
+
+    # Names are checked against every table, valid or not: a broken provider is reported once, as itself.
+    providers = _tables(raw, "providers")
+    models = _tables(raw, "models")
+    for name, table in providers.items():
+        at = ("providers", name)
+        if not name or "/" in name:
+            mistake(at, f"{_subject(at)} is not a usable name: {_NAME_RULE}")
+        if _valid(table, _ProviderTable, "type") == "anthropic" and "api_key_env" not in table:
+            mistake(at, f"{_subject(at)} needs api_key_env: Anthropic's API requires a key")
+    for alias, table in models.items():
+        at = ("models", alias)
+        if not alias or "/" in alias:
+            mistake(at, f"{_subject(at)} is not a usable alias: {_NAME_RULE}")
+        elif alias in BUILTIN_MODELS:
+            mistake(at, f"{_subject(at)} cannot be an alias: {alias!r} is a built-in model")
+        provider = _valid(table, _ModelTable, "provider")
+        if provider is not None and provider not in providers:
+            defined = ", ".join(providers) if providers else "none"
+            mistake(
+                (*at, "provider"), f"{_subject(at)} provider {provider!r} is not defined (defined providers: {defined})"
+            )
+        context_window = _valid(table, _ModelTable, "context_window")
+        max_output = _valid(table, _ModelTable, "max_output_tokens")
+        if context_window is not None and max_output is not None and max_output > context_window:
+            mistake(
+                (*at, "max_output_tokens"),
+                f"{_subject(at)} max_output_tokens ({max_output}) is larger than context_window ({context_window})",
+            )
+    default = _valid(raw, _File, "default_model")
+    if default is not None and not names_a_model(default, models, providers):
+        mistake(
+            ("default_model",),
+            f"default_model {default!r} names no model: it is not an alias, a built-in"
+            f" ({', '.join(BUILTIN_MODELS)}) or provider/model with a defined provider",
+        )
+    return mistakes
+
+
+# --- where things are in the file -------------------------------------------------------------------
+
+_BARE_KEY = r"[A-Za-z0-9_-]+"
+_ONE_KEY = rf"""(?:{_BARE_KEY}|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_DOTTED_KEY = rf"{_ONE_KEY}(?:\s*\.\s*{_ONE_KEY})*"
+_HEADER_LINE = re.compile(rf"\s*\[\[?\s*({_DOTTED_KEY})\s*\]\]?\s*(?:#.*)?$")
+_KEY_LINE = re.compile(rf"\s*({_DOTTED_KEY})\s*=")
+_KEY_PART = re.compile(_ONE_KEY)
+
+
+class _Locator:
+    """The first line of each table and key, found by reading the text: tomllib keeps no positions.
+
+    Understands `[a.b]` and `[[a.b]]` headers, `key =` and dotted `a.b.key =` lines,
+    quoted keys, and skips multi-line strings. A key inside an inline table is not
+    seen; it is placed on the line of the table that holds it.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[Path, int] = {}
+        table: Path = ()
+        open_string: str | None = None  # the delimiter of a multi-line string still open
+        for number, line in enumerate(text.split("\n"), 1):
+            if open_string is not None:
+                if line.count(open_string) % 2:
+                    open_string = None
+                continue
+            header = _HEADER_LINE.match(line)
+            assignment = None if header else _KEY_LINE.match(line)
+            if header:
+                table = _key_path(header.group(1))
+                self._note(table, number)
+            elif assignment:
+                self._note(table + _key_path(assignment.group(1)), number)
+            for delimiter in ('"""', "'''"):
+                if line.count(delimiter) % 2:
+                    open_string = delimiter
+                    break
+
+    def _note(self, path: Path, number: int) -> None:
+        for end in range(1, len(path) + 1):
+            self._lines.setdefault(path[:end], number)
+
+    def line(self, path: Path) -> int | None:
+        """The line of `path`, else of the nearest enclosing table or key (an inline table's)."""
+        for end in range(len(path), 0, -1):
+            found = self._lines.get(path[:end])
+            if found is not None:
+                return found
+        return None
+
+
+def _key_path(dotted: str) -> Path:
+    parts: list[str] = []
+    for match in _KEY_PART.finditer(dotted):
+        part = match.group(0)
+        if part.startswith('"'):
+            try:
+                part = tomllib.loads(f"k = {part}")["k"]
+            except tomllib.TOMLDecodeError:
+                part = part[1:-1]
+        elif part.startswith("'"):
+            part = part[1:-1]
+        parts.append(part)
+    return tuple(parts)

@@ -1,0 +1,136 @@
+"""What each method answers: one frozen attrs type per reply.
+
+The method table returns these, the converter turns them into the reply's
+map, and docs/protocol.md documents the same fields (a test holds the two
+together). Records that are also events (Session, Message, RunComplete)
+live in `_types`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._types import RunComplete, Session, Workspace
+
+__all__ = [
+    "CancelResult",
+    "Empty",
+    "InitializeResult",
+    "ModelsList",
+    "QueueCleared",
+    "RunInfo",
+    "SendResult",
+    "ServerStatus",
+    "Subscribed",
+    "WorkspaceInfo",
+    "WorkspaceSessions",
+]
+
+
+@attrs.frozen
+class Empty:
+    """`{}`: the request was done, and there is nothing more to say."""
+
+
+@attrs.frozen
+class InitializeResult:
+    server: str
+    version: str
+    protocol: int
+    pid: int
+    # Nil when the configuration file has mistakes and no good version of it was read.
+    default_model: str | None
+    # True when nothing is configured and runs answer with the offline echo model.
+    default_model_is_fallback: bool
+    # What a client should tell its user about the default, when there is something to say.
+    default_model_note: str | None
+    # Every mistake in the configuration file, `path:LINE: reason` each; empty when there are none.
+    config_mistakes: list[str]
+    # A bigger message closes the connection: a client can refuse it up front instead.
+    max_message_size: int
+
+
+@attrs.frozen
+class ServerStatus:
+    version: str
+    pid: int
+    uptime_s: float
+    workspaces: int
+    clients: int
+    subscriptions: int
+    active_runs: int
+    events_dropped: int
+
+
+@attrs.frozen
+class ModelsList:
+    default: str | None
+    default_is_fallback: bool
+    source: str
+    # One map per model, as the configuration describes it (docs/protocol.md §10).
+    models: list[dict[str, Any]]
+    default_model_note: str | None
+    config_mistakes: list[str]
+
+
+@attrs.frozen
+class WorkspaceInfo:
+    id: str
+    path: str
+    clients: int
+    active_runs: int
+
+
+@attrs.frozen
+class SendResult:
+    run_id: str
+    queued: bool
+    # "queued", "running" or "done" (a known run_id sent again).
+    state: str
+    # Runs of the session ahead of this one when it was queued (0 when it runs at once, or was known).
+    ahead: int = 0
+
+
+@attrs.frozen
+class WorkspaceSessions:
+    """One workspace the database knows, open or not, and its sessions."""
+
+    workspace: Workspace
+    sessions: list[Session]
+
+
+@attrs.frozen
+class CancelResult:
+    # Whether a running run was asked to stop.
+    cancelled: bool
+    run_id: str | None
+    # How many queued runs were removed.
+    cleared: int
+
+
+@attrs.frozen
+class QueueCleared:
+    cleared: int
+
+
+@attrs.frozen
+class RunInfo:
+    run_id: str
+    workspace_id: str
+    session_id: str
+    model: str
+    prompt: str
+    state: str
+    created_at: float
+    complete: RunComplete | None
+
+
+@attrs.frozen
+class Subscribed:
+    subscription_id: str
+    # Live events are those above it.
+    seq: int
+    # How many events come first, from before it: a client knows when it has caught up.
+    replayed: int
