@@ -246,7 +246,7 @@ async def test_with_only_ollama_host_the_note_says_what_it_offers_and_agentd_mod
         result = await run_agentctl("run", "still echo", env=env, cwd=project)
         assert result.stdout == b"still echo\n"
         assert result.stderr.decode().startswith(
-            "agentctl: OLLAMA_HOST is set: models are named ollama/NAME; choose one with --model or AGENTD_MODEL"
+            "agentctl run: OLLAMA_HOST is set: models are named ollama/NAME; choose one with --model or AGENTD_MODEL"
         )
         first.terminate()
 
