@@ -206,3 +206,16 @@ async def run_agentctl(
             capture_stderr=True,
             check=False,
         )
+
+
+def delta_reaching(length: int) -> Callable[[dict[str, Any]], bool]:
+    """An `Events.until` predicate: the delta whose text ends at `length`.
+
+    Not the delta at a given offset: a subscriber whose queue filled gets
+    consecutive deltas merged into one, which keeps the first one's offset.
+    """
+
+    def reaches(e: dict[str, Any]) -> bool:
+        return e["type"] == "message.delta" and e["payload"]["offset"] + len(e["payload"]["text"]) == length
+
+    return reaches

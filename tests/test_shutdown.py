@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from support import Daemon, DaemonFactory, open_raw, open_workspace
+from support import Daemon, DaemonFactory, delta_reaching, open_raw, open_workspace
 
 from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
@@ -61,7 +61,7 @@ async def test_shutdown_with_a_stuck_subscriber_still_exits_within_seconds(
         ws = await open_workspace(client, project)
         session_id = await ws.new_session()
         reply = await ws.send(session_id, {"chunks": ["y" * 16384] * 300, "delay_ms": 2, "hang": True})
-        await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["offset"] == 299 * 16384)
+        await ws.events.until(delta_reaching(300 * 16384))
         assert (await client.call("server.status"))["events_dropped"] > 0
         daemon.proc.send_signal(signal.SIGTERM)
         signalled_at = trio.current_time()
