@@ -8,8 +8,8 @@ import stat
 import attrs
 import trio
 
-from agentd.models import ModelRegistry
 from agentd._memory import release_freed_memory
+from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.errors import Conflict, InvalidRequest, NotFound
 from agentd.protocol import Session, WorkspaceSessions
