@@ -82,8 +82,18 @@ def run(quick: bool = False) -> tuple[dict[str, Any], list[Row]]:
             "0",
             max(lost) == 0,
         ),
-        Row(SECTION, "same: text the deltas did not carry, chars per run (max)", f"{max(missing):,}", "0", max(missing) == 0),
-        Row(SECTION, "same: deltas received per run (min / max; merged when the queue fills)", f"{min(received):,} / {max(received):,}"),
+        Row(
+            SECTION,
+            "same: text the deltas did not carry, chars per run (max)",
+            f"{max(missing):,}",
+            "0",
+            max(missing) == 0,
+        ),
+        Row(
+            SECTION,
+            "same: deltas received per run (min / max; merged when the queue fills)",
+            f"{min(received):,} / {max(received):,}",
+        ),
     ]
     return data, rows
 
