@@ -1,4 +1,6 @@
-"""`python -m bench [--quick] [--only rpc,fanout,cli,scale,history] [--out FILE]`: run the benchmarks.
+"""`python -m bench [--quick] [--only SUITE,...] [--out FILE]`: run the benchmarks.
+
+Suites: rpc, fanout, burst, first_prompt, memory, cli, scale, history.
 
 Prints one table (markdown, ready for the README's Performance section) and
 writes every number to a JSON file (default `bench/results/latest.json`).
@@ -19,7 +21,7 @@ from typing import Any
 
 from ._common import Row
 
-SUITES = ("rpc", "fanout", "cli", "scale", "history")
+SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history")
 
 
 def _suite(name: str) -> Any:

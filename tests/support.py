@@ -159,15 +159,25 @@ class RawConnection:
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Response:
         return await self.response(await self.request(method, [params] if params is not None else []))
 
-    async def closed_by_peer(self) -> bool:
-        """Read until end of stream (True) or a message arrives that is not a notification."""
-        while True:
-            try:
-                message = await self.receive()
-            except trio.BrokenResourceError:
-                return True
-            if message is None:
-                return True
+    async def closed_by_peer(self, timeout: float = WAIT) -> bool:
+        """Whether the daemon closes this connection within `timeout`, reading past its notifications.
+
+        False if a reply or a request arrives first (the connection is still
+        served) or if it stays open that long.
+        """
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    message = await self.receive()
+                except trio.BrokenResourceError:
+                    return True
+                except trio.TooSlowError:
+                    return False
+                if message is None:
+                    return True
+                if not isinstance(message, Notification):
+                    return False
+        return False
 
 
 async def open_raw(daemon: Daemon) -> RawConnection:
@@ -196,3 +206,16 @@ async def run_agentctl(
             capture_stderr=True,
             check=False,
         )
+
+
+def delta_reaching(length: int) -> Callable[[dict[str, Any]], bool]:
+    """An `Events.until` predicate: the delta whose text ends at `length`.
+
+    Not the delta at a given offset: a subscriber whose queue filled gets
+    consecutive deltas merged into one, which keeps the first one's offset.
+    """
+
+    def reaches(e: dict[str, Any]) -> bool:
+        return e["type"] == "message.delta" and e["payload"]["offset"] + len(e["payload"]["text"]) == length
+
+    return reaches

@@ -528,7 +528,10 @@ async def _cut_off_while_stopped(
     proc.send_signal(signal.SIGSTOP)
     try:
         flood = await client.call("session.create", {"workspace_id": workspace_id, "title": "flood"})
-        prompt = " ".join(["w"] * 8000)
+        # Big in bytes, not in deltas: echo sends a few words per delta, and a
+        # subscriber's queue merges deltas, but the prompt itself (in
+        # message.created) and the answer (in run.complete) fill the socket.
+        prompt = " ".join(["w"] * 400_000)
         await client.call("agent.send", {"workspace_id": workspace_id, "session_id": flood["id"], "prompt": prompt})
         # No event reaches us about someone else's connection: the daemon's log says it.
         with trio.fail_after(WAIT):

@@ -92,7 +92,8 @@ async def resolve(daemon: Daemon, workspace_id: str, ref: str) -> str:
             return resolve_session(client, workspace_id, ref)
 
     with trio.fail_after(WAIT):
-        return await trio.to_thread.run_sync(blocking)
+        # Abandoned on cancel: otherwise the bound could not end a thread that hangs.
+        return await trio.to_thread.run_sync(blocking, abandon_on_cancel=True)
 
 
 # --- resolving a reference -------------------------------------------------------------------

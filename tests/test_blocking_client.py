@@ -19,7 +19,13 @@ def drive(daemon: Daemon, project: Path) -> list[str]:
         session = client.call("session.create", {"workspace_id": ws["id"]})
         client.call(
             "agent.send",
-            {"workspace_id": ws["id"], "session_id": session["id"], "prompt": "a b c", "run_id": "r1"},
+            {
+                "workspace_id": ws["id"],
+                "session_id": session["id"],
+                "prompt": '{"chunks": ["a", " b", " c"]}',
+                "model": "scripted",
+                "run_id": "r1",
+            },
         )
         # Events that arrived while calls waited are kept, in order.
         assert client.call("ping") == {}
@@ -44,7 +50,8 @@ def drive(daemon: Daemon, project: Path) -> list[str]:
 
 async def test_blocking_client_keeps_notifications_in_order_around_replies(daemon: Daemon, project: Path) -> None:
     with trio.fail_after(20):
-        types = await trio.to_thread.run_sync(drive, daemon, project)
+        # Abandoned on cancel: otherwise the bound could not end a thread that hangs.
+        types = await trio.to_thread.run_sync(drive, daemon, project, abandon_on_cancel=True)
     assert types[0] == "session.created"
     assert types[-3:] == ["message.delta", "message.updated", "run.complete"]
     assert types.count("message.delta") == 3
@@ -64,5 +71,6 @@ def lose(daemon: Daemon) -> str:
 
 async def test_blocking_client_reports_a_closed_connection(daemon: Daemon) -> None:
     with trio.fail_after(20):
-        reason = await trio.to_thread.run_sync(lose, daemon)
+        # Abandoned on cancel: otherwise the bound could not end a thread that hangs.
+        reason = await trio.to_thread.run_sync(lose, daemon, abandon_on_cancel=True)
     assert "closed the connection" in reason

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 import trio
 import trio.testing
 
 from agentd.protocol import events
-from agentd.pubsub import Broker, DropStats, Event, Subscriber
+from agentd.pubsub import MAX_COALESCED_TEXT, Broker, DropStats, Event, Subscriber
 
 WAIT = 5.0  # the bound on any wait that should finish at once
 TIMEOUT = 0.2  # must-deliver timeout for the disconnect tests
@@ -45,7 +46,12 @@ def seqs(evs: list[Event]) -> list[int]:
 
 
 def delta(i: int) -> dict[str, Any]:
-    return {"i": i}
+    """A lossy event that continues no other: the first delta of message `i`."""
+    return {"session_id": "s1", "run_id": f"r{i}", "message_id": f"m{i}", "offset": 0, "text": f"text {i}"}
+
+
+def text_delta(offset: int, text: str, message_id: str = "m") -> dict[str, Any]:
+    return {"session_id": "s1", "run_id": "r", "message_id": message_id, "offset": offset, "text": text}
 
 
 # --- seq and in-order fan-out ------------------------------------------------------------
@@ -86,14 +92,14 @@ async def test_every_subscriber_receives_every_event_in_order_when_it_keeps_up()
                 nursery.start_soon(reader, sub)
             for i in range(20):
                 if i % 5 == 4:
-                    await broker.publish_must_deliver(events.RUN_COMPLETE, {"i": i})
+                    await broker.publish_must_deliver(events.RUN_COMPLETE, {"message_id": f"m{i}"})
                 else:
                     broker.publish(events.MESSAGE_DELTA, delta(i))
                 await trio.testing.wait_all_tasks_blocked()
             broker.close()
     for sub in subs:
         assert seqs(received[sub.id]) == list(range(1, 21))
-        assert [e.payload["i"] for e in received[sub.id]] == list(range(20))
+        assert [e.payload["message_id"] for e in received[sub.id]] == [f"m{i}" for i in range(20)]
         assert sub.dropped_total == 0
     assert stats.events_dropped == 0
 
@@ -203,7 +209,7 @@ async def test_must_deliver_after_drops_reaches_the_reader_after_the_gap_for_the
             await trio.testing.wait_all_tasks_blocked()
             while events.RUN_COMPLETE not in [e.type for e in seen]:
                 seen.append(await sub.receive_channel.receive())
-                if sub.receive_channel.statistics().current_buffer_used == 0:
+                if len(sub.receive_channel) == 0:
                     gap = sub.take_gap()
                     if gap is not None:
                         seen.append(gap)
@@ -465,3 +471,107 @@ async def test_encode_notification_decodes_through_the_rpc_codec() -> None:
             }
         ],
     ]
+
+
+# --- a burst of deltas is absorbed, not dropped --------------------------------------------
+
+
+async def test_deltas_that_continue_the_tail_are_absorbed_into_it_when_the_queue_is_full() -> None:
+    broker, stats = make_broker()
+    sub = broker.subscribe("s", 2, Overflows())
+    roomy = broker.subscribe("roomy", 16, Overflows())
+    broker.publish(events.SESSION_UPDATED, {"busy": True})  # seq 1
+    offset = 0
+    for word in ["Hello", ",", " wor", "ld", "!"]:  # seqs 2..6
+        broker.publish(events.MESSAGE_DELTA, text_delta(offset, word))
+        offset += len(word)
+    got = drain(sub)
+    assert [(e.type, e.seq) for e in got] == [(events.SESSION_UPDATED, 1), (events.MESSAGE_DELTA, 6)]
+    assert got[1].payload == text_delta(0, "Hello, world!")
+    assert sub.dropped_total == 0 and stats.events_dropped == 0 and sub.take_gap() is None
+    # The merged delta is this subscriber's own: the others get the shared events as published.
+    assert [e.payload.get("text") for e in drain(roomy)] == [None, "Hello", ",", " wor", "ld", "!"]
+    # Once taken, the tail is an ordinary event again: the queue has room and takes the next as is.
+    broker.publish(events.MESSAGE_DELTA, text_delta(offset, " more"))
+    assert [(e.seq, e.payload["text"]) for e in drain(sub)] == [(7, " more")]
+
+
+async def test_merged_delta_encodes_its_own_seq_and_text() -> None:
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    broker.publish(events.MESSAGE_DELTA, text_delta(0, "ab"))
+    broker.publish(events.MESSAGE_DELTA, text_delta(2, "cd"))
+    (merged,) = drain(sub)
+    envelope = msgpack.unpackb(merged.encode_notification("s"))[2][0]
+    assert (envelope["seq"], envelope["payload"]["text"], envelope["payload"]["offset"]) == (2, "abcd", 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        (events.MESSAGE_DELTA, text_delta(3, "d")),  # a hole at offset 2
+        (events.MESSAGE_DELTA, text_delta(1, "b")),  # overlaps
+        (events.MESSAGE_DELTA, text_delta(2, "c", message_id="other")),  # another message
+        (events.SESSION_UPDATED, {"busy": False}),  # not a delta
+    ],
+)
+async def test_an_event_that_does_not_continue_the_tail_is_dropped(kind: str, payload: dict[str, Any]) -> None:
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    broker.publish(events.MESSAGE_DELTA, text_delta(0, "ab"))  # seq 1 fills the queue
+    broker.publish(kind, payload)
+    assert sub.dropped_total == 1
+    assert [(e.seq, e.payload["text"]) for e in drain(sub)] == [(1, "ab")]
+
+
+async def test_no_delta_is_absorbed_behind_a_loss() -> None:
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    broker.publish(events.MESSAGE_DELTA, text_delta(0, "ab"))  # seq 1
+    broker.publish(events.SESSION_UPDATED, {"busy": False})  # seq 2: dropped
+    broker.publish(events.MESSAGE_DELTA, text_delta(2, "cd"))  # seq 3 continues seq 1, but after the loss
+    assert sub.dropped_total == 2
+    assert [(e.seq, e.payload["text"]) for e in drain(sub)] == [(1, "ab")]
+    gap = sub.take_gap()
+    assert gap is not None and (gap.seq, gap.payload) == (3, {"dropped": 2})
+
+
+async def test_no_delta_is_absorbed_ahead_of_a_waiting_must_deliver_event() -> None:
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    broker.publish(events.MESSAGE_DELTA, text_delta(0, "ab"))  # seq 1 fills the queue
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broker.publish_must_deliver, events.RUN_COMPLETE, {})  # seq 2 waits
+            await trio.testing.wait_all_tasks_blocked()
+            broker.publish(events.MESSAGE_DELTA, text_delta(2, "cd"))  # seq 3 must not overtake it
+            got = [await sub.receive_channel.receive(), await sub.receive_channel.receive()]
+    assert [(e.seq, e.payload.get("text")) for e in got] == [(1, "ab"), (2, None)]
+    assert sub.dropped_total == 1
+
+
+async def test_an_absorbed_delta_grows_no_larger_than_the_bound() -> None:
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    half = "x" * (MAX_COALESCED_TEXT // 2)
+    for i in range(3):
+        broker.publish(events.MESSAGE_DELTA, text_delta(i * len(half), half))
+    assert sub.dropped_total == 1
+    (merged,) = drain(sub)
+    assert merged.payload["text"] == half * 2
+
+
+async def test_the_last_slots_are_kept_for_the_events_that_end_a_burst() -> None:
+    broker, stats = make_broker()
+    sub = broker.subscribe("s", 32, Overflows())  # deltas merge once 30 are queued
+    offset = 0
+    for i in range(100):
+        broker.publish(events.MESSAGE_DELTA, text_delta(offset, f"{i} "))
+        offset += len(f"{i} ")
+    broker.publish(events.MESSAGE_UPDATED, {"message_id": "m"})
+    broker.publish(events.SESSION_UPDATED, {"busy": False})
+    got = drain(sub)
+    assert stats.events_dropped == 0
+    assert [e.type for e in got] == [events.MESSAGE_DELTA] * 30 + [events.MESSAGE_UPDATED, events.SESSION_UPDATED]
+    assert "".join(e.payload["text"] for e in got[:30]) == "".join(f"{i} " for i in range(100))
+    assert got[29].seq == 100

@@ -98,9 +98,20 @@ async def test_lagging_subscriber_gets_one_gap_when_it_has_room_again(
         assert len(gaps) == 1
         dropped = gaps[0]["payload"]["dropped"]
         assert dropped > 0 and set(gaps[0]["payload"]) == {"dropped"}
-        # What it got and what it was told it lost add up to every event from
-        # its first to the RunComplete (the gap takes no seq of its own).
-        assert received[-1]["seq"] - received[0]["seq"] + 1 == len(received) - 1 + dropped
+        # Every seq from its first event to the RunComplete is accounted for: it
+        # got the event, or was told it lost it (the gap takes no seq of its
+        # own), or got it merged into the next delta, which then stands for
+        # the seqs since the event before it.
+        unannounced = [
+            later
+            for earlier, later in zip(received, received[1:], strict=False)
+            if "events.gap" not in (earlier["type"], later["type"]) and later["seq"] != earlier["seq"] + 1
+        ]
+        assert all(e["type"] == "message.delta" for e in unannounced)
+        final = received[-1]["payload"]["text"]
+        for d in deltas_of(received, run_id):
+            offset, text = d["payload"]["offset"], d["payload"]["text"]
+            assert final[offset : offset + len(text)] == text
         assert len(deltas_of(received, run_id)) < 200
         # The gap sits where the loss was: its seq is the last lost event's, and
         # the seq numbers around it jump by exactly the number lost.
@@ -169,3 +180,30 @@ async def test_subscriber_whose_socket_is_full_is_disconnected_even_with_room_in
         assert (await client.call("server.status"))["events_dropped"] == 0
         assert "its connection stopped reading" in daemon.log()
         assert await stuck.closed_by_peer()
+
+
+async def test_subscriber_that_keeps_up_loses_no_text_in_a_burst(start_daemon: DaemonFactory, project: Path) -> None:
+    # Thousands of chunks with no delay come faster than any client reads: the
+    # queue fills (a small one, so it surely does), and the deltas that find it
+    # nearly full are merged, not dropped.
+    daemon = start_daemon("--subscriber-buffer", "64")
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        chunks = [f"chunk {i}; " for i in range(5000)]
+        reply = await ws.send(session_id, {"chunks": chunks})
+        rc = await ws.events.until_complete(reply["run_id"])
+        assert rc["text"] == "".join(chunks)
+        assert ws.events.of_type("events.gap") == []
+        deltas = deltas_of(ws.events.seen, reply["run_id"])
+        assert "".join(d["payload"]["text"] for d in deltas) == rc["text"]
+        offsets = [d["payload"]["offset"] for d in deltas]
+        assert offsets == [sum(len(d["payload"]["text"]) for d in deltas[:i]) for i in range(len(deltas))]
+        seqs = [e["seq"] for e in ws.events.seen]
+        assert seqs == sorted(seqs)
+        # The events that end the run found room too.
+        assert [e["type"] for e in ws.events.seen if e["seq"] > deltas[-1]["seq"]][:2] == [
+            "message.updated",
+            "run.complete",
+        ]
+        assert (await client.call("server.status"))["events_dropped"] == 0

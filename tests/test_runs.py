@@ -120,10 +120,12 @@ async def test_idle_cancel_does_not_poison_the_next_prompt(ws: Workspace) -> Non
     assert await ws.cancel(session_id) == {"cancelled": False, "run_id": None, "cleared": 0}
     reply = await ws.send(session_id, "still works")
     rc = await ws.events.until_complete(reply["run_id"])
+    messages = await ws.client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    (answer,) = [m for m in messages if m["role"] == "assistant" and m["run_id"] == reply["run_id"]]
     assert rc == {
         "session_id": session_id,
         "run_id": reply["run_id"],
-        "message_id": rc["message_id"],
+        "message_id": answer["id"],
         "text": "still works",
         "error": None,
         "cancelled": False,

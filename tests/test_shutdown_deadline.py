@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from support import WAIT, DaemonFactory, open_raw, open_workspace
+from support import WAIT, DaemonFactory, delta_reaching, open_raw, open_workspace
 
 
 async def test_a_run_end_waiting_on_a_stuck_subscriber_does_not_outlast_the_graceful_timeout(
@@ -25,9 +25,7 @@ async def test_a_run_end_waiting_on_a_stuck_subscriber_does_not_outlast_the_grac
         filler, other = await ws.new_session("filler"), await ws.new_session("other")
         # Megabytes of deltas: the stuck subscriber's socket and channel fill up.
         big = await ws.send(filler, {"chunks": ["x" * 4096], "repeat": 600, "hang": True})
-        await ws.events.until(
-            lambda e: e["type"] == "message.delta" and e["payload"]["offset"] == 599 * 4096, timeout=WAIT
-        )
+        await ws.events.until(delta_reaching(600 * 4096), timeout=WAIT)
         # This run's RunComplete reaches the reading subscriber at once; its
         # delivery to the stuck one is still waiting (for up to 30 s) when the
         # signal comes: shielded cleanup under way.

@@ -10,6 +10,8 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import trio
+
 from ._base import Model, UnknownModelError
 from ._config import Config, ResolvedModel
 from ._config_source import ConfigFile
@@ -28,6 +30,7 @@ class ModelRegistry:
         self._fixed = config if isinstance(config, Config) else Config(providers={}, models={})
         self._builtins: dict[str, Model] = {m.name: m for m in (EchoModel(), ScriptedModel())}
         self._clients: dict[str, Any] = {}
+        self._building: dict[str, trio.Lock] = {}
         self._exit_stack = AsyncExitStack()
 
     @property
@@ -64,13 +67,26 @@ class ModelRegistry:
         await self._exit_stack.aclose()
         self._clients.clear()
 
+    async def prepare(self) -> None:
+        """Build each configured provider's HTTP client now, so that its first prompt does not wait for it.
+
+        Importing httpx2 and building a client's TLS context take a few hundred
+        milliseconds, the first prompt's whole delay; they are done in a worker
+        thread, beside whatever the daemon serves meanwhile.
+        """
+        for provider in list(self.config.providers):
+            await self._client(provider)
+
     async def _client(self, provider: str) -> Any:
         client = self._clients.get(provider)
         if client is None:
-            from ._http import open_http_client  # only a daemon with a real provider loads httpx2
-
-            client = await self._exit_stack.enter_async_context(open_http_client())
-            self._clients[provider] = client
+            # A prompt that comes while prepare() builds this client waits for that one.
+            async with self._building.setdefault(provider, trio.Lock()):
+                client = self._clients.get(provider)
+                if client is None:
+                    built = await trio.to_thread.run_sync(_build_http_client, abandon_on_cancel=True)
+                    client = await self._exit_stack.enter_async_context(built)
+                    self._clients[provider] = client
         return client
 
     def resolve_name(self, name: str | None) -> ResolvedModel:
@@ -97,3 +113,13 @@ class ModelRegistry:
             await self._client(resolved.provider.name),
             max_output_tokens=resolved.max_output_tokens,
         )
+
+
+def _build_http_client() -> Any:
+    # The first request encodes its host name with the idna codec, whose import is most of what that request costs
+    # beyond later ones.
+    import encodings.idna  # noqa: F401
+
+    from ._http import open_http_client  # only a daemon with a real provider loads httpx2
+
+    return open_http_client()

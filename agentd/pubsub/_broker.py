@@ -1,7 +1,10 @@
-"""A workspace's event fan-out: one bounded channel per subscriber, two delivery classes.
+"""A workspace's event fan-out: one bounded queue per subscriber, two delivery classes.
 
-Lossy events (deltas, status) never wait: a subscriber whose channel is full
-loses that event alone, the loss is counted, and it is told with one
+Lossy events (deltas, status) never wait. A delta that finds its subscriber's
+queue nearly full is appended to the delta at the queue's tail when it
+continues it (a burst is not a lag: the subscriber loses no text, and the room
+left takes the events that end the burst); any lossy event that finds no room
+is lost for that subscriber alone, the loss is counted, and it is told with one
 `events.gap` once it has room again. Must-deliver events (run.complete) wait for
 room, in order behind everything already queued; a subscriber that cannot take
 one within the must-deliver timeout is disconnected, never skipped while it
@@ -17,11 +20,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-import msgpack
 import trio
 
 from agentd.protocol import events
 from agentd.shutdown import Shutdown
+
+from ._event import Event
+from ._queue import EventQueue
 
 __all__ = ["Broker", "DropStats", "Event", "Subscriber"]
 
@@ -29,60 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_CAPACITY: Final = 1024
 DEFAULT_MUST_DELIVER_TIMEOUT: Final = 10.0
-
-_packb: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
-# `[2, "event", [{subscription_id: ..., <tail>}]]`: everything but the subscription id
-# is the same for every subscriber, so it is encoded once per event.
-_NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subscription_id")
-
-
-class Event:
-    """One published event, shared by every subscriber it is fanned out to."""
-
-    __slots__ = ("_tail", "must_deliver", "payload", "seq", "type", "workspace_id")
-
-    def __init__(
-        self,
-        workspace_id: str,
-        seq: int,
-        type: str,
-        payload: dict[str, Any],
-        must_deliver: bool = False,
-    ) -> None:
-        self.workspace_id = workspace_id
-        self.seq = seq
-        self.type = type
-        self.payload = payload
-        self.must_deliver = must_deliver
-        self._tail: bytes | None = None
-
-    def encode_notification(self, subscription_id: str) -> bytes:
-        """The whole `[2, "event", [envelope]]` notification for one subscriber."""
-        tail = self._tail
-        if tail is None:
-            tail = self._tail = (
-                _packb("workspace_id")
-                + _packb(self.workspace_id)
-                + _packb("seq")
-                + _packb(self.seq)
-                + _packb("type")
-                + _packb(self.type)
-                + _packb("payload")
-                + _packb(self.payload)
-            )
-        return _NOTIFY_HEAD + _packb(subscription_id) + tail
-
-    def envelope(self, subscription_id: str) -> dict[str, Any]:
-        return {
-            "subscription_id": subscription_id,
-            "workspace_id": self.workspace_id,
-            "seq": self.seq,
-            "type": self.type,
-            "payload": self.payload,
-        }
-
-    def __repr__(self) -> str:
-        return f"Event({self.workspace_id!r}, {self.seq}, {self.type!r})"
 
 
 class DropStats:
@@ -95,7 +46,7 @@ class DropStats:
 
 
 class Subscriber:
-    """One subscription: a bounded channel its connection's writer drains."""
+    """One subscription: a bounded queue its connection's writer drains."""
 
     def __init__(
         self,
@@ -107,7 +58,9 @@ class Subscriber:
     ) -> None:
         self.id = subscription_id
         self.workspace_id = workspace_id
-        self.send_channel, self.receive_channel = trio.open_memory_channel[Event](capacity)
+        self._queue = EventQueue(capacity)
+        #: What the connection's writer reads: a memory receive channel's interface.
+        self.receive_channel = self._queue
         self._on_overflow = on_overflow
         self._on_close = on_close
         self.dropped_total = 0
@@ -159,7 +112,7 @@ class Subscriber:
         """End the subscription: the broker forgets it, its writer drains and stops."""
         if not self.closed:
             self.closed = True
-            self.send_channel.close()
+            self._queue.close()
             self._on_close(self)
 
     def disconnect(self, missed: str) -> None:
@@ -189,11 +142,15 @@ class Subscriber:
             gap = self.take_gap()
             assert gap is not None
             try:
-                self.send_channel.send_nowait(gap)
+                self._queue.send_nowait(gap)
             except trio.WouldBlock:
                 self._dropped_pending = gap.payload["dropped"]
+                return False
+        queue = self._queue
+        if queue.absorb(event):
+            return True
         try:
-            self.send_channel.send_nowait(event)
+            queue.send_nowait(event)
         except trio.WouldBlock:
             return False
         return True
@@ -225,8 +182,8 @@ class Subscriber:
             # Events lost before this one are owed first: the gap goes ahead.
             gap = self.take_gap()
             if gap is not None:
-                await self.send_channel.send(gap)
-            await self.send_channel.send(event)
+                await self._queue.send(gap)
+            await self._queue.send(event)
             self._queued_must_deliver(deadline)
         finally:
             self._end_turn(ticket)

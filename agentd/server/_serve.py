@@ -4,6 +4,7 @@
     └── root nursery
         ├── signal watcher: SIGTERM/SIGINT → shutdown (a second one: exit now);
         │   SIGHUP → read the configuration file again
+        ├── model warm-up: each configured provider's HTTP client, built once, off the first prompt's path
         ├── workspaces nursery: one task per open workspace
         │   └── workspace nursery: one task per session lane; runs are cancel scopes in it
         └── connections nursery: the accept loop, then one task per client
@@ -104,6 +105,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
 
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, request_shutdown, models.reload_config, root.cancel_scope)
+        root.start_soon(models.prepare)
         async with trio.open_nursery() as workspaces_nursery:
             state.workspaces = Workspaces(
                 workspaces_nursery,

@@ -24,6 +24,7 @@ import attrs
 import msgpack
 import trio
 
+from agentd._packing import packb
 from agentd.protocol import Message, RunComplete, Workspace, converter, events, run_complete
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
@@ -112,7 +113,7 @@ class EventReplay:
     gap: str | None
 
 
-_packb = msgpack.Packer(use_bin_type=True).pack
+_packb = packb  # a shared Packer would keep the largest payload it logged
 
 
 def _unpackb(data: bytes) -> Any:

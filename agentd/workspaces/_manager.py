@@ -8,6 +8,7 @@ import stat
 import attrs
 import trio
 
+from agentd._memory import release_freed_memory
 from agentd.models import ModelRegistry
 from agentd.pubsub import DropStats
 from agentd.errors import Conflict, InvalidRequest, NotFound
@@ -120,6 +121,8 @@ class Workspaces:
         finally:
             if self._hosts.get(host.id) is host:
                 del self._hosts[host.id]
+            # A quiet moment: what the workspace's runs allocated is free now.
+            release_freed_memory()
 
     async def all_sessions(self) -> list[WorkspaceSessions]:
         """Every workspace the database knows, open or not, with its sessions, most recently updated first.
