@@ -1,0 +1,275 @@
+"""One end of a MessagePack-RPC conversation, as state: bytes in, events out; calls and replies in, bytes out.
+
+In the manner of h11's `Connection`: this object owns everything about the
+conversation that is not I/O — the msgids of our calls and the table of those
+still unanswered, which incoming message goes where, how many of the peer's
+requests may be under way at once, and the size limits on what the peer sends.
+The daemon's connection and both clients are thin adapters over it that only
+move bytes, so each rule is written, and tested, once.
+
+    conn.receive_data(data)              # bytes from the peer
+    while (event := conn.next_event()) is not NEED_DATA:
+        ...                              # Request, Call (answered), Notification, Reply, PAUSED
+    data = conn.call("ping", [])[1]      # bytes to send; the Call is answered by a later event
+    data = conn.respond(request, None, result)
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from ._brief import brief
+from ._codec import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_MSGID,
+    Notification,
+    ProtocolError,
+    Refusal,
+    Request,
+    Response,
+    RpcCodec,
+    encode_notification,
+    encode_request,
+    encode_response,
+)
+from ._errors import ErrorCode, RpcError
+
+# typing costs milliseconds to import, and agentctl's start-up is measured in them;
+# annotations are strings here, so only type checkers need these names.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+__all__ = [
+    "NEED_DATA",
+    "PAUSED",
+    "Call",
+    "InputBudget",
+    "InputBudgetExceeded",
+    "Reply",
+    "RpcConnection",
+]
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: `next_event`: every complete message has been handed out; feed more bytes.
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+#: `next_event`: the peer's next request waits for one under way to be answered.
+PAUSED: Final = _Sentinel("PAUSED")
+
+
+class Reply:
+    """Bytes the connection wrote by itself, to be sent like any reply: a request refused unread."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class Call:
+    """A call we made: `answered` once its response came, `lost` if the connection ended first.
+
+    `waker` is the adapter's: whatever it needs to wake the caller (a trio.Event).
+    """
+
+    __slots__ = ("answered", "error", "lost", "method", "msgid", "result", "waker")
+
+    def __init__(self, msgid: int, method: str) -> None:
+        self.msgid = msgid
+        self.method = method
+        self.answered = False
+        self.error: object = None
+        self.result: object = None
+        self.lost: str | None = None
+        self.waker: Any = None
+
+    def outcome(self) -> Any:
+        """The result; RpcError for an error reply. Only once `answered`."""
+        if self.error is not None:
+            raise RpcError.from_wire(self.error)
+        return self.result
+
+
+class InputBudgetExceeded(ProtocolError):
+    """The connection's unfinished message would take the daemon past its input budget."""
+
+
+class InputBudget:
+    """What the unfinished messages of all connections together may hold, in bytes.
+
+    One per daemon, shared by its connections: each charges the bytes it holds
+    of a message not yet complete. A message is held whole before it is decoded,
+    so without a shared cap a handful of connections each holding a message just
+    under the size limit would hold that much memory each, for as long as they
+    stay open.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @classmethod
+    def for_message_size(cls, max_message_size: int) -> InputBudget:
+        # Four messages at the size limit, unfinished at once, across all connections.
+        return cls(4 * max_message_size)
+
+
+class RpcConnection:
+    """The conversation's state, for either end; no I/O.
+
+    `guarded` (the daemon's side) surveys what the peer sends before decoding it
+    (see `RpcCodec`); `max_in_flight` bounds the peer's requests handed out and
+    not yet answered; `budget` is shared by all connections of one daemon.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        guarded: bool = False,
+        max_in_flight: int | None = None,
+        budget: InputBudget | None = None,
+    ) -> None:
+        self._codec = RpcCodec(max_message_size, guarded=guarded)
+        self._budget = budget
+        self._charged = 0
+        self.max_in_flight = max_in_flight if max_in_flight is not None else MAX_MSGID + 1
+        #: Requests from the peer handed out by `next_event` and not yet answered by `respond`.
+        self.in_flight = 0
+        self._held: Request | None = None
+        self._calls: dict[int, Call] = {}
+        self._msgids = itertools.count(1)
+        #: Why the conversation ended (set by `close`), or None while it goes on.
+        self.closed: str | None = None
+
+    # --- bytes in, events out
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Bytes from the peer; `next_event` hands out what they complete."""
+        self._codec.receive_data(data)
+
+    def next_event(self) -> Request | Call | Notification | Reply | _Sentinel:
+        """The next thing the peer's bytes say.
+
+        - `Request`: the peer asks; answer it with `respond` (it counts against
+          `max_in_flight` until then);
+        - `Call`: one of our calls, now answered;
+        - `Notification`: the peer tells (its method is a string);
+        - `Reply`: bytes to send, a request refused without being read;
+        - `PAUSED`: a request is waiting for one under way to be answered;
+        - `NEED_DATA`: nothing more until more bytes come.
+
+        Responses to calls we did not make (or gave up on) are dropped here.
+        Raises ProtocolError when the peer broke the stream: close the connection.
+        """
+        held = self._held
+        if held is not None:
+            if self.in_flight >= self.max_in_flight:
+                return PAUSED
+            self._held = None
+            self.in_flight += 1
+            return held
+        codec = self._codec
+        while True:
+            message = codec.next_message()
+            if type(message) is Request:
+                if type(message.method) is not str:
+                    error = [ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {brief(message.method)}"]
+                    return Reply(encode_response(message.msgid, error, None))
+                if self.in_flight >= self.max_in_flight:
+                    self._held = message
+                    return PAUSED
+                self.in_flight += 1
+                return message
+            if message is None:
+                if self._budget is not None:
+                    self._charge(codec.buffered)
+                return NEED_DATA
+            if type(message) is Response:
+                call = self._calls.pop(message.msgid, None)
+                if call is not None:
+                    call.answered = True
+                    call.error = message.error
+                    call.result = message.result
+                    return call
+            elif type(message) is Notification:
+                if type(message.method) is str:
+                    return message
+            elif type(message) is Refusal:
+                error = [ErrorCode.INVALID_PARAMS, message.message]
+                return Reply(encode_response(message.msgid, error, None))
+
+    def _charge(self, held: int) -> None:
+        budget = self._budget
+        assert budget is not None
+        if held == self._charged:
+            return
+        budget.used += held - self._charged
+        self._charged = held
+        if held > 0 and budget.used > budget.limit:
+            raise InputBudgetExceeded(
+                f"unfinished messages on all connections would hold {budget.used} bytes, over the "
+                f"{budget.limit}-byte input budget (this connection's holds {held})"
+            )
+
+    # --- calls and replies in, bytes out
+
+    def call(self, method: str, params: list[Any], *, want_reply: bool = True) -> tuple[Call, bytes]:
+        """A request to the peer: the Call its response will answer, and the bytes to send.
+
+        Without `want_reply`, the response is dropped when it comes.
+        """
+        msgid = next(self._msgids) % (MAX_MSGID + 1)
+        while msgid in self._calls:  # only after 2**32 calls, with one still unanswered
+            msgid = next(self._msgids) % (MAX_MSGID + 1)
+        data = encode_request(msgid, method, params)
+        call = Call(msgid, method)
+        if want_reply:
+            self._calls[msgid] = call
+        return call, data
+
+    def abandon(self, call: Call) -> None:
+        """Give up on `call`: its response, if it comes, is dropped."""
+        if self._calls.get(call.msgid) is call:
+            del self._calls[call.msgid]
+
+    def respond(self, request: Request, error: object, result: object) -> bytes:
+        """The bytes that answer `request`; from here it no longer counts as in flight.
+
+        If the reply cannot be encoded this raises, and the request is still
+        owed: answer it again, with an error.
+        """
+        data = encode_response(request.msgid, error, result)
+        self.in_flight -= 1
+        return data
+
+    def notify(self, method: str, params: list[Any]) -> bytes:
+        return encode_notification(method, params)
+
+    # --- the end
+
+    def close(self, reason: str) -> list[Call]:
+        """End the conversation; the calls still unanswered, each now `lost` with `reason`."""
+        if self.closed is not None:
+            return []
+        self.closed = reason
+        if self._budget is not None:
+            self._budget.used -= self._charged
+            self._charged = 0
+        lost = list(self._calls.values())
+        self._calls.clear()
+        for call in lost:
+            call.lost = reason
+        return lost
