@@ -89,13 +89,21 @@ async def test_params_nested_990_to_1020_deep_get_an_invalid_params_reply(daemon
     assert "RecursionError" not in daemon.log()
 
 
-async def test_a_method_nested_1000_deep_gets_an_unknown_method_reply(daemon: Daemon) -> None:
+async def test_a_method_nested_1000_deep_gets_the_depth_reply_not_a_recursion_error(daemon: Daemon) -> None:
     raw = await open_raw(daemon)
-    # Small enough not to be surveyed: the method slot itself is what is deep.
-    await raw.send_bytes(b"\x94\x00\x07" + b"\x91" * 60 + b"\xa1m" + b"\x90")
+    await raw.send_bytes(b"\x94\x00\x07" + b"\x91" * 1000 + b"\xa1m" + b"\x90")
     reply = await raw.response(7)
+    assert reply.error == [1, f"message nested deeper than {MAX_DEPTH} levels of arrays and maps"]
+    await expect_usable(raw)
+    assert "RecursionError" not in daemon.log()
+
+
+async def test_a_method_that_is_not_a_string_is_quoted_briefly(daemon: Daemon) -> None:
+    raw = await open_raw(daemon)
+    msgid = await raw.request(["m" * 100_000] * 50, [])
+    reply = await raw.response(msgid)
     assert reply.error is not None and reply.error[0] == 5
-    assert len(reply.error[1]) < 400
+    assert len(reply.error[1]) < 400, len(reply.error[1])
     await expect_usable(raw)
 
 

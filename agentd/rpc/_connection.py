@@ -221,7 +221,7 @@ class RpcConnection:
         if held > 0 and budget.used > budget.limit:
             raise InputBudgetExceeded(
                 f"unfinished messages on all connections would hold {budget.used} bytes, over the "
-                f"{budget.limit}-byte input budget (this connection's holds {held})"
+                f"{budget.limit}-byte input budget (this connection holds {held})"
             )
 
     # --- calls and replies in, bytes out
