@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import msgpack
 import trio
-from support import WAIT, Daemon, DaemonFactory, RawConnection, open_raw
+from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw
 
 from agentd.rpc import MAX_DEPTH, encode_request
 
@@ -184,3 +184,27 @@ async def test_connections_holding_unfinished_16_mib_messages_cost_their_bytes_a
     await expect_usable(raw)
     for stream in held:
         await stream.aclose()
+
+
+# --- the log: what a client sent is quoted short, and on one line ---------------------
+
+
+async def test_a_bad_message_with_a_16_mib_first_element_is_logged_in_a_short_line(daemon: Daemon) -> None:
+    raw = await open_raw(daemon)
+    await raw.send_bytes(msgpack.packb(["x" * (16 * 1024 * 1024 - 100), 1, "m", []]))
+    assert await raw.closed_by_peer()
+    log = daemon.log()
+    assert "unknown message type 'xxx" in log
+    assert max(len(line) for line in log.splitlines()) < 1000
+
+
+async def test_a_newline_in_a_run_error_cannot_forge_a_log_line(daemon: Daemon, ws: Workspace) -> None:
+    forged = "2026-01-01 00:00:00,000 ERROR agentd: forged"
+    session_id = await ws.new_session()
+    reply = await ws.send(session_id, {"chunks": ["a"], "error": f"boom\n{forged}\r\x1b[2Jand " + "y" * 100_000})
+    await ws.events.until_complete(reply["run_id"])
+    lines = daemon.log().splitlines()
+    assert not [line for line in lines if line.startswith(forged)]
+    (failed,) = [line for line in lines if f"run {reply['run_id']} failed" in line]
+    assert f"boom\\n{forged}\\r\\x1b[2Jand yyy" in failed
+    assert len(failed) < 1000
