@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import msgpack
 import pytest
 
@@ -374,3 +378,42 @@ def test_rpc_error_from_wire_stringifies_a_non_string_message() -> None:
 def test_rpc_error_with_an_unknown_code_still_formats() -> None:
     assert str(RpcError(99, "odd")) == "error 99: odd"
     assert str(RpcError(ErrorCode.INVALID_PARAMS, "bad")) == "invalid_params: bad"
+
+
+# --- memory: no buffer keeps the size of the largest message ------------------------
+
+_AFTER_ONE_LARGE_MESSAGE = """
+import ctypes, gc
+from agentd.rpc import RpcCodec, encode_request, encode_response
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+def settle():
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what glibc keeps of freed heap is not the codec's
+
+codec = RpcCodec(64 << 20)
+small = encode_request(1, "ping", [])
+codec.receive_data(small); codec.messages(); encode_response(1, None, {})
+settle()
+base = rss_mib()
+big = encode_request(2, "agent.send", [{"prompt": "p" * (10 << 20)}])
+for i in range(0, len(big), 65536):
+    codec.receive_data(big[i:i + 65536])
+    got = codec.messages()
+del big, got
+reply = encode_response(2, None, {"text": "r" * (10 << 20)})
+del reply
+codec.receive_data(small); codec.messages(); encode_response(3, None, {})
+settle()
+print(rss_mib() - base)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_after_one_10_mib_message_each_way_the_codec_holds_no_buffer_of_that_size() -> None:
+    out = subprocess.run([sys.executable, "-c", _AFTER_ONE_LARGE_MESSAGE], capture_output=True, text=True, check=True)
+    grown = float(out.stdout)
+    assert grown < 5, f"RSS stayed {grown:.1f} MiB above where it was before one 10 MiB request and reply"

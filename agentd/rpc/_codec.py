@@ -421,16 +421,32 @@ def parse_message(obj: Any) -> Message:
     raise ProtocolError(f"unknown message type {brief(kind)}")
 
 
-_packb: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _renew_packer() -> None:
+    # A Packer's buffer keeps the largest size it ever grew to: after one
+    # large reply, a fresh one gives that memory back.
+    global _packer
+    _packer = msgpack.Packer(use_bin_type=True)
 
 
 def encode_request(msgid: int, method: str, params: list[Any]) -> bytes:
-    return _packb([REQUEST, msgid, method, params])
+    data: bytes = _packer.pack([REQUEST, msgid, method, params])
+    if len(data) > _RENEW_AFTER:
+        _renew_packer()
+    return data
 
 
 def encode_response(msgid: int, error: object, result: object) -> bytes:
-    return _packb([RESPONSE, msgid, error, result])
+    data: bytes = _packer.pack([RESPONSE, msgid, error, result])
+    if len(data) > _RENEW_AFTER:
+        _renew_packer()
+    return data
 
 
 def encode_notification(method: str, params: list[Any]) -> bytes:
-    return _packb([NOTIFICATION, method, params])
+    data: bytes = _packer.pack([NOTIFICATION, method, params])
+    if len(data) > _RENEW_AFTER:
+        _renew_packer()
+    return data
