@@ -6,6 +6,10 @@ plain unit test, and both the daemon and the client wrap the same object.
 
 from __future__ import annotations
 
+from collections import deque
+from itertools import islice as _islice
+from operator import sub as _minus
+
 import msgpack
 
 from ._brief import brief
@@ -159,11 +163,15 @@ class RpcCodec:
         self.max_depth = max_depth
         # Messages this short cannot be too deep or too many: each value is a byte at least.
         self._survey_above = min(max_depth, max_values) if guarded else max_message_size
+        # Messages no longer than this need no check of their own before they are decoded.
+        self._decode_directly = min(self._survey_above, max_message_size, _RENEW_AFTER)
         self._new_unpackers(b"")
         # Bytes fed in all, and the stream offset where the current message began.
         self._fed = 0
         self._message_start = 0
         self._broken: ProtocolError | None = None
+        # Decoded messages `next_message` has yet to hand out.
+        self._ready: deque[Message | Refusal] = deque()
 
     def _new_unpackers(self, pending: bytes) -> None:
         # Fresh unpackers, holding `pending`: an unpacker's buffer keeps the
@@ -192,6 +200,11 @@ class RpcCodec:
             self._decoder.feed(pending)
 
     @property
+    def broken(self) -> bool:
+        """Whether the stream is broken: the next call raises (after what came before the break)."""
+        return self._broken is not None
+
+    @property
     def buffered(self) -> int:
         """Bytes received of a message not yet complete (after `next_message` returned None)."""
         return self._fed - self._message_start
@@ -217,49 +230,137 @@ class RpcCodec:
 
     def next_message(self) -> Message | Refusal | None:
         """The next complete message, or None when more bytes are needed."""
+        ready = self._ready
+        if not ready:
+            ready.extend(self.next_messages())
+            if not ready:
+                return None
+        return ready.popleft()
+
+    def messages(self) -> list[Message | Refusal]:
+        """Every complete message buffered so far."""
+        out = list(self._ready)
+        self._ready.clear()
+        while batch := self.next_messages():
+            out += batch
+        return out
+
+    def next_messages(self) -> list[Message | Refusal]:
+        """Every complete message buffered, in order; empty when more bytes are needed.
+
+        Raises ProtocolError when the stream is broken; if it broke after some
+        complete messages, those come first and the next call raises.
+        """
+        if self._ready:
+            ready = list(self._ready)
+            self._ready.clear()
+            return ready
+        out: list[Message | Refusal] = []
+        for obj in self.next_values():
+            if type(obj) is Refusal:
+                out.append(obj)
+                continue
+            # The hot path, a well-formed request, without a call; parse_message
+            # classifies (and refuses) everything else.
+            if type(obj) is list and len(obj) == 4 and obj[0] == REQUEST and type(obj[0]) is int:
+                msgid = obj[1]
+                if type(msgid) is int and 0 <= msgid <= MAX_MSGID:
+                    out.append(Request(msgid, obj[2], obj[3]))
+                    continue
+            try:
+                out.append(parse_message(obj))
+            except ProtocolError as exc:
+                self.break_stream(exc)
+                if not out:
+                    raise
+                break
+        return out
+
+    def break_stream(self, exc: ProtocolError) -> None:
+        """Mark the stream broken by what a message said (its shape, found by whoever read it)."""
+        if self._broken is None:
+            self._broken = exc
+
+    def next_values(self) -> list[object]:
+        """Every complete message buffered, decoded but not yet classified, in order.
+
+        A message too deep or too large in values (guarded) is a `Refusal`
+        instead. Raises ProtocolError when the stream is broken; if it broke
+        after some complete messages, those come first and the next call raises.
+        """
         if self._broken is not None:
             raise self._broken
         skipper = self._skipper
+        skip = skipper.skip
+        tell = skipper.tell
+        # Frame first (the skipper builds nothing), then decode what is whole.
+        ends: list[int] = []
+        add_end = ends.append
+        failure: ProtocolError | None = None
         try:
-            skipper.skip()
+            while True:
+                skip()
+                add_end(tell())
         except msgpack.OutOfData:
-            # Running out of data is the common end of every read.
-            if self._fed - self._message_start > self.max_message_size:
-                raise self._too_large() from None
-            return None
+            pass  # the common end of every read
         except Exception as exc:
-            raise self._malformed(exc) from None
-        end = skipper.tell()
-        size = end - self._message_start
-        self._message_start = end
-        if size > self.max_message_size:
-            raise self._too_large()
-        try:
-            if size <= self._survey_above:
-                obj = next(self._decoder)
+            failure = self._malformed(exc)
+        out: list[object] = []
+        start = self._message_start
+        renew = False
+        if ends:
+            decoder = self._decoder
+            starts = [start]
+            starts += ends
+            if max(map(_minus, ends, starts)) <= self._decode_directly:
+                # The usual read: every message small. Decoded in one call;
+                # a failure keeps the messages decoded before it.
+                try:
+                    out.extend(_islice(decoder, len(ends)))
+                except Exception as exc:
+                    failure = self._malformed(exc)
+                start = ends[-1]
             else:
-                raw = self._decoder.read_bytes(size)
-                refusal = _survey(raw, self.max_values, self.max_depth)
-                if refusal is not None:
-                    return self._refuse(raw, refusal)
-                obj = self._decode_raw(raw)
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            raise self._malformed(exc) from None
-        if size > _RENEW_AFTER:
-            self._new_unpackers(self._decoder.read_bytes(self._fed - end))
-        # The hot path, a well-formed request, without a call; parse_message
-        # classifies (and refuses) everything else.
-        if type(obj) is list and len(obj) == 4 and obj[0] == REQUEST and type(obj[0]) is int:
-            msgid = obj[1]
-            if type(msgid) is int and 0 <= msgid <= MAX_MSGID:
-                return Request(msgid, obj[2], obj[3])
-        try:
-            return parse_message(obj)
-        except ProtocolError as exc:
-            self._broken = exc
-            raise
+                max_size = self.max_message_size
+                survey_above = self._survey_above
+                for end in ends:
+                    size = end - start
+                    if size > max_size:
+                        failure = self._too_large()
+                        break
+                    renew = renew or size > _RENEW_AFTER
+                    try:
+                        if size <= survey_above:
+                            out.append(next(decoder))
+                        else:
+                            out.append(self._surveyed(decoder.read_bytes(size)))
+                    except ProtocolError as exc:
+                        failure = exc
+                        break
+                    except Exception as exc:
+                        failure = self._malformed(exc)
+                        break
+                    start = end
+            self._message_start = start
+        if failure is None and self._fed - start > self.max_message_size:
+            failure = self._too_large()
+        if failure is not None:
+            self._broken = failure
+            if not out:
+                raise failure
+        elif renew:
+            self._new_unpackers(self._decoder.read_bytes(self._fed - start))
+        return out
+
+    def _surveyed(self, raw: bytes) -> object:
+        """A message long enough to be too deep or too many values: decoded, or refused."""
+        why = _survey(raw, self.max_values, self.max_depth) if self._guarded else None
+        if why is None:
+            return self._decode_raw(raw)
+        msgid = _request_msgid(raw)
+        if msgid is None:
+            raise ProtocolError(why)
+        return Refusal(msgid, why)
 
     def _decode_raw(self, raw: bytes) -> object:
         limit = self.max_message_size
@@ -274,21 +375,6 @@ class RpcCodec:
             max_map_len=limit,
             max_ext_len=limit,
         )
-
-    def _refuse(self, raw: bytes, why: str) -> Refusal:
-        """A request not to be decoded, answerable by its msgid; anything else over the limits breaks the stream."""
-        msgid = _request_msgid(raw)
-        if msgid is None:
-            self._broken = ProtocolError(why)
-            raise self._broken
-        return Refusal(msgid, why)
-
-    def messages(self) -> list[Message | Refusal]:
-        """Every complete message buffered so far."""
-        out: list[Message | Refusal] = []
-        while (msg := self.next_message()) is not None:
-            out.append(msg)
-        return out
 
 
 class _ArrayKey(list):  # type: ignore[type-arg]

@@ -17,11 +17,15 @@ move bytes, so each rule is written, and tested, once.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 
+from . import _codec
 from ._brief import brief
 from ._codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
+    REQUEST,
+    RESPONSE,
     Notification,
     ProtocolError,
     Refusal,
@@ -31,6 +35,7 @@ from ._codec import (
     encode_notification,
     encode_request,
     encode_response,
+    parse_message,
 )
 from ._errors import ErrorCode, RpcError
 
@@ -148,7 +153,9 @@ class RpcConnection:
         self.max_in_flight = max_in_flight if max_in_flight is not None else MAX_MSGID + 1
         #: Requests from the peer handed out by `next_event` and not yet answered by `respond`.
         self.in_flight = 0
-        self._held: Request | None = None
+        # Messages decoded and not yet handed out (the rest of a read, past a pause).
+        self._backlog: list[object] = []
+        self._events: deque[Request | Call | Notification | Reply | _Sentinel] = deque()
         self._calls: dict[int, Call] = {}
         self._msgids = itertools.count(1)
         #: Why the conversation ended (set by `close`), or None while it goes on.
@@ -161,55 +168,80 @@ class RpcConnection:
         self._codec.receive_data(data)
 
     def next_event(self) -> Request | Call | Notification | Reply | _Sentinel:
-        """The next thing the peer's bytes say.
+        """The next thing the peer's bytes say (see `next_events`), one at a time."""
+        events = self._events
+        if not events:
+            events.extend(self.next_events())
+        return events.popleft()
+
+    def next_events(self) -> list[Request | Call | Notification | Reply | _Sentinel]:
+        """What the peer's bytes say, in order, as far as they go now.
 
         - `Request`: the peer asks; answer it with `respond` (it counts against
           `max_in_flight` until then);
         - `Call`: one of our calls, now answered;
         - `Notification`: the peer tells (its method is a string);
         - `Reply`: bytes to send, a request refused without being read;
-        - `PAUSED`: a request is waiting for one under way to be answered;
-        - `NEED_DATA`: nothing more until more bytes come.
+        - `PAUSED`, always last: the peer's next request waits for one under
+          way to be answered;
+        - `NEED_DATA`, always last: nothing more until more bytes come.
 
-        Responses to calls we did not make (or gave up on) are dropped here.
-        Raises ProtocolError when the peer broke the stream: close the connection.
+        A list that ends with neither: call again (it raises). Responses to
+        calls we did not make (or gave up on) are dropped here. Raises
+        ProtocolError when the peer broke the stream: close the connection.
         """
-        held = self._held
-        if held is not None:
-            if self.in_flight >= self.max_in_flight:
-                return PAUSED
-            self._held = None
-            self.in_flight += 1
-            return held
+        backlog = self._backlog
         codec = self._codec
-        while True:
-            message = codec.next_message()
+        values = backlog if backlog else codec.next_values()
+        out: list[Request | Call | Notification | Reply | _Sentinel] = []
+        in_flight = self.in_flight
+        limit = self.max_in_flight
+        for index, value in enumerate(values):
+            # The hot path, a well-formed request, inline; `parse_message`
+            # classifies (and refuses) everything else.
+            if type(value) is list and len(value) == 4 and value[0] == REQUEST and type(value[0]) is int:
+                msgid = value[1]
+                method = value[2]
+                if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str:
+                    if in_flight >= limit:
+                        self._backlog = values[index:]
+                        out.append(PAUSED)
+                        break
+                    in_flight += 1
+                    out.append(Request(msgid, method, value[3]))
+                    continue
+            if type(value) is Refusal:
+                out.append(Reply(encode_response(value.msgid, [ErrorCode.INVALID_PARAMS, value.message], None)))
+                continue
+            try:
+                message = parse_message(value)
+            except ProtocolError as exc:
+                codec.break_stream(exc)
+                if not out:
+                    self.in_flight = in_flight
+                    raise
+                break
             if type(message) is Request:
-                if type(message.method) is not str:
-                    error = [ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {brief(message.method)}"]
-                    return Reply(encode_response(message.msgid, error, None))
-                if self.in_flight >= self.max_in_flight:
-                    self._held = message
-                    return PAUSED
-                self.in_flight += 1
-                return message
-            if message is None:
-                if self._budget is not None:
-                    self._charge(codec.buffered)
-                return NEED_DATA
-            if type(message) is Response:
+                # Its msgid is fine (or parse_message would have refused it): its method is not a string.
+                error = [ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {brief(message.method)}"]
+                out.append(Reply(encode_response(message.msgid, error, None)))
+            elif type(message) is Response:
                 call = self._calls.pop(message.msgid, None)
                 if call is not None:
                     call.answered = True
                     call.error = message.error
                     call.result = message.result
-                    return call
-            elif type(message) is Notification:
-                if type(message.method) is str:
-                    return message
-            elif type(message) is Refusal:
-                error = [ErrorCode.INVALID_PARAMS, message.message]
-                return Reply(encode_response(message.msgid, error, None))
+                    out.append(call)
+            elif type(message) is Notification and type(message.method) is str:
+                out.append(message)
+        else:
+            self._backlog = []
+            if not codec.broken:
+                if self._budget is not None:
+                    self._charge(codec.buffered)
+                out.append(NEED_DATA)
+        self.in_flight = in_flight
+        return out
 
     def _charge(self, held: int) -> None:
         budget = self._budget
@@ -251,7 +283,10 @@ class RpcConnection:
         If the reply cannot be encoded this raises, and the request is still
         owed: answer it again, with an error.
         """
-        data = encode_response(request.msgid, error, result)
+        # encode_response, inline: this is once per request on the daemon's hot path.
+        data: bytes = _codec._packer.pack([RESPONSE, request.msgid, error, result])
+        if len(data) > _codec._RENEW_AFTER:
+            _codec._renew_packer()
         self.in_flight -= 1
         return data
 

@@ -141,45 +141,54 @@ class ClientConnection:
         """
         rpc = self._rpc
         methods = self._methods
+        lookup = methods.lookup
+        respond = rpc.respond
         replies: list[bytes] = []
         after_reply: list[Callable[[], None]] = []
         while True:
             try:
-                event = rpc.next_event()
+                events = rpc.next_events()
             except ProtocolError as exc:
                 log.warning("client %d: closing connection: %s", self.id, exc)
                 if replies:
                     await self.send(b"".join(replies))
                 return False
-            if type(event) is Request:
-                try:
-                    method = methods.lookup(event.method)
-                except RpcError as exc:
-                    replies.append(self._respond(event, exc.to_wire(), None))
-                    continue
-                if method.immediate:
-                    replies.append(self._reply_now(method, event, after_reply))
-                    continue
-                try:
-                    # Now, in read order: a request naming a session takes its turn here.
-                    admitted = method.admit(methods.order, event.params)
-                except RpcError as exc:
-                    replies.append(self._respond(event, exc.to_wire(), None))
-                    continue
-                self._requests += 1
-                self._requests_done = trio.Event()
-                nursery.start_soon(self._answer, method, event, admitted)
-                continue
-            if event is NEED_DATA or event is PAUSED:
+            for event in events:
+                if type(event) is Request:
+                    try:
+                        method = lookup(event.method)
+                        if method.immediate:
+                            # A plain function call, answered here: no task,
+                            # no exception groups to split.
+                            replies.append(respond(event, None, method.call_now(self, event.params, after_reply)))
+                            continue
+                        # Now, in read order: a request naming a session takes its turn here.
+                        admitted = method.admit(methods.order, event.params)
+                    except RpcError as exc:
+                        replies.append(self._respond(event, exc.to_wire(), None))
+                        continue
+                    except Exception as exc:
+                        log.exception("client %d: %s failed", self.id, brief(event.method))
+                        replies.append(self._respond(event, [int(ErrorCode.INTERNAL), f"internal error: {brief(exc)}"], None))
+                        continue
+                    self._requests += 1
+                    self._requests_done = trio.Event()
+                    nursery.start_soon(self._answer, method, event, admitted)
+                elif type(event) is Reply:
+                    replies.append(event.data)
+                # Notifications and responses from a client ask nothing of us.
+            last = events[-1] if events else None
+            if last is NEED_DATA or last is PAUSED:
                 if replies:
                     await self.send(b"".join(replies))
                     replies = []
                     for action in after_reply:
                         action()
                     after_reply = []
-                if event is PAUSED:
-                    await self._slot_freed.wait()
-                    self._slot_freed = trio.Event()
+                if last is PAUSED:
+                    while rpc.in_flight >= rpc.max_in_flight:
+                        await self._slot_freed.wait()
+                        self._slot_freed = trio.Event()
                     continue
                 try:
                     data = await self._stream.receive_some(_RECEIVE_SIZE)
@@ -188,20 +197,6 @@ class ClientConnection:
                 if not data:
                     return True
                 rpc.receive_data(data)
-            elif type(event) is Reply:
-                replies.append(event.data)
-            # Notifications and responses from a client ask nothing of us.
-
-    def _reply_now(self, method: Method, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
-        """Answer an immediate request (a plain function call: no exception groups to split)."""
-        try:
-            result = method.call_now(self, request.params, after_reply)
-        except RpcError as exc:
-            return self._respond(request, exc.to_wire(), None)
-        except Exception as exc:
-            log.exception("client %d: %s failed", self.id, brief(request.method))
-            return self._respond(request, [int(ErrorCode.INTERNAL), f"internal error: {brief(exc)}"], None)
-        return self._respond(request, None, result)
 
     async def _reply_to(
         self, method: Method, request: Request, admitted: Admitted, after_reply: list[Callable[[], None]]
