@@ -10,6 +10,7 @@ from agentd.rpc import (
     MAX_VALUES,
     NEED_DATA,
     PAUSED,
+    TAKEN,
     Call,
     ErrorCode,
     InputBudget,
@@ -273,3 +274,45 @@ def test_the_size_limit_still_closes_at_one_byte_over() -> None:
     conn.receive_data(encode_request(1, "m", ["z" * 200]))
     with pytest.raises(ProtocolError, match="100-byte limit"):
         conn.next_event()
+
+
+# --- a server answering as it reads ----------------------------------------------------
+
+
+def test_answer_replies_inline_takes_requests_on_and_refuses_with_rpc_errors() -> None:
+    server = RpcConnection(max_in_flight=8)
+    taken: list[tuple[int, str]] = []
+
+    def answer(msgid: int, method: str, params: object) -> object:
+        if method == "slow":
+            taken.append((msgid, method))
+            return TAKEN
+        if method == "bad":
+            raise RpcError(ErrorCode.NOT_FOUND, "no such thing")
+        if method == "odd":
+            return object()  # not encodable
+        return {"echo": params}
+
+    data = b"".join(encode_request(i, m, []) for i, m in enumerate(["ping", "slow", "bad", "odd", "ping"], 1))
+    server.receive_data(data)
+    reply, need = server.next_events(answer)
+    assert need is NEED_DATA and type(reply) is Reply
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(reply.data)
+    assert list(unpacker) == [
+        [1, 1, None, {"echo": []}],
+        [1, 3, [ErrorCode.NOT_FOUND, "no such thing"], None],
+        [1, 4, [ErrorCode.INTERNAL, unpacker_error_text(reply.data)], None],
+        [1, 5, None, {"echo": []}],
+    ]
+    assert taken == [(2, "slow")] and server.in_flight == 1
+    assert len(server.unencodable) == 1 and "'odd'" in server.unencodable[0]
+
+
+def unpacker_error_text(data: bytes) -> str:
+    """The internal error's text in a batch of replies (it names the encoder's complaint)."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    (text,) = [m[2][1] for m in unpacker if m[2] is not None and m[2][0] == ErrorCode.INTERNAL]
+    assert text.startswith("internal error: cannot encode the result")
+    return str(text)

@@ -24,7 +24,7 @@ from ._codec import (
     encode_request,
     encode_response,
 )
-from ._connection import NEED_DATA, PAUSED, Call, InputBudget, InputBudgetExceeded, Reply, RpcConnection
+from ._connection import NEED_DATA, PAUSED, TAKEN, Call, InputBudget, InputBudgetExceeded, Reply, RpcConnection
 from ._errors import ErrorCode, RpcError
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "RpcCodec",
     "RpcConnection",
     "RpcError",
+    "TAKEN",
     "brief",
     "clip",
     "encode_notification",

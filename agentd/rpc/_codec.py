@@ -57,6 +57,11 @@ MAX_VALUES: Final = 262_144
 MAX_DEPTH: Final = 100
 # A message larger than this leaves fresh unpackers behind it (see `_new_unpackers`).
 _RENEW_AFTER: Final = 1024 * 1024
+# The streaming decoder (see `RpcCodec._decode_streaming`) takes at most this
+# much unread input, and arrays and maps of at most this many entries.
+_STREAMED_INPUT: Final = 256 * 1024
+_STREAMED_CONTAINER: Final = 1024
+_NEED_DATA: Final = object()
 
 
 class ProtocolError(Exception):
@@ -165,10 +170,16 @@ class RpcCodec:
         self._survey_above = min(max_depth, max_values) if guarded else max_message_size
         # Messages no longer than this need no check of their own before they are decoded.
         self._decode_directly = min(self._survey_above, max_message_size, _RENEW_AFTER)
-        self._new_unpackers(b"")
         # Bytes fed in all, and the stream offset where the current message began.
         self._fed = 0
         self._message_start = 0
+        # Streaming (see `_decode_streaming`): the bytes fed since the last
+        # message boundary, from stream offset `_chunks_start`, kept so that a
+        # message the streaming decoder leaves unfinished can be framed instead.
+        self._framing = False
+        self._chunks: list[bytes] = []
+        self._chunks_start = 0
+        self._new_unpackers(b"")
         self._broken: ProtocolError | None = None
         # Decoded messages `next_message` has yet to hand out.
         self._ready: deque[Message | Refusal] = deque()
@@ -178,6 +189,10 @@ class RpcCodec:
         # largest size it ever grew to, so after a large message its memory
         # goes back only with the unpacker itself.
         limit = self.max_message_size
+        # A header's count is allocated before its elements arrive: the
+        # streaming decoder of a guarded codec takes only short arrays and maps
+        # (a longer one is framed and decoded whole instead, see `next_values`).
+        containers = _STREAMED_CONTAINER if self._guarded and not self._framing else limit
         # Our own accounting below enforces the size limit; the unpackers' own
         # limits only bound what one header may claim.
         self._skipper = msgpack.Unpacker(max_buffer_size=0)
@@ -191,13 +206,34 @@ class RpcCodec:
             max_buffer_size=0,
             max_str_len=limit,
             max_bin_len=limit,
-            max_array_len=limit,
-            max_map_len=limit,
+            max_array_len=containers,
+            max_map_len=containers,
             max_ext_len=limit,
         )
+        # Offsets count from the new unpackers' first byte, as their tell() does.
+        self._fed = len(pending)
+        self._message_start = 0
+        self._chunks_start = 0
         if pending:
-            self._skipper.feed(pending)
+            if self._framing:
+                self._skipper.feed(pending)
+            else:
+                self._chunks = [pending]
             self._decoder.feed(pending)
+
+    def _start_framing(self) -> None:
+        """Frame from the current message on: it is unfinished, or the streaming decoder would not take it."""
+        chunks = self._chunks
+        joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._framing = True
+        self._new_unpackers(joined[self._message_start - self._chunks_start :])
+
+    def _stop_framing(self) -> None:
+        """At a message boundary with nothing buffered: stream again, with fresh unpackers."""
+        self._framing = False
+        self._chunks = []
+        self._new_unpackers(b"")
 
     @property
     def broken(self) -> bool:
@@ -224,9 +260,18 @@ class RpcCodec:
         """Buffer bytes from the peer; `next_message` decodes them."""
         if self._broken is not None:
             raise self._broken
-        self._skipper.feed(data)
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._framing:
+            self._skipper.feed(data)
+        else:
+            self._chunks.append(data)
         self._decoder.feed(data)
         self._fed += len(data)
+        if not self._framing and self._fed - self._message_start > _STREAMED_INPUT:
+            # More than a read's worth unread: decoding it as it streams could
+            # build a great deal for a message that never ends.
+            self._start_framing()
 
     def next_message(self) -> Message | Refusal | None:
         """The next complete message, or None when more bytes are needed."""
@@ -290,6 +335,18 @@ class RpcCodec:
         """
         if self._broken is not None:
             raise self._broken
+        if not self._framing:
+            streamed = self._decode_streaming()
+            if not self._framing:
+                return streamed
+            # The streaming decoder stopped at a message it should not build
+            # itself: frame from there on.
+            try:
+                streamed += self.next_values()
+            except ProtocolError:
+                if not streamed:
+                    raise
+            return streamed
         skipper = self._skipper
         skip = skipper.skip
         tell = skipper.tell
@@ -348,8 +405,44 @@ class RpcCodec:
             self._broken = failure
             if not out:
                 raise failure
+        elif self._fed == start:
+            self._stop_framing()
         elif renew:
             self._new_unpackers(self._decoder.read_bytes(self._fed - start))
+        return out
+
+    def _decode_streaming(self) -> list[object]:
+        """Decode complete messages as they come, no framing first: the usual read, all small messages.
+
+        Safe because it never outlives one read: at most `_STREAMED_INPUT`
+        bytes are unread, and a message still unfinished at the end of the
+        read is framed from its start (the partial objects the decoder built
+        go with it). A message that is longer than `_decode_directly`, or that
+        the decoder refuses (a long array, bad bytes), is framed too, and the
+        framing path decides what it is.
+        """
+        decoder = self._decoder
+        tell = decoder.tell
+        start = self._message_start
+        small = self._decode_directly
+        out: list[object] = []
+        add = out.append
+        need_data = _NEED_DATA
+        try:
+            while (obj := next(decoder, need_data)) is not need_data:
+                end = tell()
+                if end - start > small:
+                    break  # framed below, from `start`
+                add(obj)
+                start = end
+        except Exception:
+            pass  # framed below, from `start`: the framing path names what is wrong
+        self._message_start = start
+        if self._fed != start:
+            self._start_framing()
+        else:
+            self._chunks = []
+            self._chunks_start = start
         return out
 
     def _surveyed(self, raw: bytes) -> object:

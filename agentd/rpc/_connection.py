@@ -43,11 +43,16 @@ from ._errors import ErrorCode, RpcError
 # annotations are strings here, so only type checkers need these names.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Final
+
+    #: `answer(msgid, method, params)`: the result, or TAKEN if the request was taken on.
+    Answer = Callable[[int, str, Any], object]
 
 __all__ = [
     "NEED_DATA",
     "PAUSED",
+    "TAKEN",
     "Call",
     "InputBudget",
     "InputBudgetExceeded",
@@ -70,6 +75,8 @@ class _Sentinel:
 NEED_DATA: Final = _Sentinel("NEED_DATA")
 #: `next_event`: the peer's next request waits for one under way to be answered.
 PAUSED: Final = _Sentinel("PAUSED")
+#: What `next_events`'s `answer` returns for a request it took on, to `respond` to later.
+TAKEN: Final = _Sentinel("TAKEN")
 
 
 class Reply:
@@ -158,6 +165,8 @@ class RpcConnection:
         self._events: deque[Request | Call | Notification | Reply | _Sentinel] = deque()
         self._calls: dict[int, Call] = {}
         self._msgids = itertools.count(1)
+        #: Results `next_events` could not encode, described, for the caller to log (and clear).
+        self.unencodable: list[str] = []
         #: Why the conversation ended (set by `close`), or None while it goes on.
         self.closed: str | None = None
 
@@ -174,26 +183,38 @@ class RpcConnection:
             events.extend(self.next_events())
         return events.popleft()
 
-    def next_events(self) -> list[Request | Call | Notification | Reply | _Sentinel]:
+    def next_events(self, answer: Answer | None = None) -> list[Request | Call | Notification | Reply | _Sentinel]:
         """What the peer's bytes say, in order, as far as they go now.
 
         - `Request`: the peer asks; answer it with `respond` (it counts against
           `max_in_flight` until then);
         - `Call`: one of our calls, now answered;
         - `Notification`: the peer tells (its method is a string);
-        - `Reply`: bytes to send, a request refused without being read;
+        - `Reply`: bytes to send: requests refused without being read, and the
+          replies `answer` gave;
         - `PAUSED`, always last: the peer's next request waits for one under
           way to be answered;
         - `NEED_DATA`, always last: nothing more until more bytes come.
 
-        A list that ends with neither: call again (it raises). Responses to
-        calls we did not make (or gave up on) are dropped here. Raises
-        ProtocolError when the peer broke the stream: close the connection.
+        With `answer`, requests are not handed out: each is passed to
+        `answer(msgid, method, params)` as it is read, which returns the result
+        when it answered at once (RpcError for an error reply), or `TAKEN` when
+        it took the request on (it then counts as in flight, and its `respond`
+        comes later). A server answers most requests this way without an
+        object per request, and all of one read's replies come out as one
+        `Reply`. A result that cannot be encoded is answered with an internal
+        error and described in `unencodable`, for the caller to log.
+
+        A list that ends with neither PAUSED nor NEED_DATA: call again (it
+        raises). Responses to calls we did not make (or gave up on) are dropped
+        here. Raises ProtocolError when the peer broke the stream: close the
+        connection.
         """
         backlog = self._backlog
         codec = self._codec
         values = backlog if backlog else codec.next_values()
         out: list[Request | Call | Notification | Reply | _Sentinel] = []
+        replies: list[bytes] = []
         in_flight = self.in_flight
         limit = self.max_in_flight
         for index, value in enumerate(values):
@@ -207,24 +228,45 @@ class RpcConnection:
                         self._backlog = values[index:]
                         out.append(PAUSED)
                         break
-                    in_flight += 1
-                    out.append(Request(msgid, method, value[3]))
+                    if answer is None:
+                        in_flight += 1
+                        out.append(Request(msgid, method, value[3]))
+                        continue
+                    try:
+                        result = answer(msgid, method, value[3])
+                    except RpcError as exc:
+                        replies.append(encode_response(msgid, exc.to_wire(), None))
+                        continue
+                    if result is TAKEN:
+                        in_flight += 1
+                        continue
+                    try:
+                        # encode_response, inline: once per request on a server's hot path.
+                        replies.append(_codec._packer.pack([RESPONSE, msgid, None, result]))
+                    except Exception as exc:
+                        self.unencodable.append(f"the result of {brief(method)}: {brief(exc)}")
+                        error = [ErrorCode.INTERNAL, f"internal error: cannot encode the result: {brief(exc)}"]
+                        replies.append(encode_response(msgid, error, None))
+                        _codec._renew_packer()  # a failed pack may leave the packer half-written
+                    else:
+                        if len(replies[-1]) > _codec._RENEW_AFTER:
+                            _codec._renew_packer()
                     continue
             if type(value) is Refusal:
-                out.append(Reply(encode_response(value.msgid, [ErrorCode.INVALID_PARAMS, value.message], None)))
+                replies.append(encode_response(value.msgid, [ErrorCode.INVALID_PARAMS, value.message], None))
                 continue
             try:
                 message = parse_message(value)
             except ProtocolError as exc:
                 codec.break_stream(exc)
-                if not out:
+                if not out and not replies:
                     self.in_flight = in_flight
                     raise
                 break
             if type(message) is Request:
                 # Its msgid is fine (or parse_message would have refused it): its method is not a string.
                 error = [ErrorCode.UNKNOWN_METHOD, f"method must be a string, got {brief(message.method)}"]
-                out.append(Reply(encode_response(message.msgid, error, None)))
+                replies.append(encode_response(message.msgid, error, None))
             elif type(message) is Response:
                 call = self._calls.pop(message.msgid, None)
                 if call is not None:
@@ -241,6 +283,13 @@ class RpcConnection:
                     self._charge(codec.buffered)
                 out.append(NEED_DATA)
         self.in_flight = in_flight
+        if replies:
+            # Before the closing PAUSED or NEED_DATA, if there is one.
+            reply = Reply(replies[0] if len(replies) == 1 else b"".join(replies))
+            if out and (out[-1] is NEED_DATA or out[-1] is PAUSED):
+                out.insert(len(out) - 1, reply)
+            else:
+                out.append(reply)
         return out
 
     def _charge(self, held: int) -> None:

@@ -25,6 +25,7 @@ from agentd.rpc import (
     Request,
     RpcConnection,
     RpcError,
+    TAKEN,
     brief,
 )
 
@@ -142,54 +143,50 @@ class ClientConnection:
         rpc = self._rpc
         methods = self._methods
         lookup = methods.lookup
-        respond = rpc.respond
-        replies: list[bytes] = []
+        order = methods.order
         after_reply: list[Callable[[], None]] = []
+
+        def answer(msgid: int, name: str, params: object) -> object:
+            try:
+                method = lookup(name)
+                if method.immediate:
+                    # A plain function call, answered here: no task, no
+                    # exception groups to split.
+                    return method.call_now(self, params, after_reply)
+                # Now, in read order: a request naming a session takes its turn here.
+                admitted = method.admit(order, params)
+            except RpcError:
+                raise
+            except Exception as exc:
+                log.exception("client %d: %s failed", self.id, brief(name))
+                raise RpcError(ErrorCode.INTERNAL, f"internal error: {brief(exc)}") from None
+            self._requests += 1
+            self._requests_done = trio.Event()
+            nursery.start_soon(self._answer, method, Request(msgid, name, params), admitted)
+            return TAKEN
+
         while True:
             try:
-                events = rpc.next_events()
+                events = rpc.next_events(answer)
             except ProtocolError as exc:
                 log.warning("client %d: closing connection: %s", self.id, exc)
-                if replies:
-                    await self.send(b"".join(replies))
                 return False
+            for failure in rpc.unencodable:
+                log.error("client %d: cannot encode %s", self.id, failure)
+            rpc.unencodable.clear()
+            # Notifications and responses from a client ask nothing of us.
             for event in events:
-                if type(event) is Request:
-                    try:
-                        method = lookup(event.method)
-                        if method.immediate:
-                            # A plain function call, answered here: no task,
-                            # no exception groups to split.
-                            replies.append(respond(event, None, method.call_now(self, event.params, after_reply)))
-                            continue
-                        # Now, in read order: a request naming a session takes its turn here.
-                        admitted = method.admit(methods.order, event.params)
-                    except RpcError as exc:
-                        replies.append(self._respond(event, exc.to_wire(), None))
-                        continue
-                    except Exception as exc:
-                        log.exception("client %d: %s failed", self.id, brief(event.method))
-                        replies.append(self._respond(event, [int(ErrorCode.INTERNAL), f"internal error: {brief(exc)}"], None))
-                        continue
-                    self._requests += 1
-                    self._requests_done = trio.Event()
-                    nursery.start_soon(self._answer, method, event, admitted)
-                elif type(event) is Reply:
-                    replies.append(event.data)
-                # Notifications and responses from a client ask nothing of us.
-            last = events[-1] if events else None
-            if last is NEED_DATA or last is PAUSED:
-                if replies:
-                    await self.send(b"".join(replies))
-                    replies = []
+                if type(event) is Reply:
+                    await self.send(event.data)
                     for action in after_reply:
                         action()
-                    after_reply = []
-                if last is PAUSED:
-                    while rpc.in_flight >= rpc.max_in_flight:
-                        await self._slot_freed.wait()
-                        self._slot_freed = trio.Event()
-                    continue
+                    after_reply.clear()
+            last = events[-1] if events else None
+            if last is PAUSED:
+                while rpc.in_flight >= rpc.max_in_flight:
+                    await self._slot_freed.wait()
+                    self._slot_freed = trio.Event()
+            elif last is NEED_DATA:
                 try:
                     data = await self._stream.receive_some(_RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
