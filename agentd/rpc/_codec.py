@@ -196,20 +196,7 @@ class RpcCodec:
         # Our own accounting below enforces the size limit; the unpackers' own
         # limits only bound what one header may claim.
         self._skipper = msgpack.Unpacker(max_buffer_size=0)
-        self._decoder = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
-            # Int or bytes keys are valid msgpack; they fail param validation with a
-            # clear reply instead of killing the connection here.
-            strict_map_key=False,
-            object_pairs_hook=_map_with_any_keys if self._guarded else None,
-            max_buffer_size=0,
-            max_str_len=limit,
-            max_bin_len=limit,
-            max_array_len=containers,
-            max_map_len=containers,
-            max_ext_len=limit,
-        )
+        self._decoder = msgpack.Unpacker(max_buffer_size=0, **self._decoding(containers))
         # Offsets count from the new unpackers' first byte, as their tell() does.
         self._fed = len(pending)
         self._message_start = 0
@@ -456,18 +443,24 @@ class RpcCodec:
         return Refusal(msgid, why)
 
     def _decode_raw(self, raw: bytes) -> object:
+        return msgpack.unpackb(raw, **self._decoding(self.max_message_size))
+
+    def _decoding(self, containers: int) -> dict[str, Any]:
+        """How messages are decoded, streaming or whole; arrays and maps of up to `containers` entries."""
         limit = self.max_message_size
-        return msgpack.unpackb(
-            raw,
-            raw=False,
-            strict_map_key=False,
-            object_pairs_hook=_map_with_any_keys,
-            max_str_len=limit,
-            max_bin_len=limit,
-            max_array_len=limit,
-            max_map_len=limit,
-            max_ext_len=limit,
-        )
+        return {
+            "raw": False,
+            "use_list": True,
+            # Int or bytes keys are valid msgpack; they fail param validation with a
+            # clear reply instead of killing the connection here.
+            "strict_map_key": False,
+            "object_pairs_hook": _map_with_any_keys if self._guarded else None,
+            "max_str_len": limit,
+            "max_bin_len": limit,
+            "max_array_len": containers,
+            "max_map_len": containers,
+            "max_ext_len": limit,
+        }
 
 
 class _ArrayKey(list):  # type: ignore[type-arg]
