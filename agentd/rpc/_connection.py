@@ -24,6 +24,7 @@ from ._brief import brief
 from ._codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
+    _RENEW_AFTER,
     REQUEST,
     RESPONSE,
     Notification,
@@ -217,13 +218,18 @@ class RpcConnection:
         replies: list[bytes] = []
         in_flight = self.in_flight
         limit = self.max_in_flight
+        # Locals: this loop runs once per message.
+        request = REQUEST
+        max_msgid = MAX_MSGID
+        taken = TAKEN
+        pack = _codec._packer.pack
         for index, value in enumerate(values):
             # The hot path, a well-formed request, inline; `parse_message`
             # classifies (and refuses) everything else.
-            if type(value) is list and len(value) == 4 and value[0] == REQUEST and type(value[0]) is int:
+            if type(value) is list and len(value) == 4 and value[0] == request and type(value[0]) is int:
                 msgid = value[1]
                 method = value[2]
-                if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str:
+                if type(msgid) is int and 0 <= msgid <= max_msgid and type(method) is str:
                     if in_flight >= limit:
                         self._backlog = values[index:]
                         out.append(PAUSED)
@@ -237,20 +243,20 @@ class RpcConnection:
                     except RpcError as exc:
                         replies.append(encode_response(msgid, exc.to_wire(), None))
                         continue
-                    if result is TAKEN:
+                    if result is taken:
                         in_flight += 1
                         continue
                     try:
                         # encode_response, inline: once per request on a server's hot path.
-                        replies.append(_codec._packer.pack([RESPONSE, msgid, None, result]))
+                        data = pack([1, msgid, None, result])
                     except Exception as exc:
                         self.unencodable.append(f"the result of {brief(method)}: {brief(exc)}")
                         error = [ErrorCode.INTERNAL, f"internal error: cannot encode the result: {brief(exc)}"]
-                        replies.append(encode_response(msgid, error, None))
-                        _codec._renew_packer()  # a failed pack may leave the packer half-written
-                    else:
-                        if len(replies[-1]) > _codec._RENEW_AFTER:
-                            _codec._renew_packer()
+                        data = encode_response(msgid, error, None)
+                    replies.append(data)
+                    if len(data) > _RENEW_AFTER:
+                        _codec._renew_packer()
+                        pack = _codec._packer.pack
                     continue
             if type(value) is Refusal:
                 replies.append(encode_response(value.msgid, [ErrorCode.INVALID_PARAMS, value.message], None))
@@ -334,7 +340,7 @@ class RpcConnection:
         """
         # encode_response, inline: this is once per request on the daemon's hot path.
         data: bytes = _codec._packer.pack([RESPONSE, request.msgid, error, result])
-        if len(data) > _codec._RENEW_AFTER:
+        if len(data) > _RENEW_AFTER:
             _codec._renew_packer()
         self.in_flight -= 1
         return data
