@@ -2,7 +2,7 @@
 
 `agentctl` is run from shells and CI, where its start-up time is part of every
 call; importing trio alone costs several times a bare Python start. This client
-is the codec under a plain socket, reading with `select`:
+is the sans-io `RpcConnection` under a plain socket, reading with `select`:
 
     client = BlockingClient.connect(path)
     ws = client.call("workspace.open", {"path": "/src/project"})
@@ -18,7 +18,6 @@ from __future__ import annotations
 # The C module under `socket`: the `socket` module adds nothing this client
 # uses, and imports enum and selectors, a fifth of agentctl's start-up.
 import _socket
-import itertools
 import os
 import select
 import time
@@ -27,13 +26,12 @@ from collections import deque
 from agentctl.errors import ConnectionLost
 from agentd.rpc import (
     CLIENT_MAX_MESSAGE_SIZE,
-    MAX_MSGID,
+    NEED_DATA,
+    Call,
     Notification,
     ProtocolError,
-    Response,
-    RpcCodec,
+    RpcConnection,
     RpcError,
-    encode_request,
 )
 
 # typing costs milliseconds to import, and agentctl's start-up is measured in them;
@@ -50,12 +48,10 @@ _RECEIVE_SIZE = 65536
 class BlockingClient:
     def __init__(self, sock: _socket.socket, *, max_message_size: int = CLIENT_MAX_MESSAGE_SIZE) -> None:
         self._sock = sock
-        self._codec = RpcCodec(max_message_size)
-        self._msgids = itertools.count(1)
-        self._responses: dict[int, Response] = {}
-        self._ignored: set[int] = set()
+        self._rpc = RpcConnection(max_message_size=max_message_size)
+        # The calls `wait` will ask about, by the msgid `request` handed out.
+        self._calls: dict[int, Call] = {}
         self._notifications: deque[tuple[str, Any]] = deque()
-        self.close_reason: str | None = None
 
     @classmethod
     def connect(cls, socket_path: str | os.PathLike[str]) -> BlockingClient:
@@ -68,12 +64,15 @@ class BlockingClient:
         return cls(sock)
 
     @property
+    def close_reason(self) -> str | None:
+        return self._rpc.closed
+
+    @property
     def connected(self) -> bool:
-        return self.close_reason is None
+        return self._rpc.closed is None
 
     def close(self) -> None:
-        if self.close_reason is None:
-            self.close_reason = "closed by the client"
+        self._rpc.close("closed by the client")
         self._sock.close()
 
     def __enter__(self) -> BlockingClient:
@@ -86,30 +85,29 @@ class BlockingClient:
 
     def request(self, method: str, params: dict[str, Any] | None = None, *, want_reply: bool = True) -> int:
         """Send a request without waiting; its reply is collected by `wait`."""
-        if self.close_reason is not None:
-            raise ConnectionLost(self.close_reason)
-        msgid = next(self._msgids) % (MAX_MSGID + 1)
-        if not want_reply:
-            self._ignored.add(msgid)
+        if self._rpc.closed is not None:
+            raise ConnectionLost(self._rpc.closed)
+        call, data = self._rpc.call(method, [params] if params is not None else [], want_reply=want_reply)
+        if want_reply:
+            self._calls[call.msgid] = call
         try:
-            self._sock.sendall(encode_request(msgid, method, [params] if params is not None else []))
+            self._sock.sendall(data)
         except OSError as exc:
-            self._lost(f"send failed: {exc}")
-            raise ConnectionLost(self.close_reason) from None
-        return msgid
+            self._rpc.close(f"send failed: {exc}")
+            raise ConnectionLost(self._rpc.closed) from None
+        return call.msgid
 
     def wait(self, msgid: int, timeout: float | None = None) -> Any:
         """The result of request `msgid`; RpcError for an error reply, TimeoutError after `timeout`."""
+        call = self._calls[msgid]
         deadline = None if timeout is None else time.monotonic() + timeout
-        while msgid not in self._responses:
+        while not call.answered:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"no reply within {timeout}s")
             self._pump(left)
-        response = self._responses.pop(msgid)
-        if response.error is not None:
-            raise RpcError.from_wire(response.error)
-        return response.result
+        del self._calls[msgid]
+        return call.outcome()
 
     def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         return self.wait(self.request(method, params), timeout)
@@ -137,34 +135,27 @@ class BlockingClient:
 
     def _pump(self, timeout: float | None) -> bool:
         """Read what is there (waiting up to `timeout`); False if nothing came."""
-        if self.close_reason is not None:
-            raise ConnectionLost(self.close_reason)
+        rpc = self._rpc
+        if rpc.closed is not None:
+            raise ConnectionLost(rpc.closed)
         readable, _, _ = select.select([self._sock], [], [], timeout)
         if not readable:
             return False
         try:
             data = self._sock.recv(_RECEIVE_SIZE)
         except OSError as exc:
-            self._lost(f"connection lost: {exc}")
-            raise ConnectionLost(self.close_reason) from None
+            rpc.close(f"connection lost: {exc}")
+            raise ConnectionLost(rpc.closed) from None
         if not data:
-            self._lost("the daemon closed the connection")
-            raise ConnectionLost(self.close_reason)
+            rpc.close("the daemon closed the connection")
+            raise ConnectionLost(rpc.closed)
+        rpc.receive_data(data)
         try:
-            self._codec.receive_data(data)
-            while (message := self._codec.next_message()) is not None:
-                if type(message) is Response:
-                    if message.msgid in self._ignored:
-                        self._ignored.discard(message.msgid)
-                    else:
-                        self._responses[message.msgid] = message
-                elif type(message) is Notification and type(message.method) is str:
-                    self._notifications.append((message.method, message.params))
+            while (event := rpc.next_event()) is not NEED_DATA:
+                if type(event) is Notification:
+                    self._notifications.append((event.method, event.params))
+                # An answered Call is marked so by the connection; `wait` sees it.
         except ProtocolError as exc:
-            self._lost(f"bad data from the daemon: {exc}")
-            raise ConnectionLost(self.close_reason) from None
+            rpc.close(f"bad data from the daemon: {exc}")
+            raise ConnectionLost(rpc.closed) from None
         return True
-
-    def _lost(self, reason: str) -> None:
-        if self.close_reason is None:
-            self.close_reason = reason

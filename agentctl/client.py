@@ -12,7 +12,6 @@ reading it slows the connection down rather than growing memory.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,14 +23,13 @@ from agentctl.errors import ConnectionLost
 from agentctl.runstream import event_params
 from agentd.rpc import (
     CLIENT_MAX_MESSAGE_SIZE,
-    MAX_MSGID,
+    NEED_DATA,
+    Call,
     ErrorCode,
     Notification,
     ProtocolError,
-    Response,
-    RpcCodec,
+    RpcConnection,
     RpcError,
-    encode_request,
 )
 
 __all__ = ["Client", "ConnectionLost", "ErrorCode", "RpcError", "event_params", "open_client"]
@@ -39,22 +37,11 @@ __all__ = ["Client", "ConnectionLost", "ErrorCode", "RpcError", "event_params", 
 NOTIFICATION_BUFFER = 8192
 
 
-class _Pending:
-    __slots__ = ("done", "response")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.response: Response | None = None
-
-
 class Client:
     def __init__(self, stream: trio.abc.Stream, *, max_message_size: int = CLIENT_MAX_MESSAGE_SIZE) -> None:
         self._stream = stream
-        self._codec = RpcCodec(max_message_size)
+        self._rpc = RpcConnection(max_message_size=max_message_size)
         self._send_lock = trio.Lock()
-        self._msgids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
-        self._closed = False
         self.close_reason: str | None = None
         send, receive = trio.open_memory_channel[tuple[str, Any]](NOTIFICATION_BUFFER)
         self._notify_send = send
@@ -63,73 +50,65 @@ class Client:
 
     @property
     def connected(self) -> bool:
-        return not self._closed
+        return self._rpc.closed is None
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Call `method` with named `params`; raises RpcError for an error reply."""
-        if self._closed:
-            raise ConnectionLost(self.close_reason or "connection closed")
-        msgid = next(self._msgids) % (MAX_MSGID + 1)
-        pending = self._pending[msgid] = _Pending()
+        if self._rpc.closed is not None:
+            raise ConnectionLost(self._rpc.closed)
+        call, data = self._rpc.call(method, [params] if params is not None else [])
+        call.waker = done = trio.Event()
         try:
-            data = encode_request(msgid, method, [params] if params is not None else [])
             try:
                 async with self._send_lock:
                     await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._mark_closed(f"send failed: {exc}")
-                raise ConnectionLost(self.close_reason) from None
-            await pending.done.wait()
+            await done.wait()
         finally:
-            del self._pending[msgid]
-        response = pending.response
-        if response is None:
-            raise ConnectionLost(self.close_reason or "connection closed")
-        if response.error is not None:
-            raise RpcError.from_wire(response.error)
-        return response.result
+            self._rpc.abandon(call)
+        if call.lost is not None:
+            raise ConnectionLost(call.lost)
+        return call.outcome()
 
     async def _read(self) -> None:
-        codec = self._codec
+        rpc = self._rpc
         try:
             while True:
                 try:
-                    data = await self._stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._mark_closed(f"connection lost: {exc}")
-                    return
-                if not data:
-                    self._mark_closed("the daemon closed the connection")
-                    return
-                try:
-                    codec.receive_data(data)
-                    while (message := codec.next_message()) is not None:
-                        if type(message) is Response:
-                            pending = self._pending.get(message.msgid)
-                            if pending is not None:
-                                pending.response = message
-                                pending.done.set()
-                        elif type(message) is Notification and type(message.method) is str:
-                            try:
-                                await self._notify_send.send((message.method, message.params))
-                            except trio.ClosedResourceError:
-                                # A call found the connection broken and closed the
-                                # client meanwhile: nothing more is wanted from it.
-                                return
+                    event = rpc.next_event()
                 except ProtocolError as exc:
                     self._mark_closed(f"bad data from the daemon: {exc}")
                     return
+                if type(event) is Call:
+                    event.waker.set()
+                elif type(event) is Notification:
+                    try:
+                        await self._notify_send.send((event.method, event.params))
+                    except trio.ClosedResourceError:
+                        # A call found the connection broken and closed the
+                        # client meanwhile: nothing more is wanted from it.
+                        return
+                elif event is NEED_DATA:
+                    try:
+                        data = await self._stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self._mark_closed(f"connection lost: {exc}")
+                        return
+                    if not data:
+                        self._mark_closed("the daemon closed the connection")
+                        return
+                    rpc.receive_data(data)
+                # The daemon sends no requests (protocol.md §1.2): there is nothing to answer.
         finally:
-            self._mark_closed(self.close_reason or "connection closed")
+            self._mark_closed("connection closed")
 
     def _mark_closed(self, reason: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.close_reason = reason
-        self._notify_send.close()
-        for pending in self._pending.values():
-            pending.done.set()
+        for call in self._rpc.close(reason):
+            call.waker.set()
+        if self.close_reason is None:
+            self.close_reason = self._rpc.closed
+            self._notify_send.close()
 
     async def aclose(self) -> None:
         self._mark_closed("closed by the client")

@@ -11,8 +11,29 @@ import trio
 
 import agentd
 from agentd.paths import data_dir, resolve_socket_path
+from agentd.rpc import clip
 
 __all__ = ["main"]
+
+# C0 and C1 controls, DEL and the Unicode line breaks, each as an escape a reader can see.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+# Call sites bound what they quote (`agentd.rpc.brief`); this catches one that does not.
+_MAX_LOGGED_MESSAGE = 4000
+
+
+class _OneLineFormatter(logging.Formatter):
+    """One record, one line: its message cannot start a line of its own.
+
+    A message carries text from clients and providers (a run's error, a
+    method name); a newline in it would let that text forge a log line, and
+    terminal escapes would let it rewrite the screen of whoever tails the log.
+    The traceback of a logged exception still follows on its own lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = clip(record.message.translate(_ESCAPES), _MAX_LOGGED_MESSAGE)
+        return super().formatMessage(record)
 
 
 def _positive(text: str) -> float:
@@ -110,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check_config:
         return check_config(args.model)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     from agentd.server import DaemonConfig, StartupError, serve
 
     config = DaemonConfig(

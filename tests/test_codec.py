@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import msgpack
 import pytest
 
@@ -374,3 +378,94 @@ def test_rpc_error_from_wire_stringifies_a_non_string_message() -> None:
 def test_rpc_error_with_an_unknown_code_still_formats() -> None:
     assert str(RpcError(99, "odd")) == "error 99: odd"
     assert str(RpcError(ErrorCode.INVALID_PARAMS, "bad")) == "invalid_params: bad"
+
+
+# --- memory: no buffer keeps the size of the largest message ------------------------
+
+_AFTER_ONE_LARGE_MESSAGE = """
+import ctypes, gc
+from agentd.rpc import RpcCodec, encode_request, encode_response
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+def settle():
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what glibc keeps of freed heap is not the codec's
+
+codec = RpcCodec(64 << 20)
+small = encode_request(1, "ping", [])
+codec.receive_data(small); codec.messages(); encode_response(1, None, {})
+settle()
+base = rss_mib()
+big = encode_request(2, "agent.send", [{"prompt": "p" * (10 << 20)}])
+for i in range(0, len(big), 65536):
+    codec.receive_data(big[i:i + 65536])
+    got = codec.messages()
+del big, got
+reply = encode_response(2, None, {"text": "r" * (10 << 20)})
+del reply
+codec.receive_data(small); codec.messages(); encode_response(3, None, {})
+settle()
+print(rss_mib() - base)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_after_one_10_mib_message_each_way_the_codec_holds_no_buffer_of_that_size() -> None:
+    out = subprocess.run([sys.executable, "-c", _AFTER_ONE_LARGE_MESSAGE], capture_output=True, text=True, check=True)
+    grown = float(out.stdout)
+    assert grown < 5, f"RSS stayed {grown:.1f} MiB above where it was before one 10 MiB request and reply"
+
+
+# --- streaming and framing: the same messages, however the bytes are cut -------------
+
+
+def test_messages_after_a_large_one_keep_their_own_size_limit() -> None:
+    big = encode_request(1, "m", ["b" * (2 << 20)])
+    codec = RpcCodec(4 << 20)
+    codec.receive_data(big + encode_request(2, "m", []))
+    got = codec.messages()
+    assert [m.msgid for m in got if type(m) is Request] == [1, 2]
+    # More than the limit's worth in all after the large one, each message small.
+    small = encode_request(3, "m", ["c" * 100])
+    for _ in range((3 << 20) // len(small)):
+        codec.receive_data(small[:50])
+        assert codec.messages() == []
+        codec.receive_data(small[50:])
+        (third,) = codec.messages()
+        assert type(third) is Request and third.msgid == 3
+    assert codec.buffered == 0
+    codec.receive_data(encode_request(4, "m", ["d" * (4 << 20)]))
+    with pytest.raises(ProtocolError, match=str(4 << 20)):
+        codec.messages()
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["client", "daemon"])
+@pytest.mark.parametrize("cut", [1, 7, 64, 1000, 70_000])
+def test_a_mixed_stream_decodes_the_same_however_it_is_cut(guarded: bool, cut: int) -> None:
+    messages = [
+        [0, 1, "ping", []],
+        [0, 2, "agent.send", [{"prompt": "p" * 150_000}]],
+        [2, "event", [{"seq": 1}]],
+        [0, 3, "long", [list(range(5000))]],
+        [1, 4, None, {"k": "v" * 300}],
+        [0, 5, "ping", []],
+    ]
+    data = b"".join(packb(m) for m in messages)
+    codec = RpcCodec(1 << 20, guarded=guarded)
+    got = []
+    for i in range(0, len(data), cut):
+        codec.receive_data(data[i : i + cut])
+        got += codec.messages()
+    assert [(type(m).__name__, getattr(m, "msgid", None)) for m in got] == [
+        ("Request", 1),
+        ("Request", 2),
+        ("Notification", None),
+        ("Request", 3),
+        ("Response", 4),
+        ("Request", 5),
+    ]
+    assert got[3].params == [list(range(5000))]  # type: ignore[union-attr]
+    assert codec.buffered == 0

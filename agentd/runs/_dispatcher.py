@@ -19,6 +19,7 @@ import trio
 
 from agentd.protocol import AgentErrorPayload, events, unstructure
 from agentd.pubsub import Broker
+from agentd.rpc import clip
 
 from ._run import Run, RunState
 from ._terminal import RunTerminal
@@ -205,7 +206,7 @@ class Dispatcher:
                 await self._executor.run(run)
         except* Exception as group:
             message = describe_error(group)
-            log.info("run %s failed: %s", run.id, message)
+            log.info("run %s failed: %s", run.id, clip(message))
             with self._terminal.shielded():
                 self._broker.publish(
                     events.AGENT_ERROR,

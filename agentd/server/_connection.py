@@ -1,4 +1,4 @@
-"""One client connection: the thin trio adapter over the sans-io codec.
+"""One client connection: the thin trio adapter over the sans-io `RpcConnection`.
 
 Its nursery holds a reader (bytes → requests), one task per request (so replies
 may go out of order), and one writer per subscription that drains that
@@ -15,7 +15,19 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from agentd.pubsub import Event, Subscriber
-from agentd.rpc import ErrorCode, ProtocolError, Request, RpcCodec, RpcError, encode_response
+from agentd.rpc import (
+    NEED_DATA,
+    PAUSED,
+    ErrorCode,
+    InputBudget,
+    ProtocolError,
+    Reply,
+    Request,
+    RpcConnection,
+    RpcError,
+    TAKEN,
+    brief,
+)
 
 from ._socket_io import SocketIO
 
@@ -50,17 +62,24 @@ class ClientConnection:
         *,
         max_message_size: int,
         max_in_flight: int = 128,
+        input_budget: InputBudget | None = None,
     ) -> None:
         self.id = client_id
         self.client_name: str | None = None
         self.client_version: str | None = None
         self._stream = SocketIO(stream)
         self._methods = methods
-        self._codec = RpcCodec(max_message_size)
-        self._send_lock = trio.Lock()
         # A client that pipelines without reading replies is slowed at the
-        # socket, not allowed to grow our memory without bound.
-        self._in_flight = trio.Semaphore(max_in_flight)
+        # socket (the reader pauses at `max_in_flight`), not allowed to grow
+        # our memory without bound.
+        self._rpc = RpcConnection(
+            max_message_size=max_message_size,
+            guarded=True,
+            max_in_flight=max_in_flight,
+            budget=input_budget,
+        )
+        self._send_lock = trio.Lock()
+        self._slot_freed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._writers_done = trio.Event()
         self._writers = 0
@@ -87,6 +106,7 @@ class ClientConnection:
         except* Exception as group:
             log.exception("client %d: connection failed", self.id, exc_info=group)
         finally:
+            self._rpc.close("closed")
             with trio.CancelScope(shield=True):
                 await on_close(self)
                 await self._stream.aclose()
@@ -120,70 +140,65 @@ class ClientConnection:
         Everything else gets a task of its own, so a slow request never holds
         up the ones behind it.
         """
-        codec = self._codec
+        rpc = self._rpc
         methods = self._methods
+        lookup = methods.lookup
+        order = methods.order
+        after_reply: list[Callable[[], None]] = []
+
+        def answer(msgid: int, name: str, params: object) -> object:
+            try:
+                method = lookup(name)
+                if method.immediate:
+                    # A plain function call, answered here: no task, no
+                    # exception groups to split.
+                    return method.call_now(self, params, after_reply)
+                # Now, in read order: a request naming a session takes its turn here.
+                admitted = method.admit(order, params)
+            except RpcError:
+                raise
+            except Exception as exc:
+                log.exception("client %d: %s failed", self.id, brief(name))
+                raise RpcError(ErrorCode.INTERNAL, f"internal error: {brief(exc)}") from None
+            self._requests += 1
+            self._requests_done = trio.Event()
+            nursery.start_soon(self._answer, method, Request(msgid, name, params), admitted)
+            return TAKEN
+
         while True:
             try:
-                data = await self._stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
-            if not data:
-                return True
-            replies: list[bytes] = []
-            after_reply: list[Callable[[], None]] = []
-            try:
-                codec.receive_data(data)
-                while (message := codec.next_message()) is not None:
-                    if type(message) is not Request:
-                        continue  # notifications and responses from a client ask nothing of us
-                    try:
-                        method = methods.lookup(message.method)
-                    except RpcError as exc:
-                        replies.append(self._encode(message, exc.to_wire(), None))
-                        continue
-                    if method.immediate:
-                        replies.append(self._reply_now(method, message, after_reply))
-                        continue
-                    try:
-                        # Now, in read order: a request naming a session takes its turn here.
-                        admitted = method.admit(methods.order, message.params)
-                    except RpcError as exc:
-                        replies.append(self._encode(message, exc.to_wire(), None))
-                        continue
-                    try:
-                        await self._in_flight.acquire()
-                    except BaseException:
-                        if admitted.turn is not None:
-                            admitted.turn.release()  # never to run: the session's next request goes on
-                        raise
-                    self._requests += 1
-                    self._requests_done = trio.Event()
-                    nursery.start_soon(self._answer, method, message, admitted)
+                events = rpc.next_events(answer)
             except ProtocolError as exc:
                 log.warning("client %d: closing connection: %s", self.id, exc)
-                if replies:
-                    await self.send(b"".join(replies))
                 return False
-            if replies:
-                await self.send(b"".join(replies))
-                for action in after_reply:
-                    action()
-
-    def _reply_now(self, method: Method, request: Request, after_reply: list[Callable[[], None]]) -> bytes:
-        """Answer an immediate request (a plain function call: no exception groups to split)."""
-        try:
-            result = method.call_now(self, request.params, after_reply)
-        except RpcError as exc:
-            return self._encode(request, exc.to_wire(), None)
-        except Exception as exc:
-            log.exception("client %d: %r failed", self.id, request.method)
-            return self._encode(request, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
-        return self._encode(request, None, result)
+            for failure in rpc.unencodable:
+                log.error("client %d: cannot encode %s", self.id, failure)
+            rpc.unencodable.clear()
+            # Notifications and responses from a client ask nothing of us.
+            for event in events:
+                if type(event) is Reply:
+                    await self.send(event.data)
+                    for action in after_reply:
+                        action()
+                    after_reply.clear()
+            last = events[-1] if events else None
+            if last is PAUSED:
+                while rpc.in_flight >= rpc.max_in_flight:
+                    await self._slot_freed.wait()
+                    self._slot_freed = trio.Event()
+            elif last is NEED_DATA:
+                try:
+                    data = await self._stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return False
+                if not data:
+                    return True
+                rpc.receive_data(data)
 
     async def _reply_to(
         self, method: Method, request: Request, admitted: Admitted, after_reply: list[Callable[[], None]]
-    ) -> bytes:
-        """Run one request to its encoded response; every failure becomes an error reply."""
+    ) -> tuple[object, object]:
+        """Run one request to its error and result; every failure becomes an error reply."""
         error: object = None
         result: object = None
         try:
@@ -193,45 +208,61 @@ class ClientConnection:
             assert isinstance(leaf, RpcError)
             error = leaf.to_wire()
         except* Exception as group:
-            log.exception("client %d: %r failed", self.id, request.method, exc_info=group)
-            error = [int(ErrorCode.INTERNAL), f"internal error: {_first_leaf(group)!r}"]
-        return self._encode(request, error, result)
+            log.exception("client %d: %s failed", self.id, brief(request.method), exc_info=group)
+            error = [int(ErrorCode.INTERNAL), f"internal error: {brief(_first_leaf(group))}"]
+        return error, result
 
-    def _encode(self, request: Request, error: object, result: object) -> bytes:
+    def _respond(self, request: Request, error: object, result: object) -> bytes:
         try:
-            return encode_response(request.msgid, error, result)
+            return self._rpc.respond(request, error, result)
         except Exception as exc:
-            log.exception("client %d: cannot encode the reply to %r", self.id, request.method)
-            return encode_response(request.msgid, [int(ErrorCode.INTERNAL), f"internal error: {exc!r}"], None)
+            log.exception("client %d: cannot encode the reply to %s", self.id, brief(request.method))
+            return self._rpc.respond(request, [int(ErrorCode.INTERNAL), f"internal error: {brief(exc)}"], None)
 
     async def _answer(self, method: Method, request: Request, admitted: Admitted) -> None:
         after_reply: list[Callable[[], None]] = []
         try:
-            await self.send(await self._reply_to(method, request, admitted, after_reply))
+            error, result = await self._reply_to(method, request, admitted, after_reply)
+            # The reply is encoded, and its in-flight slot freed, only once the
+            # lock is ours: requests waiting to write keep their slots, so a
+            # client that does not read stops the reader instead of piling up
+            # encoded replies.
+            await self._acquire_send_lock()
+            try:
+                data = self._respond(request, error, result)
+                self._slot_freed.set()
+                await self._send_locked(data)
+            finally:
+                self._send_lock.release()
             for action in after_reply:
                 action()
         finally:
-            self._in_flight.release()
             self._requests -= 1
             if self._requests == 0:
                 self._requests_done.set()
 
-    async def send(self, data: bytes | memoryview) -> None:
-        """Write one or more whole messages; a broken stream ends the connection."""
+    async def _acquire_send_lock(self) -> None:
         lock = self._send_lock
+        # Uncontended (the usual case), taking the lock costs no trip
+        # through the scheduler.
         try:
-            # Uncontended (the usual case), taking the lock costs no trip
-            # through the scheduler.
-            try:
-                lock.acquire_nowait()
-            except trio.WouldBlock:
-                await lock.acquire()
-            try:
-                await self._stream.send_all(data)
-            finally:
-                lock.release()
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+
+    async def _send_locked(self, data: bytes | memoryview) -> None:
+        try:
+            await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.disconnect("the client went away")
+
+    async def send(self, data: bytes | memoryview) -> None:
+        """Write one or more whole messages; a broken stream ends the connection."""
+        await self._acquire_send_lock()
+        try:
+            await self._send_locked(data)
+        finally:
+            self._send_lock.release()
 
     # --- subscriptions
 

@@ -29,6 +29,7 @@ import trio
 
 from agentd.models import ConfigFile, ModelRegistry
 from agentd.pubsub import DropStats
+from agentd.rpc import InputBudget
 from agentd.runs import RunIndex
 from agentd.store import Store, StoreError
 from agentd.workspaces import Workspaces
@@ -90,6 +91,7 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
     )
     methods = Methods(state)
     client_ids = itertools.count(1)
+    input_budget = InputBudget.for_message_size(config.max_message_size)
 
     async def on_connection_closed(conn: ClientConnection) -> None:
         state.connections.pop(conn.id, None)
@@ -99,7 +101,9 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
         conn.close_subscriptions()
 
     async def handle_client(stream: trio.SocketStream) -> None:
-        conn = ClientConnection(next(client_ids), stream, methods, max_message_size=config.max_message_size)
+        conn = ClientConnection(
+            next(client_ids), stream, methods, max_message_size=config.max_message_size, input_budget=input_budget
+        )
         state.connections[conn.id] = conn
         await conn.serve(on_connection_closed)
 

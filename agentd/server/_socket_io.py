@@ -4,8 +4,8 @@ trio's SocketStream yields to the scheduler after every successful send and
 receive, on top of parking while it waits: three trips through the run loop for
 a request that is read, answered and written. For a daemon whose hot path is
 one small request and one small reply, those trips are most of the cost. Here a
-receive takes one trip before it reads (and parks only if nothing came), and a
-send only parks when the socket is full.
+receive takes one trip before it reads, a real checkpoint that can be cancelled
+(and parks only if nothing came), and a send only parks when the socket is full.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ class SocketIO:
         """Up to `max_bytes`; b"" at end of input."""
         # One trip through the run loop first: other tasks get their turn, and
         # a peer that answers quickly has usually sent its next bytes by the
-        # time we read, which saves re-arming epoll and sleeping in it.
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        # time we read, which saves re-arming epoll and sleeping in it. It is a
+        # cancel point too: a peer that always has bytes ready never makes the
+        # read below wait, and this is then the only place where the
+        # connection's reader hears that the daemon is shutting down.
+        await trio.lowlevel.checkpoint()
         while True:
             try:
                 return os.read(self._fd, max_bytes)
