@@ -14,7 +14,7 @@ import msgpack
 import trio
 
 from agentctl.client import Client, event_params, open_client
-from agentd.rpc import Notification, Request, Response, RpcCodec
+from agentd.rpc import Notification, Refusal, Request, Response, RpcCodec
 
 WAIT = 10.0  # the bound on any single wait in a test
 
@@ -77,7 +77,7 @@ class Events:
         """The run's RunComplete, whether it already went by or is still to come."""
 
         def is_it(e: dict[str, Any]) -> bool:
-            return e["type"] == "run.complete" and e["payload"]["run_id"] == run_id
+            return bool(e["type"] == "run.complete" and e["payload"]["run_id"] == run_id)
 
         for event in self.seen:
             if is_it(event):
@@ -137,7 +137,7 @@ class RawConnection:
         await self.stream.send_all(msgpack.packb([0, self._msgid, method, params]))
         return self._msgid
 
-    async def receive(self) -> Request | Response | Notification | None:
+    async def receive(self) -> Request | Response | Notification | Refusal | None:
         """The next message, or None at end of stream."""
         with trio.fail_after(WAIT):
             while True:
@@ -216,6 +216,6 @@ def delta_reaching(length: int) -> Callable[[dict[str, Any]], bool]:
     """
 
     def reaches(e: dict[str, Any]) -> bool:
-        return e["type"] == "message.delta" and e["payload"]["offset"] + len(e["payload"]["text"]) == length
+        return bool(e["type"] == "message.delta" and e["payload"]["offset"] + len(e["payload"]["text"]) == length)
 
     return reaches

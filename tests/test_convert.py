@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agentd.errors import InvalidRequest
 from agentd.protocol import structure_params
 from agentd.protocol._types import (
     AgentSendParams,
@@ -15,7 +16,6 @@ from agentd.protocol._types import (
     SessionCreateParams,
     WorkspaceRef,
 )
-from agentd.errors import InvalidRequest
 
 
 def invalid(params: object, cls: type) -> str:

@@ -65,7 +65,8 @@ def test_every_event_type_is_documented_with_its_delivery_class_and_nothing_else
     from agentd.event_types import EVENT_TYPES, LOGGED
 
     section = DOC.split("### 5.2 Event types", 1)[1].split("###", 1)[0]
-    rows = dict(re.findall(r"^\| `([a-z_.]+)` \| .*? \| (lossy|must-deliver|per subscriber, never dropped) \|", section, re.M))
+    row = r"^\| `([a-z_.]+)` \| .*? \| (lossy|must-deliver|per subscriber, never dropped) \|"
+    rows = dict(re.findall(row, section, re.M))
     assert set(rows) == set(EVENT_TYPES)
     for name, (must_deliver, _logged) in EVENT_TYPES.items():
         assert (rows[name] == "must-deliver") is must_deliver, name

@@ -105,7 +105,9 @@ def test_close_hands_back_every_unanswered_call_lost_with_the_reason() -> None:
 def test_notifications_come_out_in_order_between_answers() -> None:
     client = RpcConnection()
     call, _ = client.call("m", [])
-    data = encode_notification("event", [1]) + encode_response(call.msgid, None, "r") + encode_notification("event", [2])
+    data = (
+        encode_notification("event", [1]) + encode_response(call.msgid, None, "r") + encode_notification("event", [2])
+    )
     got = events(client, data)
     assert [type(e) for e in got] == [Notification, Call, Notification, type(NEED_DATA)]
     assert [e.params for e in got if type(e) is Notification] == [[1], [2]]
@@ -198,7 +200,8 @@ def test_a_message_with_too_many_values_is_refused_without_being_decoded() -> No
     server = RpcConnection(guarded=True)
     data = msgpack.packb([0, 70000, "m", [[None] * MAX_VALUES]])
     reply, _ = events(server, data)
-    assert reply_of(reply)[1:] == [70000, [ErrorCode.INVALID_PARAMS, f"message holds more than {MAX_VALUES} values"], None]
+    too_many = f"message holds more than {MAX_VALUES} values"
+    assert reply_of(reply)[1:] == [70000, [ErrorCode.INVALID_PARAMS, too_many], None]
 
 
 def test_many_values_in_one_string_are_one_value() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.lowlevel
 
 from agentd.workspaces import SessionOrder
 
@@ -14,7 +15,7 @@ async def test_turns_are_taken_in_ticket_order_whatever_order_the_tasks_start() 
 
     async def act(i: int) -> None:
         async with tickets[i]:
-            await trio.sleep(0)  # a turn that awaits keeps the others waiting
+            await trio.lowlevel.checkpoint()  # a turn that awaits keeps the others waiting
             done.append(i)
 
     with trio.fail_after(5):

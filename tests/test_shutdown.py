@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -36,9 +37,11 @@ async def test_signal_mid_run_cancels_every_run_delivers_their_run_completes_and
         runs = [await ws.send(first, HANG), await ws.send(second, HANG), await ws.send(first, "queued")]
         assert runs[2]["queued"] is True
         for reply in runs[:2]:
-            await ws.events.until(
-                lambda e, r=reply: e["type"] == "message.delta" and e["payload"]["run_id"] == r["run_id"]
-            )
+
+            def streaming(e: dict[str, Any], run_id: str = reply["run_id"]) -> bool:
+                return bool(e["type"] == "message.delta" and e["payload"]["run_id"] == run_id)
+
+            await ws.events.until(streaming)
         daemon.proc.send_signal(signum)
         signalled_at = trio.current_time()
         for reply in runs:

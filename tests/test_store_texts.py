@@ -110,7 +110,8 @@ def _v2_database(path: Path, workspace_path: str) -> dict[str, str]:
                 conn.execute(statement)
     ids = {"ws": "ws_old", "session": "ses_old", "run": "run_old", "user": "msg_u", "assistant": "msg_a"}
     prompt, answer = "the old prompt", "the old answer"
-    rc = {"session_id": ids["session"], "run_id": ids["run"], "message_id": ids["assistant"], "text": answer}
+    rc: dict[str, Any] = {"session_id": ids["session"], "run_id": ids["run"], "message_id": ids["assistant"]}
+    rc["text"] = answer
     rc |= {"error": None, "cancelled": False}
     conn.execute(
         "INSERT INTO workspaces (id, path, created_at, seq_reserved) VALUES (?, ?, 0, 3)", (ids["ws"], workspace_path)

@@ -10,7 +10,8 @@ from agentd.store import TerminalLog, TerminalRecord
 
 def test_records_read_back_as_written_and_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     log = TerminalLog(str(tmp_path / "agentd.db-terminal"))
-    first = TerminalRecord("ws_1", 7, run_complete("ses_1", "r1", message_id="m1", text="héllo\n"), ("m1", "héllo\n", "stop"))
+    complete = run_complete("ses_1", "r1", message_id="m1", text="héllo\n")
+    first = TerminalRecord("ws_1", 7, complete, ("m1", "héllo\n", "stop"))
     second = TerminalRecord("ws_1", 9, run_complete("ses_1", "r2", cancelled=True, error="ignored"))
     log.append(first)
     log.append(second)

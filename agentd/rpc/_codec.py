@@ -18,7 +18,6 @@ from ._brief import brief
 # annotations are strings here, so only type checkers need these names.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any, Final
 
 __all__ = [
@@ -92,10 +91,11 @@ class Response:
 
     __slots__ = ("error", "msgid", "result")
 
-    def __init__(self, msgid: int, error: object, result: object) -> None:
+    def __init__(self, msgid: int, error: Any, result: Any) -> None:
         self.msgid = msgid
-        self.error = error
-        self.result = result
+        # Decoded msgpack, any shape the peer sent: whoever reads them checks them.
+        self.error: Any = error
+        self.result: Any = result
 
     def __repr__(self) -> str:
         return f"Response({self.msgid!r}, {self.error!r}, {self.result!r})"
@@ -106,10 +106,11 @@ class Notification:
 
     __slots__ = ("method", "params")
 
-    def __init__(self, method: object, params: object) -> None:
+    def __init__(self, method: object, params: Any) -> None:
         # Any: a connection hands out only notifications whose method is a string.
         self.method: Any = method
-        self.params = params
+        # Decoded msgpack, any shape the peer sent: whoever reads it checks it.
+        self.params: Any = params
 
     def __repr__(self) -> str:
         return f"Notification({self.method!r}, {self.params!r})"

@@ -22,9 +22,9 @@ from collections import deque
 from . import _codec
 from ._brief import brief
 from ._codec import (
+    _RENEW_AFTER,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MSGID,
-    _RENEW_AFTER,
     REQUEST,
     RESPONSE,
     Notification,

@@ -18,6 +18,7 @@ from agentd.pubsub import Event, Subscriber
 from agentd.rpc import (
     NEED_DATA,
     PAUSED,
+    TAKEN,
     ErrorCode,
     InputBudget,
     ProtocolError,
@@ -25,7 +26,6 @@ from agentd.rpc import (
     Request,
     RpcConnection,
     RpcError,
-    TAKEN,
     brief,
 )
 
@@ -45,6 +45,8 @@ _WRITE_BATCH = 256
 _PEER_CHECK_INTERVAL = 0.5
 # How long a half-closed client's subscriptions get to flush before it is closed.
 _HALF_CLOSE_FLUSH_TIMEOUT = 5.0
+# Letting go of a closed connection's claims and socket.
+_CLOSE_TIMEOUT = 2.0
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -107,7 +109,9 @@ class ClientConnection:
             log.exception("client %d: connection failed", self.id, exc_info=group)
         finally:
             self._rpc.close("closed")
-            with trio.CancelScope(shield=True):
+            # Shielded, so a cancelled connection still lets go of its claims;
+            # bounded, though neither step waits on anything but a close.
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await on_close(self)
                 await self._stream.aclose()
 

@@ -277,7 +277,8 @@ class Store:
             self._record_complete(conn, rc, now)
         # At the seq it was published with: a client that saw it live and
         # resumes after it is not told again, one that resumes before it is.
-        self._append_events(conn, record.workspace_id, [(record.seq, events.RUN_COMPLETE, converter.unstructure(rc))], now)
+        entry = (record.seq, events.RUN_COMPLETE, converter.unstructure(rc))
+        self._append_events(conn, record.workspace_id, [entry], now)
 
     # --- workspaces
 

@@ -5,4 +5,13 @@ from ._order import SessionOrder, Turn
 from ._sessions import DEFAULT_TITLE, SessionRequests, session_title
 from ._workspace import WorkspaceHost
 
-__all__ = ["DEFAULT_TITLE", "SessionOrder", "SessionRequests", "session_title", "Turn", "WorkspaceHost", "Workspaces", "resolve_directory"]
+__all__ = [
+    "DEFAULT_TITLE",
+    "SessionOrder",
+    "SessionRequests",
+    "Turn",
+    "WorkspaceHost",
+    "Workspaces",
+    "resolve_directory",
+    "session_title",
+]

@@ -9,10 +9,10 @@ import attrs
 import trio
 
 from agentd._memory import release_freed_memory
-from agentd.models import ModelRegistry
-from agentd.pubsub import DropStats
 from agentd.errors import Conflict, InvalidRequest, NotFound
+from agentd.models import ModelRegistry
 from agentd.protocol import Session, WorkspaceSessions
+from agentd.pubsub import DropStats
 from agentd.runs import RunIndex
 from agentd.shutdown import Shutdown
 from agentd.store import Store

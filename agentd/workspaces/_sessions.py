@@ -15,18 +15,18 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from agentd.errors import Conflict, InvalidRequest, NotFound
+from agentd.models import ModelRegistry, UnknownModelError
 from agentd.protocol import (
     CancelResult,
     Message,
-    QueuedPrompt,
     QueueCleared,
+    QueuedPrompt,
     SendResult,
     Session,
     events,
     run_complete,
     unstructure,
 )
-from agentd.models import ModelRegistry, UnknownModelError
 from agentd.pubsub import Broker
 from agentd.runs import Closing, Dispatcher, Run, RunIndex
 from agentd.store import RunRecord, SessionRecord, Store
