@@ -23,6 +23,7 @@ __all__ = [
     "MessageDelta",
     "NoParams",
     "QueuedPrompt",
+    "ReplayGapPayload",
     "RunComplete",
     "RunGetParams",
     "RunStarted",
@@ -142,7 +143,16 @@ def run_complete(
 
 @attrs.frozen
 class GapPayload:
+    """`events.gap` live: this subscriber lost `dropped` lossy events."""
+
     dropped: int
+
+
+@attrs.frozen
+class ReplayGapPayload:
+    """`events.gap` ahead of a replay: it may lack events, `too_old` (pruned) or `lost` (never written)."""
+
+    reason: str
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import trio
 
-from agentd.protocol import events
+from agentd.protocol import GapPayload, events, unstructure
 from agentd.shutdown import Shutdown
 
 from ._event import Event
@@ -103,7 +103,7 @@ class Subscriber:
             self.workspace_id,
             self._last_dropped_seq,
             events.EVENTS_GAP,
-            {"dropped": self._dropped_pending},
+            unstructure(GapPayload(self._dropped_pending)),
         )
         self._dropped_pending = 0
         return gap

@@ -5,17 +5,22 @@ from __future__ import annotations
 import functools
 from typing import Any, Final
 
+import attrs
+
 from agentd._packing import packb as _packb
+from agentd.protocol import EventEnvelope
 
 __all__ = ["Event"]
 
+# The envelope's keys are EventEnvelope's fields, in its order: the encoding
+# below writes their values in that order, so the type and the bytes cannot drift.
+_FIELDS: Final = tuple(f.name for f in attrs.fields(EventEnvelope))
+if _FIELDS != ("subscription_id", "workspace_id", "seq", "type", "payload"):
+    raise ImportError(f"Event.encode_notification writes the envelope's values in another order than {_FIELDS}")
+_SUBSCRIPTION_KEY, _WORKSPACE_KEY, _SEQ_KEY, _TYPE_KEY, _PAYLOAD_KEY = (_packb(name) for name in _FIELDS)
 # `[2, "event", [{subscription_id: ..., <tail>}]]`: everything but the subscription id
 # is the same for every subscriber, so it is encoded once per event.
-_NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91\x85" + _packb("subscription_id")
-_WORKSPACE_KEY: Final = _packb("workspace_id")
-_SEQ_KEY: Final = _packb("seq")
-_TYPE_KEY: Final = _packb("type")
-_PAYLOAD_KEY: Final = _packb("payload")
+_NOTIFY_HEAD: Final = b"\x93\x02" + _packb("event") + b"\x91" + bytes([0x80 | len(_FIELDS)]) + _SUBSCRIPTION_KEY
 
 
 @functools.lru_cache(maxsize=1024)
@@ -61,14 +66,8 @@ class Event:
             )
         return _NOTIFY_HEAD + _packed_str(subscription_id) + _WORKSPACE_KEY + tail
 
-    def envelope(self, subscription_id: str) -> dict[str, Any]:
-        return {
-            "subscription_id": subscription_id,
-            "workspace_id": self.workspace_id,
-            "seq": self.seq,
-            "type": self.type,
-            "payload": self.payload,
-        }
+    def envelope(self, subscription_id: str) -> EventEnvelope:
+        return EventEnvelope(subscription_id, self.workspace_id, self.seq, self.type, self.payload)
 
     def __repr__(self) -> str:
         return f"Event({self.workspace_id!r}, {self.seq}, {self.type!r})"

@@ -14,7 +14,7 @@ import trio
 
 from agentd.agent import Coordinator
 from agentd.models import ModelRegistry
-from agentd.protocol import WorkspaceClosed, events, unstructure
+from agentd.protocol import ReplayGapPayload, WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
 from agentd.runs import Dispatcher, RunIndex, RunTerminal, describe_error
 from agentd.shutdown import Shutdown
@@ -220,7 +220,7 @@ class WorkspaceHost:
         return sub, events_in_order, through
 
     def _replay_gap(self, since: int, reason: str) -> Event:
-        return Event(self.id, since, events.EVENTS_GAP, {"reason": reason})
+        return Event(self.id, since, events.EVENTS_GAP, unstructure(ReplayGapPayload(reason)))
 
     def request_close(self, reason: str) -> None:
         if not self._close_requested.is_set():
