@@ -155,7 +155,11 @@ class Store:
             # crashed ones: one database, one daemon.
             raise StoreError(f"another agentd is using the database {path}; stop it, or pass --data-dir") from None
         try:
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            # No statement cache: a cached statement keeps its last bound values,
+            # and those are a whole answer's text (tens of MB held after one big run).
+            conn = sqlite3.connect(
+                path, check_same_thread=False, isolation_level=None, timeout=5.0, cached_statements=0
+            )
         except (OSError, sqlite3.Error) as exc:
             os.close(lock_fd)
             raise StoreError(advice(path, exc)) from None
