@@ -180,6 +180,12 @@ class RawConnection:
         return False
 
 
+def nested_bytes(depth: int) -> bytes:
+    """`depth` arrays, each holding the next, as msgpack: packed by hand, since
+    msgpack's own packer refuses deep nesting in some of the versions we allow."""
+    return b"\x91" * (depth - 1) + b"\x90"
+
+
 async def open_raw(daemon: Daemon) -> RawConnection:
     return RawConnection(await trio.open_unix_socket(str(daemon.socket_path)))
 

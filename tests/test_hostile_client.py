@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import msgpack
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, open_raw
+from support import WAIT, Daemon, DaemonFactory, RawConnection, Workspace, nested_bytes, open_raw
 
 from agentd.rpc import MAX_DEPTH, encode_request
 
@@ -87,8 +87,10 @@ async def expect_usable(raw: RawConnection) -> None:
 
 async def test_params_nested_990_to_1020_deep_get_an_invalid_params_reply(daemon: Daemon) -> None:
     raw = await open_raw(daemon)
-    for depth in (990, 1000, 1020):
-        msgid = await raw.request("session.get", [{"workspace_id": nested(depth)}])
+    for msgid, depth in enumerate((990, 1000, 1020), 500):
+        # [0, msgid, "session.get", [{"workspace_id": <nested>}]]
+        head = b"\x94\x00" + msgpack.packb(msgid) + msgpack.packb("session.get") + b"\x91\x81"
+        await raw.send_bytes(head + msgpack.packb("workspace_id") + nested_bytes(depth))
         reply = await raw.response(msgid)
         assert reply.error == [1, f"message nested deeper than {MAX_DEPTH} levels of arrays and maps"]
     await expect_usable(raw)

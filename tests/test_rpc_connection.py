@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from support import nested_bytes
 
 from agentd.rpc import (
     MAX_DEPTH,
@@ -186,7 +187,8 @@ def test_params_nested_within_the_depth_limit_are_decoded() -> None:
 @pytest.mark.parametrize("depth", [MAX_DEPTH - 1, 990, 1020])
 def test_params_nested_past_the_depth_limit_are_refused_with_invalid_params(depth: int) -> None:
     server = RpcConnection(guarded=True)
-    reply, need = events(server, msgpack.packb([0, 1, "m", [nested(depth)]]))
+    # [0, 1, "m", [<nested>]]
+    reply, need = events(server, b"\x94\x00\x01\xa1m\x91" + nested_bytes(depth))
     _, msgid, error, result = reply_of(reply)
     assert (msgid, result) == (1, None)
     assert error == [ErrorCode.INVALID_PARAMS, f"message nested deeper than {MAX_DEPTH} levels of arrays and maps"]
