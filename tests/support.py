@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -225,3 +226,22 @@ def delta_reaching(length: int) -> Callable[[dict[str, Any]], bool]:
         return bool(e["type"] == "message.delta" and e["payload"]["offset"] + len(e["payload"]["text"]) == length)
 
     return reaches
+
+
+async def run_into_closed_pipe(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """agentctl with a stdout whose reader has already gone, as after `| head -1` has read its line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        with trio.fail_after(WAIT):
+            return await trio.run_process(
+                [*agentctl_command(), *args],
+                env=env,
+                cwd=cwd,
+                stdin=b"",
+                stdout=write_end,
+                capture_stderr=True,
+                check=False,
+            )
+    finally:
+        os.close(write_end)

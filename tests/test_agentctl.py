@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, Workspace, agentctl_command, open_workspace, run_agentctl
+from support import (
+    WAIT,
+    Daemon,
+    DaemonFactory,
+    Workspace,
+    agentctl_command,
+    open_workspace,
+    run_agentctl,
+    run_into_closed_pipe,
+)
 
 import agentd
 from agentctl.autostart import LOG_ROTATE_BYTES, is_listening
@@ -213,21 +222,7 @@ async def test_a_missing_cwd_is_a_usage_error_for_every_command(project: Path, e
 
 
 async def test_run_exits_0_when_stdout_reader_went_away(daemon: Daemon, project: Path, env: dict[str, str]) -> None:
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        with trio.fail_after(WAIT):
-            result = await trio.run_process(
-                [*agentctl_command(), "run", "many words for a closed pipe"],
-                env=env,
-                cwd=project,
-                stdin=b"",
-                stdout=write_end,
-                capture_stderr=True,
-                check=False,
-            )
-    finally:
-        os.close(write_end)
+    result = await run_into_closed_pipe("run", "many words for a closed pipe", env=env, cwd=project)
     assert result.returncode == 0, result.stderr
     assert b"Traceback" not in result.stderr and b"Exception" not in result.stderr
 

@@ -6,7 +6,6 @@ Pipes, stdin with a prompt, refused prompts, usage, hints, queued prompts, detac
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -14,7 +13,17 @@ from typing import Any
 
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory, Events, Workspace, agentctl_command, open_workspace, run_agentctl
+from support import (
+    WAIT,
+    Daemon,
+    DaemonFactory,
+    Events,
+    Workspace,
+    agentctl_command,
+    open_workspace,
+    run_agentctl,
+    run_into_closed_pipe,
+)
 
 # A run that takes a while and then ends by itself: long enough to attach to mid-answer.
 SLOW = {"chunks": ["one ", "two ", "three ", "four ", "five ", "six"], "delay_ms": 150}
@@ -23,25 +32,6 @@ SLOW_TEXT = "one two three four five six"
 
 def scripted(script: dict[str, Any]) -> list[str]:
     return ["--model", "scripted", json.dumps(script)]
-
-
-async def run_into_closed_pipe(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    """agentctl with a stdout whose reader has already gone, as after `| head -1` has read its line."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        with trio.fail_after(WAIT):
-            return await trio.run_process(
-                [*agentctl_command(), *args],
-                env=env,
-                cwd=cwd,
-                stdin=b"",
-                stdout=write_end,
-                capture_stderr=True,
-                check=False,
-            )
-    finally:
-        os.close(write_end)
 
 
 async def sessions_of(project: Path, env: dict[str, str]) -> list[dict[str, Any]]:
