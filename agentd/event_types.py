@@ -16,12 +16,16 @@ __all__ = [
     "MESSAGE_DELTA",
     "MESSAGE_UPDATED",
     "MUST_DELIVER",
+    "PERMISSION_REQUEST",
+    "PERMISSION_RESOLVED",
     "RUN_COMPLETE",
     "RUN_RETRY",
     "RUN_STARTED",
     "SESSION_CREATED",
     "SESSION_DELETED",
     "SESSION_UPDATED",
+    "TOOL_FINISHED",
+    "TOOL_STARTED",
     "WORKSPACE_CLOSED",
 ]
 
@@ -35,6 +39,10 @@ RUN_STARTED = "run.started"
 AGENT_ERROR = "agent.error"
 RUN_RETRY = "run.retry"
 RUN_COMPLETE = "run.complete"
+TOOL_STARTED = "tool.started"
+TOOL_FINISHED = "tool.finished"
+PERMISSION_REQUEST = "permission.request"
+PERMISSION_RESOLVED = "permission.resolved"
 EVENTS_GAP = "events.gap"
 WORKSPACE_CLOSED = "workspace.closed"
 
@@ -51,6 +59,13 @@ EVENT_TYPES: dict[str, tuple[bool, bool]] = {
     AGENT_ERROR: (False, True),
     # A provider refused for now (rate limit, overload); the run waits and tries again.
     RUN_RETRY: (False, False),
+    # A tool call's start and end, to show live; the "tool" message holds the result.
+    TOOL_STARTED: (False, False),
+    TOOL_FINISHED: (False, False),
+    # A run waits on an answer to this; a client that connects later still sees
+    # a pending one (`permission.list`, and on subscribe).
+    PERMISSION_REQUEST: (True, True),
+    PERMISSION_RESOLVED: (True, True),
     # A client waiting on a run hangs if it misses this one.
     RUN_COMPLETE: (True, True),
     # Sent to one subscriber only, in place of the lossy events it was too slow to take.

@@ -24,6 +24,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolDefinition",
+    "ToolResult",
     "Turn",
     "UnknownModelError",
     "Usage",
@@ -39,11 +40,39 @@ class UnknownModelError(ModelError):
 
 
 @attrs.frozen
+class ToolCall:
+    """A tool call the model made: `arguments` is JSON text, as providers stream it (maybe not valid)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class ToolResult:
+    """What a tool call gave back, as the model is told it."""
+
+    call_id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
+@attrs.frozen
 class Turn:
-    """One past message of the conversation, as a provider sees it."""
+    """One past message of the conversation, as a provider sees it.
+
+    A "user" turn has text; an "assistant" turn has text and the tool calls it
+    made (maybe none); a "tool" turn has the results of the previous assistant
+    turn's calls, in the order of the calls, and no text. A provider maps these
+    to its own wire shape (OpenAI: one `role: "tool"` message per result;
+    Anthropic: `tool_result` blocks in the next user message).
+    """
 
     role: str  # "user" | "assistant" | "tool"
     text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
 
 
 @attrs.frozen
@@ -62,19 +91,27 @@ class ModelRequest:
 
     @property
     def prompt(self) -> str:
-        return self.history[-1].text if self.history else ""
+        """The run's prompt: the text of the last user turn."""
+        for turn in reversed(self.history):
+            if turn.role == "user":
+                return turn.text
+        return ""
+
+    @property
+    def step(self) -> int:
+        """Which model turn of the run this request is: 1 for the first, +1 after each tool turn."""
+        n = 1
+        for turn in reversed(self.history):
+            if turn.role == "user":
+                break
+            if turn.role == "tool":
+                n += 1
+        return n
 
 
 @attrs.frozen
 class TextDelta:
     text: str
-
-
-@attrs.frozen
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as providers stream it
 
 
 @attrs.frozen
@@ -85,7 +122,9 @@ class Usage:
 
 @attrs.frozen
 class Finish:
-    reason: str  # "stop" | "length" | "tool_calls" | ...
+    # "stop" | "length" | "tool_calls" | "refusal" | ...: "tool_calls" when the
+    # turn's ToolCalls are to be run and their results sent back.
+    reason: str
     usage: Usage = Usage()
 
 

@@ -21,6 +21,10 @@ __all__ = [
     "InitializeParams",
     "Message",
     "MessageDelta",
+    "MessagePart",
+    "PermissionOutcome",
+    "PermissionRequest",
+    "PermissionResolved",
     "NoParams",
     "QueuedPrompt",
     "ReplayGapPayload",
@@ -32,6 +36,11 @@ __all__ = [
     "Session",
     "SessionCreateParams",
     "SessionRef",
+    "ToolCallPart",
+    "ToolFinished",
+    "ToolResultPart",
+    "ToolStarted",
+    "ToolStatus",
     "Workspace",
     "WorkspaceClosed",
     "WorkspaceOpenParams",
@@ -66,15 +75,51 @@ class Session:
 
 
 @attrs.frozen
+class ToolCallPart:
+    """A tool call an assistant message made."""
+
+    call_id: str
+    name: str
+    # JSON text, exactly as the model gave it (it may not be valid JSON).
+    arguments: str
+    type: Literal["tool_call"] = "tool_call"
+
+
+# How a tool call ended: "ok", "error" (the tool failed; the model is told
+# why), "denied" (a permission answer or rule), "timeout" (a permission
+# request nobody answered), "cancelled" (the run was cancelled).
+ToolStatus = Literal["ok", "error", "denied", "timeout", "cancelled"]
+
+
+@attrs.frozen
+class ToolResultPart:
+    """A tool call's result, in the "tool" message that follows the assistant message that made it."""
+
+    call_id: str
+    name: str
+    status: ToolStatus
+    # What the model is told.
+    output: str
+    # One short line for a client to show ("read 120 lines", "exit 0").
+    summary: str
+    type: Literal["tool_result"] = "tool_result"
+
+
+MessagePart = ToolCallPart | ToolResultPart
+
+
+@attrs.frozen
 class Message:
     id: str
     session_id: str
+    # "user", "assistant", or "tool" (the results of the assistant message before it).
     role: str
     text: str
     run_id: str | None
     created_at: float
     # None while the message is still being written.
     finish_reason: str | None
+    parts: tuple[MessagePart, ...] = ()
 
 
 @attrs.frozen
@@ -119,6 +164,10 @@ class RunComplete:
     text: str
     error: str | None
     cancelled: bool
+    # Files the run created, changed or deleted (`run.changes` lists them).
+    changes: int = 0
+    # Why the run stopped: "stop", "length", "refusal", "step_limit", "error", "cancelled".
+    stop_reason: str = "stop"
 
 
 def run_complete(
@@ -129,16 +178,85 @@ def run_complete(
     text: str = "",
     error: str | None = None,
     cancelled: bool = False,
+    changes: int = 0,
+    stop_reason: str | None = None,
 ) -> RunComplete:
-    """The one way a RunComplete is made, whoever ends the run: a cancelled run carries no error."""
+    """The one way a RunComplete is made, whoever ends the run: a cancelled run carries no error.
+
+    `stop_reason` defaults to what the outcome implies: "cancelled", "error" or "stop".
+    """
+    if cancelled:
+        error, stop_reason = None, "cancelled"
+    elif stop_reason is None:
+        stop_reason = "error" if error is not None else "stop"
     return RunComplete(
         session_id=session_id,
         run_id=run_id,
         message_id=message_id,
         text=text,
-        error=None if cancelled else error,
+        error=error,
         cancelled=cancelled,
+        changes=changes,
+        stop_reason=stop_reason,
     )
+
+
+@attrs.frozen
+class ToolStarted:
+    """`tool.started` (lossy): a tool call of a run began."""
+
+    session_id: str
+    run_id: str
+    call_id: str
+    name: str
+    # What the call does, in a line ("view README.md", "bash: git status").
+    summary: str
+
+
+@attrs.frozen
+class ToolFinished:
+    """`tool.finished` (lossy): a tool call of a run ended; the "tool" message holds its full result."""
+
+    session_id: str
+    run_id: str
+    call_id: str
+    name: str
+    status: ToolStatus
+    summary: str
+
+
+@attrs.frozen
+class PermissionRequest:
+    """`permission.request` (must-deliver): a tool call waits for someone to allow it."""
+
+    request_id: str
+    session_id: str
+    run_id: str
+    call_id: str
+    tool: str
+    # What the call would do, for a person to judge ("bash: rm -rf build").
+    description: str
+    # The call's arguments, decoded.
+    params: dict[str, object]
+    # When nobody answers by then (seconds since the epoch), it resolves as "timeout".
+    expires_at: float
+
+
+# How a permission request ended: "allow", "allow_session", "deny",
+# "deny_session" (the four answers), "timeout" or "cancelled".
+PermissionOutcome = Literal["allow", "allow_session", "deny", "deny_session", "timeout", "cancelled"]
+
+
+@attrs.frozen
+class PermissionResolved:
+    """`permission.resolved` (must-deliver): a permission request is over, and how."""
+
+    request_id: str
+    session_id: str
+    run_id: str
+    outcome: PermissionOutcome
+    # Who ended it: the answering client's name (or connection id), "timeout", or "run" (it was cancelled).
+    by: str
 
 
 @attrs.frozen
