@@ -29,7 +29,9 @@ __all__ = [
     "QueuedPrompt",
     "ReplayGapPayload",
     "RunComplete",
+    "RunChangesParams",
     "RunGetParams",
+    "RunRevertParams",
     "RunStarted",
     "RunWaitParams",
     "ServerShutdownParams",
@@ -370,3 +372,21 @@ class RunGetParams:
 @attrs.frozen
 class EventsUnsubscribeParams:
     subscription_id: str
+
+
+@attrs.frozen
+class RunChangesParams:
+    """A run by id, or (workspace_id and session_id, without run_id) the session's last run."""
+
+    run_id: str | None = None
+    workspace_id: str | None = None
+    session_id: str | None = None
+
+
+@attrs.frozen
+class RunRevertParams:
+    run_id: str | None = None
+    workspace_id: str | None = None
+    session_id: str | None = None
+    # Revert files changed since the run too, and the rest when some cannot be.
+    force: bool = False

@@ -33,9 +33,13 @@ from agentd.protocol import (
     NoParams,
     QueueCleared,
     QueuedPrompt,
+    RunChangeList,
+    RunChangesParams,
     RunComplete,
     RunGetParams,
     RunInfo,
+    RunReverted,
+    RunRevertParams,
     RunWaitParams,
     SendResult,
     ServerShutdownParams,
@@ -130,7 +134,9 @@ class Method:
             structured: Any = structure_params(params, self.params_type)
         except AgentdError as exc:
             raise _rpc_error(exc) from None
-        turn = order.ticket(structured.workspace_id, structured.session_id) if self._order else None
+        # A request that may name a session but does not (run.changes by run_id) waits for no session.
+        ordered = self._order and structured.session_id is not None
+        turn = order.ticket(structured.workspace_id, structured.session_id) if ordered else None
         return Admitted(structured, turn)
 
     async def call(self, conn: ClientConnection, admitted: Admitted, after_reply: AfterReply) -> Any:
@@ -185,6 +191,8 @@ class Methods:
             "run.get": later(RunGetParams, self.run_get, RunInfo),
             "events.subscribe": later(EventsSubscribeParams, self.events_subscribe, Subscribed),
             "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe, Empty),
+            "run.changes": later(RunChangesParams, self.run_changes, RunChangeList),
+            "run.revert": later(RunRevertParams, self.run_revert, RunReverted),
         }
 
     def names(self) -> list[str]:
@@ -350,6 +358,20 @@ class Methods:
             raise NotFound(f"subscription_id: no such subscription {p.subscription_id!r}")
         sub.close()
         return _EMPTY
+
+
+    # --- file changes
+
+    async def _changed_run(self, p: RunChangesParams | RunRevertParams) -> str:
+        if p.run_id is None and p.workspace_id is not None:
+            self._workspace(p.workspace_id)  # a session's last run: of an open workspace, as for other methods
+        return await self._state.changes.pick_run(p.run_id, p.workspace_id, p.session_id)
+
+    async def run_changes(self, conn: ClientConnection, p: RunChangesParams, _: AfterReply) -> RunChangeList:
+        return await self._state.changes.list(await self._changed_run(p))
+
+    async def run_revert(self, conn: ClientConnection, p: RunRevertParams, _: AfterReply) -> RunReverted:
+        return await self._state.changes.revert(await self._changed_run(p), p.force)
 
 
 _EMPTY = Empty()
