@@ -221,6 +221,33 @@ def _add_models(sub: Any) -> None:
     _add_json(models, "print the models as one JSON object")
 
 
+def _add_diff_and_undo(sub: Any) -> None:
+    for name, summary, description, examples in (
+        (
+            "diff",
+            "show what a run did to the workspace's files, as a diff",
+            "Default: the last run of the current session (the most recently active one of this directory's"
+            " workspace). Only the diff goes to stdout, in colour on a terminal.",
+            "  agentctl diff\n  agentctl diff --run 73ba724abf7c4059a08940904eddbc8a\n  agentctl diff | less -R\n",
+        ),
+        (
+            "undo",
+            "put back the files a run created, changed or deleted",
+            "Default: the last run of the current session. Refuses, naming them, files changed since the run"
+            " (and then undoes nothing) unless --force. Exits 1 when a file was not put back.",
+            "  agentctl undo\n  agentctl undo --run 73ba724abf7c4059a08940904eddbc8a --force\n",
+        ),
+    ):
+        parser = _add_command(sub, name, summary, description, examples)
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("-r", "--run", metavar="ID", help="this run (default: the session's last run)")
+        which.add_argument("-s", "--session", metavar="ID", help="the last run of this session")
+        if name == "undo":
+            parser.add_argument("-f", "--force", action="store_true", help="put back files changed since the run too")
+        _add_cwd(parser)
+        _add_json(parser, "print the reply as one JSON object")
+
+
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "attach": _add_attach,
@@ -231,6 +258,8 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "cancel": _add_cancel,
     "stop": _add_stop,
     "models": _add_models,
+    "diff": _add_diff_and_undo,
+    "undo": _add_diff_and_undo,
 }
 
 
@@ -247,8 +276,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agentctl {agentd.__version__}")
     _add_socket(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    added = set()
     for name, add in _COMMANDS.items():
-        if only is None or name == only:
+        if (only is None or name == only) and add not in added:
+            added.add(add)
             add(sub)
     return parser
 
@@ -436,6 +467,10 @@ def _dispatch(argv: list[str]) -> int:
         from agentctl._run import attach_command
 
         return attach_command(args)
+    if args.command in ("diff", "undo"):
+        from agentctl import _changes
+
+        return _changes.diff(args) if args.command == "diff" else _changes.undo(args)
     from agentctl import _admin
 
     handler = {

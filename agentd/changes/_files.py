@@ -39,14 +39,14 @@ _CHUNK = 1 << 20
 
 
 class Unreadable(Exception):
-    """The path names something that is not a regular file we may read (a directory, a symlink, a device)."""
+    """The path names something that is not a regular file we may read; the message says what it is."""
 
 
 def check_relative(path: str) -> list[str]:
     """The components of a workspace-relative path; ValueError if it could point anywhere else."""
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in path:
-        raise ValueError(f"not a plain path relative to the workspace: {path!r}")
+        raise ValueError("is not a plain path relative to the workspace")
     return parts
 
 
@@ -59,7 +59,7 @@ def resolve_in_root(root: str, path: str) -> str:
     resolved = os.path.realpath(os.path.join(root, path))
     relative = os.path.relpath(resolved, root)
     if relative == "." or relative == ".." or relative.startswith("../") or os.path.isabs(relative):
-        raise ValueError(f"{path} resolves outside the workspace")
+        raise ValueError("resolves outside the workspace")
     check_relative(relative)
     return relative
 
@@ -111,7 +111,7 @@ def read_snapshot(root: str, path: str, keep_up_to: int) -> FileSnapshot:
         return ABSENT
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise Unreadable(f"{path}: a directory on the way to it is a symbolic link") from None
+            raise Unreadable("a directory on the way to it is a symbolic link") from None
         raise
     try:
         fd = os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
@@ -119,7 +119,7 @@ def read_snapshot(root: str, path: str, keep_up_to: int) -> FileSnapshot:
         return ABSENT
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise Unreadable(f"{path}: is a symbolic link") from None
+            raise Unreadable("is a symbolic link") from None
         raise
     finally:
         os.close(dir_fd)
@@ -127,7 +127,7 @@ def read_snapshot(root: str, path: str, keep_up_to: int) -> FileSnapshot:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise Unreadable(f"{path}: is {kind}")
+            raise Unreadable(f"is {kind}")
         digest = hashlib.sha256()
         chunks: list[bytes] | None = []
         size = 0

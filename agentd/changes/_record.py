@@ -85,7 +85,7 @@ class RunChanges:
         try:
             recorded, before, created_dir = await trio.to_thread.run_sync(self._read_before, path)
         except (ValueError, Unreadable) as exc:
-            raise self._refuse(path, str(exc)) from None
+            raise self._refuse(path, f"it {exc}") from None
         except OSError as exc:
             raise self._refuse(path, f"its content could not be read to keep it ({exc.strerror or exc})") from None
         if recorded in self._before:
