@@ -134,9 +134,7 @@ class Method:
             structured: Any = structure_params(params, self.params_type)
         except AgentdError as exc:
             raise _rpc_error(exc) from None
-        # A request that may name a session but does not (run.changes by run_id) waits for no session.
-        ordered = self._order and structured.session_id is not None
-        turn = order.ticket(structured.workspace_id, structured.session_id) if ordered else None
+        turn = order.ticket(structured.workspace_id, structured.session_id) if self._order else None
         return Admitted(structured, turn)
 
     async def call(self, conn: ClientConnection, admitted: Admitted, after_reply: AfterReply) -> Any:
