@@ -78,7 +78,10 @@ class ToolStep:
             for call in calls:
                 if call.id not in results:
                     results[call.id] = self._finished(
-                        call, "cancelled", "The run was cancelled; the call was cut short.", "cancelled",
+                        call,
+                        "cancelled",
+                        "The run was cancelled; the call was cut short.",
+                        "cancelled",
                         was_started=call.id in started,
                     )
             self.results = [results[call.id] for call in calls]

@@ -37,9 +37,7 @@ class _Unrecorded:
 
 
 class RunTerminal:
-    def __init__(
-        self, broker: Broker, store: Store, on_finished: Callable[[Run], None], shutdown: Shutdown
-    ) -> None:
+    def __init__(self, broker: Broker, store: Store, on_finished: Callable[[Run], None], shutdown: Shutdown) -> None:
         self._broker = broker
         self._shutdown = shutdown
         self._store = store
