@@ -15,6 +15,7 @@ from contextlib import aclosing
 import attrs
 import trio
 
+from agentd.changes import RunChanges
 from agentd.models import Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, ToolCall, Turn
 from agentd.models import Model as ModelProtocol
 from agentd.permissions import Permissions
@@ -37,18 +38,6 @@ log = logging.getLogger(__name__)
 PARTIAL_SAVE_INTERVAL = 1.0
 # Model turns one run may take before it is stopped ([agent] max_steps).
 DEFAULT_MAX_STEPS = 50
-
-
-class _NotRecorded:
-    """Interim: file changes are not recorded yet."""
-
-    count = 0
-
-    async def before_write(self, path: str) -> None:
-        pass
-
-    async def after_write(self, path: str) -> None:
-        pass
 
 
 class Coordinator:
@@ -111,7 +100,8 @@ class SessionAgent:
             broker.publish(events.MESSAGE_CREATED, unstructure(user_message))
 
         outcome = _Outcome()
-        changes = _NotRecorded()
+        # Every write of the run's tools is recorded, for run.changes and run.revert.
+        changes = RunChanges(store, self._workspace_path, run.id, run.session_id)
         try:
             broker.publish(events.RUN_STARTED, unstructure(RunStarted(run.session_id, run.id)))
             if model.uses_history:
