@@ -390,3 +390,47 @@ async def test_a_version_3_database_migrates_to_hold_file_changes(tmp_path: Path
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
     conn.close()
+
+
+async def test_a_file_that_cannot_be_put_back_is_named_the_others_are_and_a_later_revert_tries_it_again(
+    recorded: Recorded,
+) -> None:
+    root = recorded.root
+    (root / "a.txt").write_text("a0\n")
+    (root / "b.txt").write_text("b0\n")
+    changes = recorded.changes()
+    await write(changes, root, "a.txt", b"a1\n")
+    await write(changes, root, "b.txt", b"b1\n")
+    await recorded.finish(changes)
+    # Where b.txt was, a directory holding something: nothing can be renamed over it.
+    (root / "b.txt").unlink()
+    (root / "b.txt").mkdir()
+    (root / "b.txt" / "inside").write_text("x")
+    result = await recorded.requests.revert(recorded.run_id, force=True)
+    assert [f.path for f in result.reverted] == ["a.txt"]
+    [(path, reason)] = [(f.path, f.reason) for f in result.refused]
+    assert path == "b.txt" and reason.startswith("cannot be put back: ")
+    assert (root / "a.txt").read_text() == "a0\n"
+    assert not (await recorded.requests.list(recorded.run_id)).reverted_at
+
+    (root / "b.txt" / "inside").unlink()
+    (root / "b.txt").rmdir()
+    again = await recorded.requests.revert(recorded.run_id, force=True)
+    assert [f.path for f in again.reverted] == ["b.txt"] and again.refused == []
+    assert (root / "b.txt").read_text() == "b0\n"
+    assert (await recorded.requests.list(recorded.run_id)).reverted_at is not None
+
+
+async def test_a_write_the_daemon_never_saw_finish_is_compared_with_the_file_as_it_is(recorded: Recorded) -> None:
+    root = recorded.root
+    (root / "a.txt").write_text("a0\n")
+    changes = recorded.changes()
+    await changes.before_write("a.txt")
+    (root / "a.txt").write_text("a1\n")
+    # No after_write: the daemon died mid-write.
+    await recorded.finish(changes)
+    (listed,) = (await recorded.requests.list(recorded.run_id)).files
+    assert (listed.action, listed.changed_since) == ("changed", False)
+    assert listed.diff == "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-a0\n+a1\n"
+    await recorded.requests.revert(recorded.run_id, force=False)
+    assert (root / "a.txt").read_text() == "a0\n"
