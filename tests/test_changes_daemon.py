@@ -274,3 +274,23 @@ async def test_a_run_still_running_cannot_be_reverted(
         assert (await client.call("run.changes", {"run_id": sent["run_id"]}))["files"] == []
         await ws.cancel(session_id)
         await ws.events.until_complete(sent["run_id"])
+
+
+async def test_diff_takes_a_session_prefix_and_names_an_unknown_run(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, edited: list[tuple[str, bytes | None]]
+) -> None:
+    prepared = await prepare(env, project, edited)
+    start_daemon()
+    # Another session, more recently active, is the current one: --session picks the prepared one.
+    newer = await run_agentctl("run", "-m", "scripted", '{"chunks": ["hi"]}', env=env, cwd=project)
+    ok(newer)
+    current = await run_agentctl("diff", env=env, cwd=project)
+    assert ok(current) == "" and current.stderr.decode().endswith("changed no files\n")
+    prefix = prepared.session_id.removeprefix("ses_")[:8]
+    chosen = await run_agentctl("diff", "--session", prefix, env=env, cwd=project)
+    assert ok(chosen) == MAIN_DIFF + NEW_DIFF + OLD_DIFF
+    unknown = await run_agentctl("undo", "--run", "0123abcd", env=env, cwd=project)
+    assert unknown.returncode == 1 and unknown.stdout == b""
+    assert unknown.stderr.decode() == (
+        "agentctl undo: agentd knows no run '0123abcd' (a run id is what `agentctl run --detach` prints)\n"
+    )
