@@ -33,9 +33,9 @@ from ._config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_STEPS,
-    AgentSettings,
     FALLBACK_MODEL,
     PROVIDER_TYPES,
+    AgentSettings,
     Config,
     ConfigError,
     ConfigProblem,
@@ -395,7 +395,7 @@ _PLAIN_TABLES = ("permissions", "agent")
 
 
 def _subject(at: Path) -> str:
-    """How a mistake names where it is: `[providers.openai] headers.X-Title`, `[permissions] allow[2]`, `default_model`."""
+    """How a mistake names where it is: `[providers.openai] headers.X-Title`, `[permissions] allow[2]`, `agent`."""
     if at and at[0] in _PLAIN_TABLES:
         keys = "".join(f"[{part}]" if part.isdigit() else f".{_quote(part)}" for part in at[1:])
         return f"[{at[0]}]" + (" " + keys.lstrip(".") if keys else "")

@@ -171,7 +171,9 @@ class Permissions:
         del self._pending[request.request_id]
         self._remember(request.request_id)
         assert pending.outcome is not None
-        resolved = PermissionResolved(request.request_id, request.session_id, request.run_id, pending.outcome, pending.by)
+        resolved = PermissionResolved(
+            request.request_id, request.session_id, request.run_id, pending.outcome, pending.by
+        )
         # Shielded: a cancelled run must still tell every client its question is over.
         with self._shutdown.shielded(self._broker.must_deliver_timeout + _PUBLISH_MARGIN) as scope:
             await self._broker.publish_must_deliver(events.PERMISSION_RESOLVED, unstructure(resolved))
@@ -232,4 +234,3 @@ class Permissions:
         self._resolved[request_id] = None
         while len(self._resolved) > _REMEMBERED:
             self._resolved.popitem(last=False)
-
