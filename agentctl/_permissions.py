@@ -88,8 +88,12 @@ class Answers:
         if not isinstance(request_id, str):
             return
         if kind == events.PERMISSION_REQUEST:
-            # A resubscribe gives pending requests again: each is answered once.
+            # A resubscribe gives pending requests again: each is asked about once,
+            # and one still pending after our answer (lost with the connection) is answered again.
             if request_id in self._seen:
+                answered = self._answered.get(request_id)
+                if answered is not None:
+                    self._grant(client, workspace_id, request_id, answered)
                 return
             self._seen.add(request_id)
             if self.ask:
