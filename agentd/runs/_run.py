@@ -40,7 +40,7 @@ class Run:
     # Why the run was stopped when nobody asked (its workspace failed): then
     # its cancellation ends it errored with this, not cancelled.
     abort_error: str | None = None
-    # The run's own allow rules (`agent.send`'s `allow`), over the configuration's.
+    # Permission rules for this run only, from agent.send (`*`: allow everything).
     allow: tuple[str, ...] = ()
 
     def queued_prompt(self) -> QueuedPrompt:

@@ -85,6 +85,8 @@ class RunTerminal:
         error: str | None = None,
         cancelled: bool = False,
         finish_reason: str | None = None,
+        changes: int = 0,
+        stop_reason: str | None = None,
     ) -> bool:
         """Decide `run`'s RunComplete, record it, and publish it; False if it already had one.
 
@@ -103,7 +105,14 @@ class RunTerminal:
             # Stopped because its workspace failed: an error, not the user's cancel.
             cancelled, error = False, run.abort_error
         rc = run_complete(
-            run.session_id, run.id, message_id=message_id, text=text, error=error, cancelled=cancelled
+            run.session_id,
+            run.id,
+            message_id=message_id,
+            text=text,
+            error=error,
+            cancelled=cancelled,
+            changes=changes,
+            stop_reason=stop_reason,
         )
         run.complete = rc
         run.state = RunState.DONE

@@ -127,7 +127,16 @@ class WorkspaceHost:
                     self._permissions = Permissions(
                         self.broker, self._shutdown, lambda: self._models.config.permissions
                     )
-                    coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
+                    coordinator = Coordinator(
+                        self.path,
+                        self._store,
+                        self._models,
+                        self.broker,
+                        terminal,
+                        self._permissions,
+                        # Read as the workspace opens: a change to the file applies from its next opening.
+                        max_steps=self._models.config.agent.max_steps,
+                    )
                     self._nursery = nursery
                     self._dispatcher = Dispatcher(
                         nursery, coordinator, terminal, self.broker, self.publish_session_state
