@@ -379,3 +379,21 @@ async def test_agentctl_run_on_a_terminal_asks_and_takes_the_answer(
                 await proc.wait()
         os.close(master)
     assert (project / "tty.txt").exists()
+
+
+# --- [agent] max_steps -------------------------------------------------------------------------------------
+
+
+async def test_the_configured_step_limit_ends_a_run_that_keeps_calling_tools(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    configure(env, "[agent]\nmax_steps = 2\n")
+    step = {"tool_calls": [{"name": "no_such_tool", "arguments": {}}]}
+    prompt = json.dumps({"steps": [step, step, {"chunks": ["never"]}]})
+    async with start_daemon().client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        run_id = (await ws.send(session_id, prompt, model="scripted"))["run_id"]
+        rc = await ws.events.until_complete(run_id)
+    assert rc["stop_reason"] == "step_limit"
+    assert "stopped after 2 model turns" in rc["error"]
