@@ -19,6 +19,7 @@ __all__ = [
     "Empty",
     "InitializeResult",
     "ModelsList",
+    "PermissionGranted",
     "QueueCleared",
     "RunInfo",
     "SendResult",
@@ -134,3 +135,9 @@ class Subscribed:
     seq: int
     # How many events come first, from before it: a client knows when it has caught up.
     replayed: int
+
+
+@attrs.frozen
+class PermissionGranted:
+    # Whether this answer ended the request; false when another answer, the timeout or a cancel came first.
+    resolved: bool
