@@ -134,8 +134,6 @@ class WorkspaceHost:
                         self.broker,
                         terminal,
                         self._permissions,
-                        # Read as the workspace opens: a change to the file applies from its next opening.
-                        max_steps=self._models.config.agent.max_steps,
                     )
                     self._nursery = nursery
                     self._dispatcher = Dispatcher(
