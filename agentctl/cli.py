@@ -113,6 +113,13 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "-d", "--detach", action="store_true", help="print the run id once the run is accepted, and return"
     )
+    run.add_argument(
+        "--allow",
+        metavar="TOOL[:PREFIX]",
+        action="append",
+        help="let this run's calls of TOOL (bash: commands starting with PREFIX) go without asking; repeatable",
+    )
+    run.add_argument("--yolo", action="store_true", help="let every tool call of this run go without asking")
     _add_cwd(run)
     run.add_argument("prompt", nargs="*", help="the prompt (default: read from stdin when it is not a terminal)")
 
@@ -313,7 +320,11 @@ RUN_OPTIONS: dict[str, tuple[str, bool]] = {
     "--detach": ("detach", False),
     "-d": ("detach", False),
     "--cwd": ("cwd", True),
+    "--allow": ("allow", True),
+    "--yolo": ("yolo", False),
 }
+# Options that may be given more than once, each value added to a list.
+_REPEATED = frozenset({"allow"})
 
 
 def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
@@ -336,6 +347,8 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
         "quiet": False,
         "detach": False,
         "cwd": None,
+        "allow": None,
+        "yolo": False,
     }
     prompt: list[str] = []
     seen_command = False
@@ -350,7 +363,10 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
             if takes_value:
                 if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
                     return None
-                values[dest] = argv[i + 1]
+                if dest in _REPEATED:
+                    values[dest] = [*(values[dest] or []), argv[i + 1]]  # type: ignore[misc]
+                else:
+                    values[dest] = argv[i + 1]
                 i += 2
                 continue
             values[dest] = True

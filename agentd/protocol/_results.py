@@ -22,6 +22,7 @@ __all__ = [
     "FileReverted",
     "InitializeResult",
     "ModelsList",
+    "PermissionGranted",
     "QueueCleared",
     "RunChangeList",
     "RunInfo",
@@ -139,6 +140,12 @@ class Subscribed:
     seq: int
     # How many events come first, from before it: a client knows when it has caught up.
     replayed: int
+
+
+@attrs.frozen
+class PermissionGranted:
+    # Whether this answer ended the request; false when another answer, the timeout or a cancel came first.
+    resolved: bool
 
 
 @attrs.frozen

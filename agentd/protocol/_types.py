@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "MessageDelta",
     "MessagePart",
+    "PermissionGrantParams",
     "PermissionOutcome",
     "PermissionRequest",
     "PermissionResolved",
@@ -342,6 +343,8 @@ class AgentSendParams:
     prompt: str
     run_id: str | None = None
     model: str | None = None
+    # Allow rules for this run only ("*": every call), as `[permissions] allow` writes them.
+    allow: list[str] | None = None
 
 
 @attrs.frozen
@@ -372,6 +375,14 @@ class RunGetParams:
 @attrs.frozen
 class EventsUnsubscribeParams:
     subscription_id: str
+
+
+@attrs.frozen
+class PermissionGrantParams:
+    workspace_id: str
+    request_id: str
+    # "allow", "allow_session", "deny" or "deny_session".
+    action: str
 
 
 @attrs.frozen

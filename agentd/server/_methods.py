@@ -31,6 +31,9 @@ from agentd.protocol import (
     Message,
     ModelsList,
     NoParams,
+    PermissionGranted,
+    PermissionGrantParams,
+    PermissionRequest,
     QueueCleared,
     QueuedPrompt,
     RunChangeList,
@@ -189,6 +192,8 @@ class Methods:
             "run.get": later(RunGetParams, self.run_get, RunInfo),
             "events.subscribe": later(EventsSubscribeParams, self.events_subscribe, Subscribed),
             "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe, Empty),
+            "permission.grant": now(PermissionGrantParams, self.permission_grant, PermissionGranted),
+            "permission.list": now(WorkspaceRef, self.permission_list, list[PermissionRequest]),
             "run.changes": later(RunChangesParams, self.run_changes, RunChangeList),
             "run.revert": later(RunRevertParams, self.run_revert, RunReverted),
         }
@@ -315,7 +320,7 @@ class Methods:
     # --- runs
 
     async def agent_send(self, conn: ClientConnection, p: AgentSendParams, _: AfterReply) -> SendResult:
-        return await self._workspace(p.workspace_id).sessions.send(p.session_id, p.prompt, p.run_id, p.model)
+        return await self._workspace(p.workspace_id).sessions.send(p.session_id, p.prompt, p.run_id, p.model, p.allow)
 
     async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: AfterReply) -> CancelResult:
         return await self._workspace(p.workspace_id).sessions.cancel(p.session_id, p.run_id)
@@ -357,6 +362,14 @@ class Methods:
         sub.close()
         return _EMPTY
 
+    # --- permissions
+
+    def permission_grant(self, conn: ClientConnection, p: PermissionGrantParams, _: AfterReply) -> PermissionGranted:
+        by = conn.client_name or f"conn-{conn.id}"
+        return PermissionGranted(resolved=self._workspace(p.workspace_id).permissions.grant(p.request_id, p.action, by))
+
+    def permission_list(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> list[PermissionRequest]:
+        return self._workspace(p.workspace_id).permissions.pending()
 
     # --- file changes
 
