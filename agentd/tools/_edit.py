@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import attrs
-import trio
 
-from . import _fs
+from . import _fs, _threads
 from ._base import ToolContext, ToolError, ToolLimits, ToolOutput, ToolSpec
 from ._write import write_recorded
 
@@ -64,7 +63,7 @@ def _prepare(root: str, params: EditParams, limits: ToolLimits) -> tuple[_fs.Tar
 
 
 async def _run(ctx: ToolContext, params: EditParams) -> ToolOutput:
-    target, mode, data, count = await trio.to_thread.run_sync(_prepare, ctx.root, params, ctx.limits)
+    target, mode, data, count = await _threads.run_sync(_prepare, ctx.root, params, ctx.limits)
     try:
         await write_recorded(ctx, target, data, mode)
     finally:

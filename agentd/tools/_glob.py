@@ -7,9 +7,8 @@ import stat
 
 import attrs
 import pathspec
-import trio
 
-from . import _fs
+from . import _fs, _threads
 from ._base import ToolContext, ToolError, ToolLimits, ToolOutput, ToolSpec
 
 __all__ = ["GLOB", "GlobParams", "matcher"]
@@ -66,7 +65,7 @@ def _glob(root: str, params: GlobParams, limits: ToolLimits) -> ToolOutput:
 
 
 async def _run(ctx: ToolContext, params: GlobParams) -> ToolOutput:
-    return await trio.to_thread.run_sync(_glob, ctx.root, params, ctx.limits, abandon_on_cancel=True)
+    return await _threads.run_sync(_glob, ctx.root, params, ctx.limits, abandon_on_cancel=True)
 
 
 GLOB = ToolSpec(

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import trio
 
-from . import _fs
+from . import _fs, _threads
 from ._base import ToolContext, ToolError, ToolLimits, ToolOutput, ToolSpec
 from ._glob import matcher
 
@@ -137,7 +137,7 @@ def _rg_text(value: dict[str, Any]) -> bytes:
 async def search_rg(rg: str, root: str, params: GrepParams, limit: int) -> tuple[list[Match], bool]:
     """As search_python, by ripgrep at `rg`."""
     # The path is resolved, confined, here: ripgrep is given a real path inside the root.
-    relpath = await trio.to_thread.run_sync(_resolve, root, params.path, abandon_on_cancel=True)
+    relpath = await _threads.run_sync(_resolve, root, params.path, abandon_on_cancel=True)
     argv = [rg, "--json", "--no-config", "--sort", "path", "--hidden", "--glob", "!.git"]
     # The .gitignore files the Python search honours, and only those kinds.
     argv += ["--no-require-git", "--no-ignore-global", "--no-ignore-exclude", "--no-ignore-dot"]
@@ -233,7 +233,7 @@ async def _run(ctx: ToolContext, params: GrepParams) -> ToolOutput:
     if rg is not None:
         found, more = await search_rg(rg, ctx.root, params, ctx.limits.max_entries)
     else:
-        found, more = await trio.to_thread.run_sync(
+        found, more = await _threads.run_sync(
             search_python, ctx.root, params, ctx.limits.max_entries, abandon_on_cancel=True
         )
     return format_matches(found, more, ctx.limits)

@@ -6,9 +6,8 @@ import os
 import stat
 
 import attrs
-import trio
 
-from . import _fs
+from . import _fs, _threads
 from ._base import ToolContext, ToolError, ToolLimits, ToolOutput, ToolSpec
 
 __all__ = ["LS", "LsParams"]
@@ -65,7 +64,7 @@ def _ls(root: str, params: LsParams, limits: ToolLimits) -> ToolOutput:
 
 
 async def _run(ctx: ToolContext, params: LsParams) -> ToolOutput:
-    return await trio.to_thread.run_sync(_ls, ctx.root, params, ctx.limits, abandon_on_cancel=True)
+    return await _threads.run_sync(_ls, ctx.root, params, ctx.limits, abandon_on_cancel=True)
 
 
 LS = ToolSpec(

@@ -7,9 +7,8 @@ import stat
 from typing import BinaryIO
 
 import attrs
-import trio
 
-from . import _fs
+from . import _fs, _threads
 from ._base import ToolContext, ToolError, ToolLimits, ToolOutput, ToolSpec
 
 __all__ = ["VIEW", "ViewParams"]
@@ -108,7 +107,7 @@ def _view(root: str, params: ViewParams, limits: ToolLimits) -> ToolOutput:
 
 
 async def _run(ctx: ToolContext, params: ViewParams) -> ToolOutput:
-    return await trio.to_thread.run_sync(_view, ctx.root, params, ctx.limits, abandon_on_cancel=True)
+    return await _threads.run_sync(_view, ctx.root, params, ctx.limits, abandon_on_cancel=True)
 
 
 VIEW = ToolSpec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import trio
 
-from . import _fs
+from . import _fs, _threads
 from ._base import ToolContext, ToolOutput, ToolSpec
 
 __all__ = ["WRITE", "WriteParams", "write_recorded"]
@@ -24,7 +24,7 @@ async def write_recorded(ctx: ToolContext, target: _fs.Target, data: bytes, mode
     await ctx.changes.before_write(target.relpath)
     try:
         # Not abandoned on cancel: the recording must see the write done or not done.
-        await trio.to_thread.run_sync(_fs.replace_file, target, data, mode)
+        await _threads.run_sync(_fs.replace_file, target, data, mode)
     finally:
         with trio.CancelScope(shield=True):
             await ctx.changes.after_write(target.relpath)
@@ -40,7 +40,7 @@ def _prepare(root: str, path: str) -> tuple[_fs.Target, int | None]:
 
 
 async def _run(ctx: ToolContext, params: WriteParams) -> ToolOutput:
-    target, mode = await trio.to_thread.run_sync(_prepare, ctx.root, params.path)
+    target, mode = await _threads.run_sync(_prepare, ctx.root, params.path)
     try:
         data = params.content.encode("utf-8")
         await write_recorded(ctx, target, data, mode)
