@@ -12,7 +12,7 @@ import trio
 from tools_support import call, context
 
 from agentd.tools import ToolError, ToolLimits, ToolOutput
-from agentd.tools._grep import GrepParams, format_matches, search_python, search_rg
+from agentd.tools._grep import GrepParams, Match, _open_dir, _rg_in, format_matches, search_python, search_rg
 
 RG = shutil.which("rg")
 
@@ -131,3 +131,20 @@ async def test_output_is_capped_in_characters(root: Path) -> None:
     out = await _python(limits)(str(root), GrepParams("m+"), 100)
     # Each row is "many.txt:N:" and 30 characters, 42 with its newline: two fit in 100.
     assert out.output.splitlines()[2:] == ["[2 matches shown, more not: narrow the pattern, the path or include]"]
+
+
+async def test_ripgrep_searches_the_directory_the_walk_opened_even_when_swapped(root: Path) -> None:
+    if RG is None:
+        pytest.skip("ripgrep (rg) is not installed")
+    outside = root.parent / (root.name + "-outside")
+    outside.mkdir()
+    (outside / "main.py").write_text("def main(): outside\n")
+    opened = _open_dir(str(root), "src")
+    assert opened is not None
+    try:
+        (root / "src").rename(root / "src-moved")
+        (root / "src").symlink_to(outside)
+        found, more = await _rg_in(RG, opened, GrepParams("def main"), 100)
+    finally:
+        os.close(opened.fd)
+    assert (found, more) == ([Match("src/main.py", 3, "def main():")], False)

@@ -1,5 +1,9 @@
 """`grep`: the lines that match a regex, by ripgrep when it is installed, by Python otherwise.
 
+ripgrep is started in the directory the confined walk opened, named by the
+descriptor itself, so it cannot be sent elsewhere; a single file is read by
+Python through its descriptor.
+
 Both searches find the same lines in the same order (files by path, as
 ripgrep's `--sort path` walks them; lines in file order) and hand them to one
 formatter, so the model cannot tell which ran. What differs is the regex
@@ -120,12 +124,15 @@ def search_python(root: str, params: GrepParams, limit: int) -> tuple[list[Match
         os.close(opened.fd)
 
 
-def _resolve(root: str, path: str) -> str:
+def _open_dir(root: str, path: str) -> _fs.Opened | None:
+    """The directory to search, open; None for a single file."""
     opened = _fs.open_path(root, path)
+    if stat.S_ISDIR(opened.stat.st_mode):
+        return opened
     os.close(opened.fd)
-    if not (stat.S_ISDIR(opened.stat.st_mode) or stat.S_ISREG(opened.stat.st_mode)):
+    if not stat.S_ISREG(opened.stat.st_mode):
         raise ToolError(f"{path} is not a file or a directory")
-    return opened.relpath
+    return None
 
 
 def _rg_text(value: dict[str, Any]) -> bytes:
@@ -135,9 +142,17 @@ def _rg_text(value: dict[str, Any]) -> bytes:
 
 
 async def search_rg(rg: str, root: str, params: GrepParams, limit: int) -> tuple[list[Match], bool]:
-    """As search_python, by ripgrep at `rg`."""
-    # The path is resolved, confined, here: ripgrep is given a real path inside the root.
-    relpath = await _threads.run_sync(_resolve, root, params.path, abandon_on_cancel=True)
+    """As search_python, by ripgrep at `rg`, for a directory (one file is searched by Python)."""
+    opened = await _threads.run_sync(_open_dir, root, params.path)
+    if opened is None:
+        return await _threads.run_sync(search_python, root, params, limit, abandon_on_cancel=True)
+    try:
+        return await _rg_in(rg, opened, params, limit)
+    finally:
+        os.close(opened.fd)
+
+
+async def _rg_in(rg: str, opened: _fs.Opened, params: GrepParams, limit: int) -> tuple[list[Match], bool]:
     argv = [rg, "--json", "--no-config", "--sort", "path", "--hidden", "--glob", "!.git"]
     # The .gitignore files the Python search honours, and only those kinds.
     argv += ["--no-require-git", "--no-ignore-global", "--no-ignore-exclude", "--no-ignore-dot"]
@@ -146,9 +161,12 @@ async def search_rg(rg: str, root: str, params: GrepParams, limit: int) -> tuple
     if params.include is not None:
         matcher(params.include)  # the same refusals as the Python search
         argv += ["--glob", params.include]
-    argv += ["--regexp", params.pattern, "--"]
-    if relpath != ".":
-        argv.append(relpath)
+    argv += ["--regexp", params.pattern]
+    # ripgrep starts in the directory the confined walk opened, by its descriptor
+    # (the child's own /proc/self/fd names it): a directory swapped for a symlink
+    # since cannot send it elsewhere, and it follows no symlink below.
+    cwd = f"/proc/self/fd/{opened.fd}"
+    base = "" if opened.relpath == "." else opened.relpath + "/"
     found: list[Match] = []
     more = False
     errors = bytearray()
@@ -176,7 +194,7 @@ async def search_rg(rg: str, root: str, params: GrepParams, limit: int) -> tuple
                     more = True
                     return
                 data = record["data"]
-                path = _rg_text(data["path"]).decode("utf-8", errors="replace").removeprefix("./")
+                path = base + _rg_text(data["path"]).decode("utf-8", errors="replace").removeprefix("./")
                 found.append(Match(path, int(data["line_number"]), _line_text(_rg_text(data["lines"]))))
             if len(buffer) > _MAX_RG_LINE:
                 buffer.clear()
@@ -187,7 +205,8 @@ async def search_rg(rg: str, root: str, params: GrepParams, limit: int) -> tuple
             partial(
                 trio.run_process,
                 argv,
-                cwd=root,
+                cwd=cwd,
+                pass_fds=(opened.fd,),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
