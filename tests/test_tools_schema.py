@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import types
 import typing
 from pathlib import Path
@@ -12,10 +13,21 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from support import WAIT
 from tools_support import context
 
 from agentd.models import ToolDefinition
-from agentd.tools import TOOLS, ToolContext, ToolError, ToolOutput, ToolSpec, definitions, parse_arguments, run_tool
+from agentd.tools import (
+    TOOLS,
+    ToolContext,
+    ToolError,
+    ToolOutput,
+    ToolSpec,
+    _threads,
+    definitions,
+    parse_arguments,
+    run_tool,
+)
 from agentd.tools._schema import json_schema
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
@@ -187,3 +199,17 @@ async def test_cancellation_and_base_exceptions_pass_through(ctx: ToolContext) -
     assert scope.cancelled_caught
     with pytest.raises(KeyboardInterrupt):
         await run_tool(spec_running(interrupted), ctx, NoParams())
+
+
+async def test_tool_threads_are_bounded() -> None:
+    release = threading.Event()
+    total = _threads.MAX_TOOL_THREADS + 4
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(total):
+                nursery.start_soon(_threads.run_sync, release.wait)
+            limiter = _threads._threads()
+            while limiter.statistics().tasks_waiting < total - _threads.MAX_TOOL_THREADS:
+                await trio.sleep(0.01)
+            assert limiter.borrowed_tokens == _threads.MAX_TOOL_THREADS
+            release.set()
