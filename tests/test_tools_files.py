@@ -294,3 +294,9 @@ async def test_edit_refuses_binary_and_too_large_files(root: Path) -> None:
     assert "big.txt is larger than 100 bytes" in await refused(
         ctx, "edit", path="big.txt", old_string="x", new_string="y"
     )
+
+
+async def test_ls_and_glob_of_an_ignored_directory_named_as_the_path_list_it(ctx: ToolContext, root: Path) -> None:
+    make_tree(root)
+    assert (await call(ctx, "ls", path="build")).output == "build/\nout.o"
+    assert (await call(ctx, "glob", pattern="*.o", path="build")).output == "build/out.o"

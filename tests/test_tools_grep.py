@@ -148,3 +148,13 @@ async def test_ripgrep_searches_the_directory_the_walk_opened_even_when_swapped(
     finally:
         os.close(opened.fd)
     assert (found, more) == ([Match("src/main.py", 3, "def main():")], False)
+
+
+async def test_an_ignored_directory_named_as_the_path_is_searched(grep: Search, root: Path) -> None:
+    (root / "build" / "sub").mkdir()
+    (root / "build" / "sub" / "gen.py").write_text("def main(): generated\n")
+    (root / "build" / ".gitignore").write_text("sub/\n")
+    out = await grep(str(root), GrepParams("def main", path="build"), 100)
+    assert out.output == "build/main.py:1:def main(): pass"
+    inner = await grep(str(root), GrepParams("def main", path="build/sub"), 100)
+    assert inner.output == "build/sub/gen.py:1:def main(): generated"

@@ -372,7 +372,8 @@ def _read_ignore(dir_fd: int) -> list[str] | None:
 
 
 def read_ignore_chain(root: str, relpath: str) -> Ignores:
-    """The .gitignore files of the root and of each directory down to `relpath` (excluded)."""
+    """The .gitignore files of the root and of each directory down to `relpath` (excluded);
+    none when they ignore `relpath` itself."""
     ignores = Ignores()
     names = [] if relpath == "." else relpath.split("/")
     walk = _Walk(root, relpath)
@@ -384,6 +385,10 @@ def read_ignore_chain(root: str, relpath: str) -> Ignores:
             walk.descend([names[i]])
     finally:
         walk.close()
+    if relpath != "." and ignores.ignored(relpath, is_dir=True):
+        # Asked for by name, an ignored directory is walked as its own root, as
+        # ripgrep walks a path it is given: only the ignore files inside it count.
+        return Ignores()
     return ignores
 
 
