@@ -369,6 +369,8 @@ async def test_agentctl_run_on_a_terminal_asks_and_takes_the_answer(
         assert b"thinking\r\nagentctl run: permission needed: " in seen
         os.write(master, b"o\n")
         await read_until(b"done")
+        # The call, once it ended, on a line of its own.
+        assert "\u25b8 bash: touch tty.txt (exit 0)\r\n".encode() in seen
         with trio.fail_after(WAIT):
             code = await proc.wait()
         assert code == 0, seen
