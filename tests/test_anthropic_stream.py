@@ -680,7 +680,7 @@ def test_request_puts_the_next_prompt_in_the_results_user_message_after_them() -
     ]
 
 
-@pytest.mark.parametrize("arguments", ['{"path": "a.py', "[1, 2]", '"a.py"', ""])
+@pytest.mark.parametrize("arguments", ['{"path": "a.py', "[1, 2]", '"a.py"', "", "[" * 100_000 + "]" * 100_000])
 def test_request_sends_arguments_that_are_not_a_json_object_wrapped_as_the_raw_text(arguments: str) -> None:
     # tool_use input must be an object; the model still sees what it sent.
     history = (

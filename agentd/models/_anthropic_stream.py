@@ -123,7 +123,7 @@ def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser goes is not an object we can send either
         value = None
     return value if isinstance(value, dict) else {INVALID_ARGUMENTS_KEY: arguments}
 
