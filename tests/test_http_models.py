@@ -521,6 +521,26 @@ async def test_arguments_past_the_cap_fail_the_answer_naming_the_call_and_are_no
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_undecodable_bytes_in_a_result_are_sent_as_replacement_characters(
+    server: LoopbackServer, client: httpx2.AsyncClient, provider: str
+) -> None:
+    # How Python hands over a file name or output that is not UTF-8: lone surrogates.
+    listing = b"caf\xe9.txt\n".decode("utf-8", "surrogateescape")
+    calls = [ToolCall("call_1", "ls", "{}")]
+    history = (
+        Turn("user", "ls"),
+        Turn("assistant", "", tuple(calls)),
+        Turn("tool", "", tool_results=(ToolResult("call_1", "ls", listing),)),
+    )
+    model = openai_model(server, client) if provider == "openai" else anthropic_model(server, client)
+    server.script(Streamed([OPENAI_TEXT if provider == "openai" else ANTHROPIC_TEXT]))
+    await answer(model, ModelRequest("", history))
+    [request] = server.requests
+    assert "caf\ufffd.txt" in request.body.decode("utf-8")
+    assert request.headers["content-type"] == "application/json"
+
+
 # --- errors the provider reports --------------------------------------------------------------------
 
 
