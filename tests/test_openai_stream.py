@@ -8,6 +8,7 @@ a time; the parts must be the same every way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -282,11 +283,20 @@ def test_tool_call_fragments_without_index_continue_the_latest_call() -> None:
     ]
 
 
-def test_tool_call_without_id_gets_one_from_its_index() -> None:
+def test_tool_calls_without_an_id_or_with_one_already_used_get_one_of_their_own() -> None:
     stream = ChatCompletionsStream()
-    call = {"index": 3, "function": {"name": "a", "arguments": "{}"}}
-    stream.feed(event(json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})))
-    assert stream.feed(event("[DONE]"))[0] == ToolCall("call_3", "a", "{}")
+    calls = [
+        {"index": 0, "function": {"name": "a", "arguments": "{}"}},
+        {"index": 1, "id": "call_1", "function": {"name": "b", "arguments": "{}"}},
+        {"index": 2, "id": "call_1", "function": {"name": "c", "arguments": "{}"}},
+        {"index": 3, "function": {"name": "d", "arguments": "{}"}},
+    ]
+    stream.feed(event(json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})))
+    first, second, third, fourth, _finish = stream.feed(event("[DONE]"))
+    assert isinstance(first, ToolCall) and isinstance(third, ToolCall) and isinstance(fourth, ToolCall)
+    assert second == ToolCall("call_1", "b", "{}")
+    ids = [first.id, third.id, fourth.id]
+    assert all(re.fullmatch("call_[0-9a-f]{24}", call_id) for call_id in ids) and len(set(ids)) == 3
 
 
 def test_tool_call_without_a_name_is_an_error() -> None:

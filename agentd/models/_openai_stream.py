@@ -15,6 +15,7 @@ follows with `choices: []` and the token `usage`; `data: [DONE]` ends it.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import attrs
@@ -126,6 +127,7 @@ class ChatCompletionsStream:
         self._tool_calls: list[_PendingToolCall] = []  # not yet emitted, in the order they began
         self._by_index: dict[int, _PendingToolCall] = {}  # the call a fragment with this index continues
         self._calls_made = 0
+        self._ids: set[str] = set()  # of the calls emitted
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
         self._finished = False  # Finish was emitted; nothing more comes out
@@ -257,10 +259,16 @@ class ChatCompletionsStream:
         for pending in sorted(self._tool_calls, key=lambda call: call.index):
             if not pending.name:
                 raise ProviderStreamError(f"malformed chunk: tool call {pending.index} has no function name")
+            call_id = pending.id
+            if not call_id or call_id in self._ids:
+                # Ids pair a call with its result, here and in the run's record
+                # of its steps: a server that sends none, or one twice, still
+                # needs one of the call's own.
+                call_id = f"call_{secrets.token_hex(12)}"
+            self._ids.add(call_id)
             calls.append(
                 ToolCall(
-                    # Ids pair a call with its result; a server that sends none still needs one.
-                    id=pending.id or f"call_{pending.index}",
+                    id=call_id,
                     name=pending.name,
                     # A call without arguments streams "" — which is not JSON.
                     arguments="".join(pending.arguments) or "{}",
