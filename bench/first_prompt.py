@@ -109,9 +109,7 @@ model = "loop-model"
 
 def _send_and_wait(client: BlockingClient, ws_id: str, session_id: str, sub_id: str) -> float:
     """Seconds from just before `agent.send` to its RunComplete; the arrival is read from the provider."""
-    reply = client.call(
-        "agent.send", {"workspace_id": ws_id, "session_id": session_id, "prompt": "hello"}, timeout=30
-    )
+    reply = client.call("agent.send", {"workspace_id": ws_id, "session_id": session_id, "prompt": "hello"}, timeout=30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         item = client.next_notification(timeout=30)

@@ -129,6 +129,8 @@ async def test_idle_cancel_does_not_poison_the_next_prompt(ws: Workspace) -> Non
         "text": "still works",
         "error": None,
         "cancelled": False,
+        "changes": 0,
+        "stop_reason": "stop",
     }
 
 

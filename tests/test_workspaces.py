@@ -32,6 +32,7 @@ MESSAGE_FIELDS = {
     "text": str,
     "run_id": str,
     "created_at": float,
+    "parts": list,
     "finish_reason": str,
 }
 

@@ -2,33 +2,53 @@
 
 The coordinator prepares the run (resolves its model); whatever fails there
 fails before the session agent ran, and the dispatcher's fallback reports it.
-The session agent runs the model and publishes the run's messages and then its
-authoritative RunComplete, whatever ends it: a finish, an error, a cancel.
+The session agent runs the agent loop — model, tool calls, results, model —
+and publishes the run's messages and then its authoritative RunComplete,
+whatever ends it: a finish, the step limit, an error, a cancel.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
-import platform
 from contextlib import aclosing
 
+import attrs
 import trio
 
-from agentd.models import Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, Turn
+from agentd.models import Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, ToolCall, Turn
 from agentd.models import Model as ModelProtocol
-from agentd.protocol import MessageDelta, RunStarted, events, unstructure
+from agentd.permissions import Permissions
+from agentd.protocol import MessageDelta, RunStarted, ToolResultPart, events, unstructure
 from agentd.pubsub import Broker
 from agentd.runs import Run, RunTerminal, describe_error
 from agentd.store import Store
+from agentd.tools import ToolContext, definitions
 
-__all__ = ["Coordinator", "SessionAgent"]
+from ._history import call_part, result_part, turns
+from ._prompt import read_instructions, system_prompt
+from ._tool_step import ToolStep
+
+__all__ = ["DEFAULT_MAX_STEPS", "Coordinator", "SessionAgent"]
 
 log = logging.getLogger(__name__)
 
 
 # How often a streaming answer's text so far is saved.
 PARTIAL_SAVE_INTERVAL = 1.0
+# Model turns one run may take before it is stopped ([agent] max_steps).
+DEFAULT_MAX_STEPS = 50
+
+
+class _NotRecorded:
+    """Interim: file changes are not recorded yet."""
+
+    count = 0
+
+    async def before_write(self, path: str) -> None:
+        pass
+
+    async def after_write(self, path: str) -> None:
+        pass
 
 
 class Coordinator:
@@ -39,34 +59,47 @@ class Coordinator:
         models: ModelRegistry,
         broker: Broker,
         terminal: RunTerminal,
+        permissions: Permissions,
+        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
-        self._workspace_path = workspace_path
-        self._store = store
+        self._agent = SessionAgent(workspace_path, store, broker, terminal, permissions, max_steps)
         self._models = models
-        self._broker = broker
-        self._terminal = terminal
 
     async def run(self, run: Run) -> None:
         model = await self._models.resolve(run.model)
-        agent = SessionAgent(self._workspace_path, self._store, self._broker, self._terminal)
-        await agent.run(run, model)
+        await self._agent.run(run, model)
 
 
-def system_prompt(workspace_path: str) -> str:
-    return (
-        "You are a coding agent working in a project directory.\n"
-        f"Working directory: {workspace_path}\n"
-        f"Date: {datetime.date.today().isoformat()}\n"
-        f"OS: {platform.system()} {platform.release()}"
-    )
+@attrs.define
+class _Outcome:
+    """How the run is going, for its RunComplete whatever ends it."""
+
+    # The last assistant message, and whether a step already finished it.
+    message_id: str | None = None
+    message_finished: bool = False
+    text: str = ""
+    finish_reason: str | None = None
+    error: str | None = None
+    cancelled: bool = False
+    stop_reason: str | None = None
 
 
 class SessionAgent:
-    def __init__(self, workspace_path: str, store: Store, broker: Broker, terminal: RunTerminal) -> None:
+    def __init__(
+        self,
+        workspace_path: str,
+        store: Store,
+        broker: Broker,
+        terminal: RunTerminal,
+        permissions: Permissions,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ) -> None:
         self._workspace_path = workspace_path
         self._store = store
         self._broker = broker
         self._terminal = terminal
+        self._permissions = permissions
+        self._max_steps = max_steps
 
     async def run(self, run: Run, model: ModelProtocol) -> None:
         store, broker = self._store, self._broker
@@ -77,26 +110,77 @@ class SessionAgent:
             user_message = await store.add_message(run.session_id, "user", run.prompt, run.id, "stop")
             broker.publish(events.MESSAGE_CREATED, unstructure(user_message))
 
-        message_id: str | None = None
-        text_parts: list[str] = []
-        length = 0
-        finish_reason: str | None = None
-        error: str | None = None
-        cancelled = False
+        outcome = _Outcome()
+        changes = _NotRecorded()
         try:
             broker.publish(events.RUN_STARTED, unstructure(RunStarted(run.session_id, run.id)))
             if model.uses_history:
                 # One read, of what a provider sees: the conversation, the prompt last.
-                history = tuple(Turn(role, text) for role, text in await store.conversation(run.session_id))
+                history = turns(await store.conversation(run.session_id))
             else:
-                history = (Turn("user", run.prompt),)
-            request = ModelRequest(system=system_prompt(self._workspace_path), history=history)
-            assistant = await store.add_message(run.session_id, "assistant", "", run.id)
-            message_id = assistant.id
-            broker.publish(events.MESSAGE_CREATED, unstructure(assistant))
-            # Deltas are not written one by one: the text so far is saved now
-            # and then (so a crash keeps most of it), and in full at the end.
-            saved_at = trio.current_time()
+                # The run's own turns only: the prompt, then its tool steps.
+                history = [Turn("user", run.prompt)]
+            system = system_prompt(self._workspace_path, await read_instructions(self._workspace_path))
+            tools = definitions()
+            context = ToolContext(root=self._workspace_path, changes=changes)
+            for step in range(1, self._max_steps + 1):
+                calls = await self._model_turn(run, model, ModelRequest(system, tuple(history), tools), outcome)
+                if not calls:
+                    break
+                history.append(Turn("assistant", outcome.text, tool_calls=tuple(calls)))
+                results = await self._tool_turn(run, calls, context)
+                history.append(Turn("tool", "", tool_results=tuple(result_part(r) for r in results)))
+                if step == self._max_steps:
+                    outcome.stop_reason = "step_limit"
+                    outcome.error = (
+                        f"stopped after {self._max_steps} model turns, the step limit"
+                        " ([agent] max_steps in the configuration)"
+                    )
+        except BaseException as exc:
+            outcome.cancelled, outcome.error = _classify(exc)
+            raise
+        finally:
+            o = outcome
+            if o.error is not None:
+                reason = "error"
+            elif o.cancelled:
+                reason = "cancelled"
+            else:
+                # A stream that simply ends has finished normally.
+                reason = o.finish_reason or "stop"
+            stop_reason = o.stop_reason
+            if stop_reason is None and reason in ("length", "refusal"):
+                stop_reason = reason
+            # The terminal finishes the message and records the RunComplete in
+            # one transaction, then publishes both: shielded and bounded there.
+            await self._terminal.complete(
+                run,
+                message_id=o.message_id,
+                text=o.text,
+                error=o.error,
+                cancelled=o.cancelled,
+                finish_reason=None if o.message_finished else reason,
+                changes=changes.count,
+                stop_reason=stop_reason,
+            )
+
+    async def _model_turn(
+        self, run: Run, model: ModelProtocol, request: ModelRequest, outcome: _Outcome
+    ) -> list[ToolCall]:
+        """One model turn into a new assistant message; the tool calls it asks for (none: the run's answer)."""
+        store, broker = self._store, self._broker
+        assistant = await store.add_message(run.session_id, "assistant", "", run.id)
+        outcome.message_id, outcome.message_finished, outcome.text = assistant.id, False, ""
+        outcome.finish_reason = None
+        message_id = assistant.id
+        broker.publish(events.MESSAGE_CREATED, unstructure(assistant))
+        text_parts: list[str] = []
+        length = 0
+        calls: list[ToolCall] = []
+        # Deltas are not written one by one: the text so far is saved now
+        # and then (so a crash keeps most of it), and in full at the end.
+        saved_at = trio.current_time()
+        try:
             async with aclosing(model.stream(request)) as stream:  # type: ignore[type-var]
                 async for part in stream:
                     if isinstance(part, TextDelta):
@@ -111,8 +195,10 @@ class SessionAgent:
                         if trio.current_time() - saved_at >= PARTIAL_SAVE_INTERVAL:
                             await _save_partial_text(store, run, message_id, "".join(text_parts))
                             saved_at = trio.current_time()
+                    elif isinstance(part, ToolCall):
+                        calls.append(part)
                     elif isinstance(part, Finish):
-                        finish_reason = part.reason
+                        outcome.finish_reason = part.reason
                         if part.usage.prompt_tokens or part.usage.completion_tokens:
                             await store.add_usage(
                                 run.session_id, part.usage.prompt_tokens, part.usage.completion_tokens
@@ -128,23 +214,32 @@ class SessionAgent:
                                 "reason": part.reason,
                             },
                         )
-        except BaseException as exc:
-            cancelled, error = _classify(exc)
-            raise
         finally:
-            text = "".join(text_parts)
-            if error is not None:
-                reason = "error"
-            elif cancelled:
-                reason = "cancelled"
-            else:
-                # A stream that simply ends has finished normally.
-                reason = finish_reason or "stop"
-            # The terminal finishes the message and records the RunComplete in
-            # one transaction, then publishes both: shielded and bounded there.
-            await self._terminal.complete(
-                run, message_id=message_id, text=text, error=error, cancelled=cancelled, finish_reason=reason
-            )
+            outcome.text = "".join(text_parts)
+        if not calls:
+            return []
+        # The turn is over: its message is finished with the calls it made,
+        # before any of them runs, so a crash meanwhile still shows what was asked.
+        message = await store.update_message(
+            message_id, outcome.text, "tool_calls", parts=tuple(call_part(c) for c in calls)
+        )
+        outcome.message_finished = True
+        broker.publish(events.MESSAGE_UPDATED, unstructure(message))
+        return calls
+
+    async def _tool_turn(self, run: Run, calls: list[ToolCall], context: ToolContext) -> list[ToolResultPart]:
+        """Run the calls; their results are stored as one tool message, also when the run is cancelled meanwhile."""
+        step = ToolStep(run, self._broker, self._permissions, context)
+        try:
+            await step.run(calls)
+        finally:
+            # The model's next turn, or the next run's history, needs a result for every call.
+            with self._terminal.shielded():
+                message = await self._store.add_message(
+                    run.session_id, "tool", "", run.id, "stop", parts=tuple(step.results)
+                )
+                self._broker.publish(events.MESSAGE_CREATED, unstructure(message))
+        return step.results
 
 
 async def _save_partial_text(store: Store, run: Run, message_id: str, text: str) -> None:

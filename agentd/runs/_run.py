@@ -40,6 +40,8 @@ class Run:
     # Why the run was stopped when nobody asked (its workspace failed): then
     # its cancellation ends it errored with this, not cancelled.
     abort_error: str | None = None
+    # Permission rules for this run only, from agent.send (`*`: allow everything).
+    allow: tuple[str, ...] = ()
 
     def queued_prompt(self) -> QueuedPrompt:
         return QueuedPrompt(run_id=self.id, prompt=self.prompt)

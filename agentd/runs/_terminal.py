@@ -37,9 +37,7 @@ class _Unrecorded:
 
 
 class RunTerminal:
-    def __init__(
-        self, broker: Broker, store: Store, on_finished: Callable[[Run], None], shutdown: Shutdown
-    ) -> None:
+    def __init__(self, broker: Broker, store: Store, on_finished: Callable[[Run], None], shutdown: Shutdown) -> None:
         self._broker = broker
         self._shutdown = shutdown
         self._store = store
@@ -85,6 +83,8 @@ class RunTerminal:
         error: str | None = None,
         cancelled: bool = False,
         finish_reason: str | None = None,
+        changes: int = 0,
+        stop_reason: str | None = None,
     ) -> bool:
         """Decide `run`'s RunComplete, record it, and publish it; False if it already had one.
 
@@ -103,7 +103,14 @@ class RunTerminal:
             # Stopped because its workspace failed: an error, not the user's cancel.
             cancelled, error = False, run.abort_error
         rc = run_complete(
-            run.session_id, run.id, message_id=message_id, text=text, error=error, cancelled=cancelled
+            run.session_id,
+            run.id,
+            message_id=message_id,
+            text=text,
+            error=error,
+            cancelled=cancelled,
+            changes=changes,
+            stop_reason=stop_reason,
         )
         run.complete = rc
         run.state = RunState.DONE

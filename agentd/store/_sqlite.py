@@ -25,7 +25,7 @@ import msgpack
 import trio
 
 from agentd._packing import packb
-from agentd.protocol import Message, RunComplete, Workspace, converter, events, run_complete
+from agentd.protocol import Message, MessagePart, RunComplete, Workspace, converter, events, run_complete
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
 from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
@@ -592,6 +592,7 @@ class Store:
         text: str,
         run_id: str | None,
         finish_reason: str | None = None,
+        parts: tuple[MessagePart, ...] = (),
     ) -> Message:
         now = time.time()
         msg = Message(
@@ -602,14 +603,15 @@ class Store:
             run_id=run_id,
             created_at=now,
             finish_reason=finish_reason,
+            parts=parts,
         )
 
         def body(conn: sqlite3.Connection) -> None:
             (position,) = conn.execute("SELECT message_count FROM sessions WHERE id = ?", (session_id,)).fetchone()
             conn.execute(
-                "INSERT INTO messages (id, session_id, position, role, text, run_id, created_at, finish_reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (msg.id, session_id, position, role, text, run_id, now, finish_reason),
+                "INSERT INTO messages (id, session_id, position, role, text, parts, run_id, created_at, finish_reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (msg.id, session_id, position, role, text, _dump_parts(parts), run_id, now, finish_reason),
             )
             conn.execute(
                 "UPDATE sessions SET message_count = message_count + 1, updated_at = ? WHERE id = ?",
@@ -622,45 +624,50 @@ class Store:
         await self._run(self._transaction, body)
         return msg
 
-    async def update_message(self, message_id: str, text: str, finish_reason: str | None) -> Message:
+    async def update_message(
+        self, message_id: str, text: str, finish_reason: str | None, parts: tuple[MessagePart, ...] | None = None
+    ) -> Message:
+        """Set a message's text and finish_reason, and its parts unless `parts` is None."""
+
         def body(conn: sqlite3.Connection) -> Message:
-            return self._update_message(conn, message_id, text, finish_reason, time.time())
+            return self._update_message(conn, message_id, text, finish_reason, time.time(), parts)
 
         return await self._run(self._transaction, body)
 
     @staticmethod
     def _update_message(
-        conn: sqlite3.Connection, message_id: str, text: str, finish_reason: str | None, now: float
+        conn: sqlite3.Connection,
+        message_id: str,
+        text: str,
+        finish_reason: str | None,
+        now: float,
+        parts: tuple[MessagePart, ...] | None = None,
     ) -> Message:
-        conn.execute("UPDATE messages SET text = ?, finish_reason = ? WHERE id = ?", (text, finish_reason, message_id))
-        row = conn.execute(
-            "SELECT id, session_id, role, text, run_id, created_at, finish_reason FROM messages WHERE id = ?",
-            (message_id,),
-        ).fetchone()
+        if parts is None:
+            conn.execute(
+                "UPDATE messages SET text = ?, finish_reason = ? WHERE id = ?", (text, finish_reason, message_id)
+            )
+        else:
+            conn.execute(
+                "UPDATE messages SET text = ?, finish_reason = ?, parts = ? WHERE id = ?",
+                (text, finish_reason, _dump_parts(parts), message_id),
+            )
+        row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
         conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, row[1]))
-        return Message(*row)
+        return _message(row)
 
     async def list_messages(self, session_id: str) -> list[Message]:
         def body() -> list[Message]:
             rows = self._conn.execute(
-                "SELECT id, session_id, role, text, run_id, created_at, finish_reason FROM messages"
-                " WHERE session_id = ? ORDER BY position",
-                (session_id,),
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY position", (session_id,)
             ).fetchall()
-            return [Message(*row) for row in rows]
+            return [_message(row) for row in rows]
 
         return await self._run(body)
 
-    async def conversation(self, session_id: str) -> list[tuple[str, str]]:
-        """The session's messages as (role, text), in order: what a model that uses history is given."""
-
-        def body() -> list[tuple[str, str]]:
-            rows = self._conn.execute(
-                "SELECT role, text FROM messages WHERE session_id = ? ORDER BY position", (session_id,)
-            ).fetchall()
-            return [(str(role), str(text)) for role, text in rows]
-
-        return await self._run(body)
+    async def conversation(self, session_id: str) -> list[Message]:
+        """The session's messages, in order: what a model that uses history is given."""
+        return await self.list_messages(session_id)
 
     # --- runs
 
@@ -759,6 +766,24 @@ class Store:
         return await self._run(body)
 
 
+_MESSAGE_COLUMNS = "id, session_id, role, text, run_id, created_at, finish_reason, parts"
+
+
+def _dump_parts(parts: tuple[MessagePart, ...]) -> str:
+    return json.dumps(converter.unstructure(parts, tuple[MessagePart, ...]), ensure_ascii=False) if parts else "[]"
+
+
+def _load_parts(raw: str) -> tuple[MessagePart, ...]:
+    if raw == "[]" or not raw:
+        return ()
+    return tuple(converter.structure(json.loads(raw), tuple[MessagePart, ...]))
+
+
+def _message(row: Any) -> Message:
+    id_, session_id, role, text, run_id, created_at, finish_reason, parts = row
+    return Message(id_, session_id, role, text, run_id, created_at, finish_reason, _load_parts(parts))
+
+
 def _holds(conn: sqlite3.Connection, message_id: str, text: str) -> bool:
     """Whether a finished message holds exactly `text`: a finished message's text no longer changes."""
     row = conn.execute(
@@ -768,35 +793,50 @@ def _holds(conn: sqlite3.Connection, message_id: str, text: str) -> bool:
 
 
 def _elide(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload to log: without its text when a finished message holds that very text."""
+    """The payload to log: without its text (and parts) when a finished message holds those very ones."""
     if kind in _MESSAGE_TEXT_EVENTS:
         message_id = payload.get("id")
     elif kind == events.RUN_COMPLETE:
         message_id = payload.get("message_id")
     else:
         return payload
+    if not isinstance(message_id, str):
+        return payload
+    # A finished message's text and parts no longer change.
+    row = conn.execute(
+        "SELECT text, parts FROM messages WHERE id = ? AND finish_reason IS NOT NULL", (message_id,)
+    ).fetchone()
+    if row is None:
+        return payload
+    held = set()
     text = payload.get("text")
-    if not text or not isinstance(text, str) or not isinstance(message_id, str):
+    if isinstance(text, str) and text and text == row[0]:
+        held.add("text")
+    parts = payload.get("parts")
+    if kind in _MESSAGE_TEXT_EVENTS and parts and json.dumps(parts, ensure_ascii=False) == row[1]:
+        held.add("parts")
+    if not held:
         return payload
-    if not _holds(conn, message_id, text):
-        return payload
-    return {key: value for key, value in payload.items() if key != "text"}
+    return {key: value for key, value in payload.items() if key not in held}
 
 
 def _restore(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """A logged payload as it was published: its text filled in from where it is held."""
-    if "text" in payload:
-        return payload
+    """A logged payload as it was published: its text (and parts) filled in from where they are held."""
     if kind in _MESSAGE_TEXT_EVENTS:
-        text = _message_text(conn, payload.get("id"))
-    elif kind == events.RUN_COMPLETE:
+        if "text" in payload and "parts" in payload:
+            return payload
+        row = conn.execute("SELECT text, parts FROM messages WHERE id = ?", (payload.get("id"),)).fetchone()
+        restored = dict(payload)
+        restored.setdefault("text", str(row[0]) if row is not None else "")
+        restored.setdefault("parts", json.loads(row[1]) if row is not None else [])
+        return restored
+    if kind == events.RUN_COMPLETE and "text" not in payload:
         text = _message_text(conn, payload.get("message_id"))
         if text is None:
             # The session was deleted: its runs took their texts back (see delete_session).
             text = _complete_text(conn, payload.get("run_id"))
-    else:
-        return payload
-    return {**payload, "text": text or ""}
+        return {**payload, "text": text or ""}
+    return payload
 
 
 def _message_text(conn: sqlite3.Connection, message_id: Any) -> str | None:

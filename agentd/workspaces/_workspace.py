@@ -14,6 +14,7 @@ import trio
 
 from agentd.agent import Coordinator
 from agentd.models import ModelRegistry
+from agentd.permissions import Permissions
 from agentd.protocol import ReplayGapPayload, WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber
 from agentd.runs import Dispatcher, RunIndex, RunTerminal, describe_error
@@ -70,6 +71,8 @@ class WorkspaceHost:
         # Set when the workspace closes because something in it failed.
         self._failure: str | None = None
         self._dispatcher: Dispatcher | None = None
+        # What its runs' tool calls wait on when they need someone's permission.
+        self.permissions = Permissions()
         self._sessions: SessionRequests | None = None
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -115,7 +118,9 @@ class WorkspaceHost:
                     nursery.start_soon(guarded, "writing the event log", self.journal.run)
                     terminal = RunTerminal(self.broker, self._store, self._runs.forget, self._shutdown)
                     nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
-                    coordinator = Coordinator(self.path, self._store, self._models, self.broker, terminal)
+                    coordinator = Coordinator(
+                        self.path, self._store, self._models, self.broker, terminal, self.permissions
+                    )
                     self._nursery = nursery
                     self._dispatcher = Dispatcher(
                         nursery, coordinator, terminal, self.broker, self.publish_session_state
