@@ -25,6 +25,7 @@ import sys
 import time
 from types import FrameType, SimpleNamespace
 
+from agentctl._permissions import Answers
 from agentctl._sessions import not_here, resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
@@ -66,6 +67,7 @@ _TICK = 0.1
 # Attached mid-answer, how often to read the saved text again while deltas wait for a hole.
 _CATCH_UP_EVERY = 0.5
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_PERMISSION_EVENTS = (events.PERMISSION_REQUEST, events.PERMISSION_RESOLVED)
 
 
 def _reconnect_window() -> float:
@@ -149,6 +151,8 @@ def run_command(args: argparse.Namespace | SimpleNamespace) -> int:
         json_output=args.json,
         quiet=args.quiet,
         detach=args.detach,
+        # --yolo: every tool call of this run goes without asking.
+        allow=["*"] if args.yolo else args.allow,
     )
     return command.main()
 
@@ -185,6 +189,7 @@ class RunCommand:
         detach: bool = False,
         attach: bool = False,
         run_id: str | None = None,
+        allow: list[str] | None = None,
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> None:
@@ -219,6 +224,9 @@ class RunCommand:
         self._spinner_frame = 0
         self._stdout_broken = False
         self._caught_up_at = 0.0
+        # The run's own permission rules (`--allow`, `--yolo`), sent with it.
+        self.allow = allow
+        self._answers: Answers | None = None
 
     def main(self) -> int:
         previous = _signal.signal(_signal.SIGINT, self._on_interrupt)
@@ -229,6 +237,8 @@ class RunCommand:
         finally:
             _signal.signal(_signal.SIGINT, previous)
             self._stop_spinner()
+            if self._answers is not None:
+                self._answers.close()
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         self._interrupts += 1
@@ -294,6 +304,8 @@ class RunCommand:
         }
         if self.model:
             params["model"] = self.model
+        if self.allow:
+            params["allow"] = self.allow
         self._check_size(params, server.get("max_message_size"))
         # The daemon words it: only it knows the environment it started with and its configuration.
         note = server.get("default_model_note")
@@ -468,6 +480,7 @@ class RunCommand:
         """Events until our RunComplete; None when the connection ends first."""
         stream = self.stream
         assert stream is not None
+        answers = self._permission_answers()
         give_up_at: float | None = None
         while True:
             if self._interrupts and not stream.cancel_requested:
@@ -488,11 +501,14 @@ class RunCommand:
                 except ConnectionLost:
                     return None
             try:
+                if answers is not None:
+                    answers.poll(client, self._workspace_id)
                 item = client.next_notification(_TICK)
             except ConnectionLost:
                 return None
             if item is None:
-                self._spin()
+                if answers is None or answers.asking is None:
+                    self._spin()
                 continue
             method, params = item
             event = event_params(params) if method == "event" else None
@@ -502,6 +518,11 @@ class RunCommand:
             if isinstance(seq, int) and event.get("type") != events.EVENTS_GAP:
                 self._last_seq = max(self._last_seq, seq)
             text, outcome = stream.handle(event)
+            if answers is not None and event.get("type") in _PERMISSION_EVENTS:
+                try:
+                    answers.handle(client, self._workspace_id, event)
+                except ConnectionLost:
+                    return None
             if event.get("type") == events.RUN_RETRY and stream.is_ours(event):
                 retry = event["payload"]
                 self._note(
@@ -517,6 +538,26 @@ class RunCommand:
                 self._write(text)
             if outcome is not None:
                 return outcome
+
+    def _permission_answers(self) -> Answers | None:
+        """Who answers the run's permission requests here; None for `agentctl attach` without a terminal.
+
+        `agentctl run` asks on a terminal and denies without one; `attach`
+        only asks, leaving a run it did not start to other clients otherwise.
+        """
+        if self._answers is None:
+            ask = bool(sys.stdin is not None and sys.stdin.isatty() and self.err.isatty())
+            if self.attach and not ask:
+                return None
+            assert self.stream is not None
+            stream = self.stream
+            self._answers = Answers(
+                self.run_id,
+                ask=ask,
+                write_err=self._write_err,
+                mid_line=lambda: not stream.at_line_start and not self._stdout_broken and self.out.isatty(),
+            )
+        return self._answers
 
     def _recover(self, reason: str) -> Outcome:
         """The connection dropped before our RunComplete: pick up where we were.
@@ -594,6 +635,11 @@ class RunCommand:
             from agentctl._output import silence_stdout
 
             silence_stdout()
+
+    def _write_err(self, text: str) -> None:
+        self._stop_spinner()
+        self.err.write(text)
+        self.err.flush()
 
     def _note(self, message: str, *, informational: bool = False) -> None:
         if self.quiet and informational:
