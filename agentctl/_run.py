@@ -64,6 +64,15 @@ RECONNECT_PAUSE = 0.2
 # How often the loop wakes with nothing to read: the spinner's frame and the
 # longest a Ctrl-C waits to be acted on.
 _TICK = 0.1
+# Marks a tool call's line on the terminal.
+_TOOL_MARK = "\u25b8"
+
+
+def _one_line(text: object, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 # Attached mid-answer, how often to read the saved text again while deltas wait for a hole.
 _CATCH_UP_EVERY = 0.5
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -203,6 +212,8 @@ class RunCommand:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.quiet = quiet
+        # Tool calls of the run under way: call_id -> what the call does, until it ends.
+        self._tool_calls: dict[str, Any] = {}
         self.detach = detach
         # Attaching follows a run that exists (`run_id`, else the latest here)
         # instead of sending one.
@@ -523,6 +534,10 @@ class RunCommand:
                     answers.handle(client, self._workspace_id, event)
                 except ConnectionLost:
                     return None
+            if event.get("type") == events.TOOL_STARTED and stream.is_ours(event):
+                self._tool_calls[str(event["payload"].get("call_id"))] = event["payload"].get("summary")
+            elif event.get("type") == events.TOOL_FINISHED and stream.is_ours(event) and self._spinner_wanted():
+                self._tool_line(event["payload"])
             if event.get("type") == events.RUN_RETRY and stream.is_ours(event):
                 retry = event["payload"]
                 self._note(
@@ -646,6 +661,16 @@ class RunCommand:
             return
         self._stop_spinner()
         print(f"agentctl {'attach' if self.attach else 'run'}: {message}", file=self.err, flush=True)
+
+    def _tool_line(self, payload: dict[str, Any]) -> None:
+        """One line on the terminal per tool call of the run, as it ends: what it did and how it went."""
+        stream = self.stream
+        assert stream is not None
+        what = self._tool_calls.pop(str(payload.get("call_id")), None) or payload.get("name")
+        status, summary = payload.get("status"), payload.get("summary")
+        lead = "\n" if not stream.at_line_start and not self._stdout_broken and self.out.isatty() else ""
+        how = _one_line(summary) if status == "ok" else f"{status}: {_one_line(summary)}"
+        self._write_err(f"{lead}{_TOOL_MARK} {_one_line(what)} ({how})\n")
 
     def _spinner_wanted(self) -> bool:
         return not self.quiet and not self.json_output and self.err.isatty()
