@@ -13,16 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from loopback_http import LoopbackServer, Pause, Streamed, start_loopback_server
 from support import DaemonFactory, run_agentctl
 from transcripts import anthropic_body
-
-from agentd.tools import TOOLS
-
-# Until the workspace tools are in, there is no view to call.
-pytestmark = pytest.mark.skipif("view" not in TOOLS, reason="the view tool is not in yet")
 
 KEY_ENV = "AGENTD_E2E_TOOLS_KEY"
 KEY = "sk-e2e-tools-NEVER-PRINT-THIS"
