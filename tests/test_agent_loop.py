@@ -10,7 +10,7 @@ from loopback_http import Streamed, start_loopback_server
 from support import DaemonFactory, Workspace, run_agentctl
 from test_models_e2e import HELLO, configure
 
-from agentd.agent._history import INTERRUPTED_RESULT, turns
+from agentd.agent._history import turns
 from agentd.models import ToolCall, ToolResult, Turn
 from agentd.protocol import Message, ToolCallPart, ToolResultPart
 
@@ -89,7 +89,7 @@ async def test_several_calls_in_one_turn_each_get_a_result_in_order(ws: Workspac
     assert (last["role"], last["text"], last["finish_reason"]) == ("assistant", "", "stop")
 
 
-def test_history_answers_a_call_whose_result_was_never_stored() -> None:
+def test_history_is_the_messages_with_their_calls_and_results() -> None:
     def msg(role: str, text: str = "", parts: tuple[Any, ...] = ()) -> Message:
         return Message("m", "s", role, text, "r", 0.0, "stop", parts)
 
@@ -99,23 +99,15 @@ def test_history_answers_a_call_whose_result_was_never_stored() -> None:
             msg("assistant", "looking", (ToolCallPart("a", "view", "{}"), ToolCallPart("b", "ls", "{}"))),
             msg("tool", parts=(ToolResultPart("a", "view", "ok", "text", "1 line"),)),
             msg("assistant", "", (ToolCallPart("c", "bash", "{}"),)),
-            # The daemon stopped here: no tool message for "c".
             msg("user", "again"),
         ]
     )
+    # Unanswered calls ("b", "c": the daemon stopped during them) are the providers' to pair.
     assert history == [
         Turn("user", "hi"),
         Turn("assistant", "looking", tool_calls=(ToolCall("a", "view", "{}"), ToolCall("b", "ls", "{}"))),
-        Turn(
-            "tool",
-            "",
-            tool_results=(
-                ToolResult("a", "view", "text"),
-                ToolResult("b", "ls", INTERRUPTED_RESULT, is_error=True),
-            ),
-        ),
+        Turn("tool", "", tool_results=(ToolResult("a", "view", "text"),)),
         Turn("assistant", "", tool_calls=(ToolCall("c", "bash", "{}"),)),
-        Turn("tool", "", tool_results=(ToolResult("c", "bash", INTERRUPTED_RESULT, is_error=True),)),
         Turn("user", "again"),
     ]
 

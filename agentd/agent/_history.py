@@ -1,4 +1,8 @@
-"""A session's stored messages as the turns a provider is given."""
+"""A session's stored messages as the turns a provider is given.
+
+A plain mapping: that every call has its result, as the providers' APIs
+require, is seen to in one place, by the providers (`models._tool_calls.paired_history`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,7 @@ from collections.abc import Iterable
 from agentd.models import ToolCall, ToolResult, Turn
 from agentd.protocol import Message, ToolCallPart, ToolResultPart
 
-__all__ = ["INTERRUPTED_RESULT", "call_part", "result_part", "turns"]
-
-# What the model is told of a call whose result was never stored (the daemon
-# stopped in the middle of it): providers refuse a call with no result.
-INTERRUPTED_RESULT = "the tool call did not finish: it was interrupted"
+__all__ = ["call_part", "result_part", "turns"]
 
 
 def call_part(call: ToolCall) -> ToolCallPart:
@@ -23,37 +23,17 @@ def result_part(part: ToolResultPart) -> ToolResult:
 
 
 def turns(messages: Iterable[Message]) -> list[Turn]:
-    """The turns of `messages`, each assistant turn's calls answered by the tool turn after it."""
+    """One turn per message: an assistant's with its calls, a tool message's with its results."""
     out: list[Turn] = []
-    pending: tuple[ToolCall, ...] = ()
-
-    def answer(results: dict[str, ToolResult]) -> None:
-        nonlocal pending
-        if pending:
-            out.append(
-                Turn(
-                    "tool",
-                    "",
-                    tool_results=tuple(
-                        results.get(c.id) or ToolResult(c.id, c.name, INTERRUPTED_RESULT, is_error=True)
-                        for c in pending
-                    ),
-                )
-            )
-            pending = ()
-
     for message in messages:
         if message.role == "tool":
-            answer({p.call_id: result_part(p) for p in message.parts if isinstance(p, ToolResultPart)})
-            continue
-        answer({})
-        if message.role == "assistant":
+            results = tuple(result_part(p) for p in message.parts if isinstance(p, ToolResultPart))
+            out.append(Turn("tool", "", tool_results=results))
+        elif message.role == "assistant":
             calls = tuple(
                 ToolCall(p.call_id, p.name, p.arguments) for p in message.parts if isinstance(p, ToolCallPart)
             )
             out.append(Turn("assistant", message.text, tool_calls=calls))
-            pending = calls
         else:
             out.append(Turn(message.role, message.text))
-    answer({})
     return out
