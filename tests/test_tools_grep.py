@@ -154,7 +154,11 @@ async def test_an_ignored_directory_named_as_the_path_is_searched(grep: Search, 
     (root / "build" / "sub").mkdir()
     (root / "build" / "sub" / "gen.py").write_text("def main(): generated\n")
     (root / "build" / ".gitignore").write_text("sub/\n")
+    # The root's `build/` still ignores a build/ deeper down.
+    (root / "build" / "x" / "build").mkdir(parents=True)
+    (root / "build" / "x" / "build" / "deep.py").write_text("def main(): deep\n")
+    (root / "build" / "x" / "y.py").write_text("def main(): y\n")
     out = await grep(str(root), GrepParams("def main", path="build"), 100)
-    assert out.output == "build/main.py:1:def main(): pass"
+    assert out.output == "build/main.py:1:def main(): pass\nbuild/x/y.py:1:def main(): y"
     inner = await grep(str(root), GrepParams("def main", path="build/sub"), 100)
     assert inner.output == "build/sub/gen.py:1:def main(): generated"

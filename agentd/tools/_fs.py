@@ -335,10 +335,30 @@ class Ignores:
     """The .gitignore files that apply where a walk is: each applies below its own directory."""
 
     def __init__(self) -> None:
-        self._levels: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+        # Per file, its patterns, each with the directory its paths are taken
+        # from: the file's own, or the walk's start (see push).
+        self._levels: list[list[tuple[pathspec.Pattern, str]]] = []
 
-    def push(self, base: str, lines: list[str]) -> None:
-        self._levels.append((base, pathspec.GitIgnoreSpec.from_lines(lines)))
+    def push(self, base: str, lines: list[str], *, start: str | None = None) -> None:
+        """Add the patterns of the .gitignore in `base`.
+
+        `start`: a directory below `base` the walk begins in, asked for by name
+        though a pattern here ignores it (`build/` for `build/x`). Such a
+        pattern, read as pathspec reads it, matches all that is inside; ripgrep,
+        which walks a path it is given, matches each path by its own name. So
+        such a pattern is matched against paths from `start` on: `build/` still
+        ignores a `build/x/build/`, not `build/x/y.py`.
+        """
+        through = None if start is None else (start[len(base) + 1 :] if base else start) + "/"
+        patterns: list[tuple[pathspec.Pattern, str]] = []
+        for pattern in pathspec.GitIgnoreSpec.from_lines(lines).patterns:
+            if pattern.include is None:
+                continue
+            if start is not None and through is not None and pattern.include and pattern.match_file(through):
+                patterns.append((pattern, start))
+            else:
+                patterns.append((pattern, base))
+        self._levels.append(patterns)
 
     def pop(self) -> None:
         self._levels.pop()
@@ -346,13 +366,12 @@ class Ignores:
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         # git's rule: the deepest file that says anything about a path decides,
         # and within a file the last matching pattern ("!" re-includes).
-        for base, spec in reversed(self._levels):
-            sub = relpath[len(base) + 1 :] if base else relpath
-            if is_dir:
-                sub += "/"
+        tail = "/" if is_dir else ""
+        for patterns in reversed(self._levels):
             decision: bool | None = None
-            for pattern in spec.patterns:
-                if pattern.include is not None and pattern.match_file(sub) is not None:
+            for pattern, origin in patterns:
+                sub = (relpath[len(origin) + 1 :] if origin else relpath) + tail
+                if pattern.match_file(sub) is not None:
                     decision = pattern.include
             if decision is not None:
                 return decision
@@ -372,8 +391,7 @@ def _read_ignore(dir_fd: int) -> list[str] | None:
 
 
 def read_ignore_chain(root: str, relpath: str) -> Ignores:
-    """The .gitignore files of the root and of each directory down to `relpath` (excluded);
-    none when they ignore `relpath` itself."""
+    """The .gitignore files of the root and of each directory down to `relpath` (excluded)."""
     ignores = Ignores()
     names = [] if relpath == "." else relpath.split("/")
     walk = _Walk(root, relpath)
@@ -381,14 +399,10 @@ def read_ignore_chain(root: str, relpath: str) -> Ignores:
         for i in range(len(names)):
             lines = _read_ignore(walk.fd)
             if lines:
-                ignores.push("/".join(names[:i]), lines)
+                ignores.push("/".join(names[:i]), lines, start=relpath)
             walk.descend([names[i]])
     finally:
         walk.close()
-    if relpath != "." and ignores.ignored(relpath, is_dir=True):
-        # Asked for by name, an ignored directory is walked as its own root, as
-        # ripgrep walks a path it is given: only the ignore files inside it count.
-        return Ignores()
     return ignores
 
 
