@@ -14,17 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from support import DaemonFactory, open_workspace, run_agentctl
-
-from agentd.protocol import AgentSendParams
-from agentd.tools import TOOLS
-
-pytestmark = pytest.mark.skipif(
-    not {"write", "edit"} <= set(TOOLS) or "allow" not in attrs.fields_dict(AgentSendParams),
-    reason="needs the write and edit tools, and agent.send's allow rules",
-)
 
 
 def script(*steps: dict[str, Any]) -> str:
@@ -117,3 +108,22 @@ async def test_agentctl_run_then_diff_and_undo_the_last_run_of_the_session(
     assert (files / "notes.txt").read_text() == "a draft\n"
     again = await run_agentctl("undo", env=env, cwd=files)
     assert "was already undone; nothing to undo" in ok(again)
+
+
+async def test_undo_removes_the_directories_a_run_made_for_its_files(
+    start_daemon: DaemonFactory, env: dict[str, str], files: Path
+) -> None:
+    start_daemon()
+    made = script(
+        calls(("write", {"path": "deep/er/one.txt", "content": "1\n"})),
+        calls(("edit", {"path": "other/two.txt", "old_string": "", "new_string": "2\n"})),
+        calls(("write", {"path": "pkg/sub/three.txt", "content": "3\n"})),
+    )
+    run = await run_agentctl("run", "--yolo", "-m", "scripted", made, env=env, cwd=files)
+    assert ok(run).endswith("done\n")
+    assert (files / "deep" / "er" / "one.txt").read_text() == "1\n"
+    assert (files / "other" / "two.txt").read_text() == "2\n"
+    ok(await run_agentctl("undo", env=env, cwd=files))
+    # What the run made goes; the user's own pkg/ stays.
+    assert sorted(os.listdir(files)) == ["main.py", "notes.txt", "pkg"]
+    assert os.listdir(files / "pkg") == []

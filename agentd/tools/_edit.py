@@ -6,7 +6,7 @@ import attrs
 
 from . import _fs, _threads
 from ._base import ToolContext, ToolError, ToolLimits, ToolOutput, ToolSpec
-from ._write import write_recorded
+from ._write import prepare_recorded, write_recorded
 
 __all__ = ["EDIT", "EditParams"]
 
@@ -26,9 +26,11 @@ class EditParams:
     replace_all: bool = attrs.field(default=False, metadata={"description": "Replace every occurrence."})
 
 
-def _prepare(root: str, params: EditParams, limits: ToolLimits) -> tuple[_fs.Target, int | None, bytes, int]:
+def _prepare(
+    root: str, params: EditParams, limits: ToolLimits, create_dirs: bool
+) -> tuple[_fs.Target, int | None, bytes, int]:
     """The target, its mode, its new content and how many replacements make it."""
-    target = _fs.resolve_target(root, params.path, create_dirs=params.old_string == "")
+    target = _fs.resolve_target(root, params.path, create_dirs=create_dirs)
     try:
         mode = _fs.existing_mode(target)
         old = _fs.read_at(target, limits.edit_max_bytes)
@@ -63,7 +65,14 @@ def _prepare(root: str, params: EditParams, limits: ToolLimits) -> tuple[_fs.Tar
 
 
 async def _run(ctx: ToolContext, params: EditParams) -> ToolOutput:
-    target, mode, data, count = await _threads.run_sync(_prepare, ctx.root, params, ctx.limits)
+    def prepare(create_dirs: bool) -> tuple[_fs.Target, int | None, bytes, int]:
+        return _prepare(ctx.root, params, ctx.limits, create_dirs)
+
+    if params.old_string == "":
+        # Creating a file: its directories may have to be made.
+        target, mode, data, count = await prepare_recorded(ctx, prepare)
+    else:
+        target, mode, data, count = await _threads.run_sync(prepare, False)
     try:
         await write_recorded(ctx, target, data, mode)
     finally:

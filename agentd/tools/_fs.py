@@ -37,6 +37,7 @@ __all__ = [
     "read_at",
     "read_ignore_chain",
     "replace_file",
+    "MissingDirectory",
     "resolve_target",
     "tree",
 ]
@@ -151,7 +152,9 @@ class _Walk:
     def failed(self, name: str, exc: OSError) -> ToolError:
         where = self.relpath(name)
         if exc.errno == errno.ENOENT:
-            return ToolError(f"{self.shown} does not exist" + (f" ({where} is missing)" if where != self.shown else ""))
+            return Missing(
+                f"{self.shown} does not exist" + (f" ({where} is missing)" if where != self.shown else ""), where
+            )
         if exc.errno == errno.ENOTDIR:
             return ToolError(f"{self.shown}: {where} is not a directory")
         if exc.errno == errno.EACCES:
@@ -243,6 +246,22 @@ class Target:
         os.close(self.dir_fd)
 
 
+class Missing(ToolError):
+    """A path, or a directory on the way to it, does not exist (`where`: the first missing one)."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+class MissingDirectory(ToolError):
+    """A write's directory does not exist, and was not to be made; `relpath` is the file it would write."""
+
+    def __init__(self, message: str, relpath: str) -> None:
+        super().__init__(message)
+        self.relpath = relpath
+
+
 def resolve_target(root: str, path: str, *, create_dirs: bool) -> Target:
     """The directory and name a write to `path` replaces, symlinks inside the workspace followed."""
     walk = _Walk(root, path)
@@ -254,7 +273,11 @@ def resolve_target(root: str, path: str, *, create_dirs: bool) -> Target:
             if not todo:
                 raise ToolError(f"{path or '.'} is a directory, not a file")
             last = todo.pop()
-            walk.descend(todo, create=create_dirs)
+            try:
+                walk.descend(todo, create=create_dirs)
+            except Missing as exc:
+                # Not made here: say which file the write would make, below the missing directory.
+                raise MissingDirectory(str(exc), "/".join([exc.where, *todo, last])) from None
             try:
                 os.readlink(last, dir_fd=walk.fd)
             except OSError as exc:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import attrs
 import trio
 
 from . import _fs, _threads
 from ._base import ToolContext, ToolOutput, ToolSpec
 
-__all__ = ["WRITE", "WriteParams", "write_recorded"]
+__all__ = ["WRITE", "WriteParams", "prepare_recorded", "write_recorded"]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -30,8 +35,21 @@ async def write_recorded(ctx: ToolContext, target: _fs.Target, data: bytes, mode
             await ctx.changes.after_write(target.relpath)
 
 
-def _prepare(root: str, path: str) -> tuple[_fs.Target, int | None]:
-    target = _fs.resolve_target(root, path, create_dirs=True)
+async def prepare_recorded(ctx: ToolContext, prepare: Callable[[bool], T]) -> T:
+    """`prepare(create_dirs)` on a thread, for a write that may have to make its directories.
+
+    They are made only once the recording has seen them missing: undoing the
+    write then removes them too.
+    """
+    try:
+        return await _threads.run_sync(prepare, False)
+    except _fs.MissingDirectory as missing:
+        await ctx.changes.before_write(missing.relpath)
+        return await _threads.run_sync(prepare, True)
+
+
+def _prepare(root: str, path: str, create_dirs: bool) -> tuple[_fs.Target, int | None]:
+    target = _fs.resolve_target(root, path, create_dirs=create_dirs)
     try:
         return target, _fs.existing_mode(target)
     except BaseException:
@@ -40,7 +58,7 @@ def _prepare(root: str, path: str) -> tuple[_fs.Target, int | None]:
 
 
 async def _run(ctx: ToolContext, params: WriteParams) -> ToolOutput:
-    target, mode = await _threads.run_sync(_prepare, ctx.root, params.path)
+    target, mode = await prepare_recorded(ctx, lambda create_dirs: _prepare(ctx.root, params.path, create_dirs))
     try:
         data = params.content.encode("utf-8")
         await write_recorded(ctx, target, data, mode)
