@@ -70,11 +70,12 @@ async def _run(ctx: ToolContext, params: EditParams) -> ToolOutput:
 
     if params.old_string == "":
         # Creating a file: its directories may have to be made.
-        target, mode, data, count = await prepare_recorded(ctx, prepare)
+        (target, mode, data, count), recorded = await prepare_recorded(ctx, prepare)
     else:
         target, mode, data, count = await _threads.run_sync(prepare, False)
+        recorded = False
     try:
-        await write_recorded(ctx, target, data, mode)
+        await write_recorded(ctx, target, data, mode, before_recorded=recorded)
     finally:
         target.close()
     if count == 0:

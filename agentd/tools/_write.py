@@ -24,9 +24,12 @@ class WriteParams:
     content: str = attrs.field(metadata={"description": "The file's whole new content."})
 
 
-async def write_recorded(ctx: ToolContext, target: _fs.Target, data: bytes, mode: int | None) -> None:
-    """Replace the target's content, the change recorded before and after."""
-    await ctx.changes.before_write(target.relpath)
+async def write_recorded(
+    ctx: ToolContext, target: _fs.Target, data: bytes, mode: int | None, *, before_recorded: bool = False
+) -> None:
+    """Replace the target's content, the change recorded before (unless `before_recorded`) and after."""
+    if not before_recorded:
+        await ctx.changes.before_write(target.relpath)
     try:
         # Not abandoned on cancel: the recording must see the write done or not done.
         await _threads.run_sync(_fs.replace_file, target, data, mode)
@@ -35,17 +38,18 @@ async def write_recorded(ctx: ToolContext, target: _fs.Target, data: bytes, mode
             await ctx.changes.after_write(target.relpath)
 
 
-async def prepare_recorded(ctx: ToolContext, prepare: Callable[[bool], T]) -> T:
+async def prepare_recorded(ctx: ToolContext, prepare: Callable[[bool], T]) -> tuple[T, bool]:
     """`prepare(create_dirs)` on a thread, for a write that may have to make its directories.
 
-    They are made only once the recording has seen them missing: undoing the
-    write then removes them too.
+    They are made only once the recording has seen them missing, so undoing
+    the write removes them too; then the second value is True: the write's
+    before is recorded already.
     """
     try:
-        return await _threads.run_sync(prepare, False)
+        return await _threads.run_sync(prepare, False), False
     except _fs.MissingDirectory as missing:
         await ctx.changes.before_write(missing.relpath)
-        return await _threads.run_sync(prepare, True)
+        return await _threads.run_sync(prepare, True), True
 
 
 def _prepare(root: str, path: str, create_dirs: bool) -> tuple[_fs.Target, int | None]:
@@ -58,10 +62,12 @@ def _prepare(root: str, path: str, create_dirs: bool) -> tuple[_fs.Target, int |
 
 
 async def _run(ctx: ToolContext, params: WriteParams) -> ToolOutput:
-    target, mode = await prepare_recorded(ctx, lambda create_dirs: _prepare(ctx.root, params.path, create_dirs))
+    (target, mode), recorded = await prepare_recorded(
+        ctx, lambda create_dirs: _prepare(ctx.root, params.path, create_dirs)
+    )
     try:
         data = params.content.encode("utf-8")
-        await write_recorded(ctx, target, data, mode)
+        await write_recorded(ctx, target, data, mode, before_recorded=recorded)
     finally:
         target.close()
     verb = "created" if mode is None else "overwrote"
