@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,28 @@ async def test_reads_of_one_turn_run_together_and_a_write_runs_alone_in_its_plac
     by_id = {p["call_id"]: p for p in results["parts"]}
     assert "old" in by_id["v1"]["output"] and "new" in by_id["v3"]["output"]
     assert all(p["status"] == "ok" for p in results["parts"])
+
+
+async def test_calls_of_an_answer_cut_short_are_not_run(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    chunk = '{"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}'
+    call = '{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"write","arguments":"{\\"pa"}}]}'
+    body = b"".join(
+        f"data: {line}\n\n".encode()
+        for line in (chunk % ('{"content":"Let me write"}', "null"), chunk % (call, '"length"'), "[DONE]")
+    )
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure(env, server.url)
+        start_daemon()
+        server.script(Streamed([body]))
+        result = await run_agentctl("run", "--yolo", "--json", "write it", env=env, cwd=project)
+        assert result.returncode == 0, result.stderr
+        rc = json.loads(result.stdout.splitlines()[-1])["payload"]
+        assert (rc["stop_reason"], rc["text"], rc["changes"]) == ("length", "Let me write", 0)
+        # One model turn: the half-streamed call was not run, and not answered.
+        assert len(server.requests) == 1
+        types = [json.loads(line)["type"] for line in result.stdout.splitlines()]
+        assert "tool.started" not in types
+        nursery.cancel_scope.cancel()

@@ -202,7 +202,8 @@ class SessionAgent:
                         )
         finally:
             outcome.text = "".join(text_parts)
-        if not calls:
+        if not calls or outcome.finish_reason not in (None, "tool_calls"):
+            # An answer cut short ("length") or refused: calls it may have begun are not run.
             return []
         # The turn is over: its message is finished with the calls it made,
         # before any of them runs, so a crash meanwhile still shows what was asked.
