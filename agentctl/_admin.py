@@ -15,6 +15,7 @@ from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
 from agentd.paths import resolve_socket_path
+from agentd.trust import UntrustedSocket
 
 # typing costs milliseconds to import, and agentctl's start-up is measured in them;
 # annotations are strings here, so only type checkers need these names.
@@ -43,14 +44,16 @@ def _with_client(
 ) -> int:
     name = f"agentctl {args.command}"
     socket_path = resolve_socket_path(args.socket)
-    if autostart:
-        try:
-            ensure_daemon(socket_path)
-        except DaemonUnavailable as exc:
-            print(f"{name}: cannot reach agentd: {exc}", file=sys.stderr)
-            return EXIT_NOT_RUNNING
     try:
+        if autostart:
+            ensure_daemon(socket_path)
         client = BlockingClient.connect(socket_path)
+    except DaemonUnavailable as exc:
+        print(f"{name}: cannot reach agentd: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except UntrustedSocket as exc:
+        print(f"{name}: refusing to use the socket: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
     except OSError:
         # Connecting is the probe: a separate one would count as another client.
         if not_running_code == EXIT_OK:

@@ -43,6 +43,7 @@ from agentd import __version__
 from agentd import event_types as events
 from agentd.paths import resolve_socket_path
 from agentd.rpc import encode_request
+from agentd.trust import UntrustedSocket
 from agentd.utf8 import describe_bad_bytes
 
 # typing costs milliseconds to import, and agentctl's start-up is measured in them;
@@ -266,6 +267,8 @@ class RunCommand:
             client = self._connect()
         except DaemonUnavailable as exc:
             return self._fail(EXIT_LOST, f"cannot reach agentd: {exc}")
+        except UntrustedSocket as exc:
+            return self._fail(EXIT_LOST, f"refusing to use the socket: {exc}")
         except OSError as exc:
             return self._fail(EXIT_LOST, f"cannot connect to agentd at {self.socket_path}: {exc}")
         with client:
@@ -590,6 +593,9 @@ class RunCommand:
                 outcome = self._resume()
             except (DaemonUnavailable, OSError, ConnectionLost) as exc:
                 reason = str(exc)
+            except UntrustedSocket as exc:
+                # Whoever answers now is not our daemon: not a moment to try again.
+                return Outcome(EXIT_LOST, f"lost the connection to agentd, and then refused the socket: {exc}")
             except RpcError as exc:
                 return Outcome(EXIT_LOST, f"lost the connection to agentd, and then: {exc}")
             else:

@@ -11,6 +11,7 @@ import os
 import sys
 
 from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
+from agentd.trust import check_socket_dir
 
 TYPE_CHECKING = False  # not typing's: importing typing costs agentctl milliseconds
 if TYPE_CHECKING:
@@ -150,15 +151,24 @@ def _last_line(path: str) -> str:
 
 
 def ensure_daemon(socket_path: StrPath) -> None:
-    """Make sure a daemon listens on `socket_path`, starting one if needed."""
-    if is_listening(socket_path):
-        return
+    """Make sure a daemon listens on `socket_path`, starting one if needed.
+
+    UntrustedSocket when the socket's folder is not ours alone: no daemon is
+    started into a folder someone else could read its socket from or swap.
+    """
     path = os.fspath(socket_path)
     parent = os.path.dirname(path) or "."
+    try:
+        check_socket_dir(parent)
+    except FileNotFoundError:
+        pass  # made just below, ours
+    if is_listening(socket_path):
+        return
     try:
         ensure_private_dir(parent, owned=parent in managed_socket_dirs())
     except OSError as exc:
         raise DaemonUnavailable(f"cannot prepare {parent}: {exc}") from None
+    check_socket_dir(parent)
     import fcntl
 
     lock_path = path + ".start-lock"

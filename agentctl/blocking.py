@@ -24,6 +24,7 @@ import time
 from collections import deque
 
 from agentctl.errors import ConnectionLost
+from agentd import trust
 from agentd.rpc import (
     CLIENT_MAX_MESSAGE_SIZE,
     NEED_DATA,
@@ -55,9 +56,13 @@ class BlockingClient:
 
     @classmethod
     def connect(cls, socket_path: str | os.PathLike[str]) -> BlockingClient:
+        """Connect once the socket and its peer are ours (`agentd.trust`): UntrustedSocket, and nothing sent, if not."""
+        path = os.fspath(socket_path)
+        trust.check_socket_path(path)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            sock.connect(os.fspath(socket_path))
+            sock.connect(path)
+            trust.check_peer(sock, path)
         except BaseException:
             sock.close()
             raise

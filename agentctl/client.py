@@ -21,6 +21,7 @@ import trio
 
 from agentctl.errors import ConnectionLost
 from agentctl.runstream import event_params
+from agentd import trust
 from agentd.rpc import (
     CLIENT_MAX_MESSAGE_SIZE,
     NEED_DATA,
@@ -121,8 +122,18 @@ async def open_client(
     *,
     max_message_size: int = CLIENT_MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[Client]:
-    """Connect to the daemon at `socket_path`; the connection closes with the block."""
-    stream = await trio.open_unix_socket(str(socket_path))
+    """Connect to the daemon at `socket_path`; the connection closes with the block.
+
+    UntrustedSocket, with nothing sent, when the socket or the process behind it is not ours (`agentd.trust`).
+    """
+    path = str(socket_path)
+    trust.check_socket_path(path)
+    stream = await trio.open_unix_socket(path)
+    try:
+        trust.check_peer(stream.socket, path)
+    except BaseException:
+        await stream.aclose()
+        raise
     client = Client(stream, max_message_size=max_message_size)
     try:
         async with trio.open_nursery() as nursery:

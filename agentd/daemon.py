@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the model configuration, print every mistake with its line, and exit",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="also serve connections from root (by default only this daemon's own user is served)",
+    )
     return p
 
 
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         graceful_timeout=args.graceful_timeout,
         ready_fd=args.ready_fd,
         default_model=args.model,
+        allow_root=args.allow_root,
     )
     try:
         trio.run(serve, config)

@@ -75,13 +75,28 @@ def ensure_private_dir(path: str, *, owned: bool = True) -> None:
     The socket's directory is the socket's real access control: a 0600 socket in a
     directory someone else can write to could be swapped under us. A directory the
     user named with `--socket` may be shared (say `/tmp`), so its mode is theirs.
+
+    A symlink in its place is refused, never followed: chmod'ing it would make
+    private whatever it points at, and put our files there (PermissionError).
     """
-    existed = os.path.isdir(path)
+    try:
+        existed = stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        existed = False
     os.makedirs(path, mode=0o700, exist_ok=True)
     if existed and not owned:
         return
-    st = os.stat(path)
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by this user")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise PermissionError(f"{path} is a symlink; agentd's folders must be real directories") from None
+        raise exc from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by this user")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from agentd.paths import ensure_private_dir, managed_socket_dirs
+from agentd.trust import UntrustedSocket, check_socket_dir
 
 __all__ = ["SocketClaim", "StartupError", "bind_listener"]
 
@@ -65,8 +66,12 @@ async def bind_listener(socket_path: Path) -> tuple[trio.SocketListener, SocketC
     try:
         parent = os.fspath(socket_path.parent)
         ensure_private_dir(parent, owned=parent in managed_socket_dirs())
+        # The check agentctl makes too: a folder others may write to is not where our socket goes.
+        check_socket_dir(parent)
     except OSError as exc:
         raise StartupError(f"cannot prepare the socket directory {socket_path.parent}: {exc}") from None
+    except UntrustedSocket as exc:
+        raise StartupError(str(exc)) from None
     claim = SocketClaim(socket_path)
     claim.acquire()
     try:

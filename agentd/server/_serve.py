@@ -38,6 +38,7 @@ from agentd.workspaces import Workspaces
 from ._connection import ClientConnection
 from ._listener import StartupError, bind_listener
 from ._methods import Methods
+from ._peers import PeerGate
 from ._state import DaemonConfig, DaemonState
 
 __all__ = ["serve"]
@@ -101,7 +102,12 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
         conn.claims.clear()
         conn.close_subscriptions()
 
+    peers = PeerGate(allow_root=config.allow_root)
+
     async def handle_client(stream: trio.SocketStream) -> None:
+        if not peers.admits(stream):
+            await stream.aclose()  # before a byte is read from it or written to it
+            return
         conn = ClientConnection(
             next(client_ids), stream, methods, max_message_size=config.max_message_size, input_budget=input_budget
         )

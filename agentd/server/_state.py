@@ -40,6 +40,7 @@ class DaemonConfig:
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     ready_fd: int | None = None
     default_model: str | None = None  # `agentd --model`: over AGENTD_MODEL and the configuration's default
+    allow_root: bool = False  # `agentd --allow-root`: serve root's connections too, not only our own user's
 
 
 @attrs.define
