@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     StrPath = str | PathLike[str]
     from collections.abc import Sequence
+    from typing import BinaryIO
 
 # subprocess, select, fcntl and time are imported where a daemon is started:
 # every agentctl call that finds one running (nearly all) never pays for them.
@@ -76,11 +77,12 @@ def spawn_daemon(
     import subprocess
 
     log_path = os.fspath(log_path or daemon_log_path())
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    log_dir = os.path.dirname(log_path) or "."
+    ensure_private_dir(log_dir, owned=log_dir == state_dir())
     _rotate(log_path)
     read_fd, write_fd = os.pipe()
     try:
-        with open(log_path, "ab") as log:
+        with _open_private_log(log_path) as log:
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -119,6 +121,18 @@ def spawn_daemon(
             f"agentd exited with status {proc.returncode} while starting: {_last_line(log_path)} (log: {log_path})"
         )
     return proc
+
+
+def _open_private_log(path: str) -> BinaryIO:
+    """The daemon's log for appending, 0600: run errors in it are nobody else's to read. Never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # one an older agentd made 0644
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
 
 
 def _wait_ready(fd: int, timeout: float) -> bool:

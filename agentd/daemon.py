@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         graceful_timeout=args.graceful_timeout,
         ready_fd=args.ready_fd,
         default_model=args.model,
+        owns_data_dir=args.data_dir is None,
         allow_root=args.allow_root,
     )
     try:

@@ -56,7 +56,7 @@ async def serve(config: DaemonConfig) -> None:
     listener, claim = await bind_listener(config.socket_path)
     try:
         try:
-            store = await Store.open(os.path.join(config.data_dir, "agentd.db"))
+            store = await Store.open(os.path.join(config.data_dir, "agentd.db"), own_folder=config.owns_data_dir)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         if store.recovered:

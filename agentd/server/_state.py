@@ -40,6 +40,8 @@ class DaemonConfig:
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     ready_fd: int | None = None
     default_model: str | None = None  # `agentd --model`: over AGENTD_MODEL and the configuration's default
+    # Whether data_dir is agentd's own (the default), whose mode it fixes, or one the user named.
+    owns_data_dir: bool = True
     allow_root: bool = False  # `agentd --allow-root`: serve root's connections too, not only our own user's
 
 

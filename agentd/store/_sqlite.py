@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -26,6 +27,8 @@ import trio
 
 from agentd._packing import packb
 from agentd.protocol import Message, MessagePart, RunComplete, Workspace, converter, events, run_complete
+
+from agentd.paths import ensure_private_dir
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
 from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
@@ -175,15 +178,25 @@ class Store:
     # --- opening
 
     @classmethod
-    async def open(cls, path: str) -> Store:
-        """Open (creating, migrating and recovering) the database at `path`."""
-        return await trio.to_thread.run_sync(cls._open_sync, path)
+    async def open(cls, path: str, *, own_folder: bool = True) -> Store:
+        """Open (creating, migrating and recovering) the database at `path`.
+
+        Its folder is made 0700 when agentd owns it (`own_folder`); a folder the
+        user named keeps its mode, but one others may write to is refused.
+        Every file agentd makes in it is 0600 either way.
+        """
+        return await trio.to_thread.run_sync(cls._open_sync, path, own_folder)
 
     @classmethod
-    def _open_sync(cls, path: str) -> Store:
+    def _open_sync(cls, path: str, own_folder: bool = True) -> Store:
+        folder = os.path.dirname(path) or "."
         try:
-            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            ensure_private_dir(folder, owned=own_folder)
+            _refuse_shared_folder(folder)
+            lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            # SQLite gives -wal and -shm the database's own mode: created 0600
+            # here, before SQLite would create it 0644, they are private too.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         except OSError as exc:
             raise StoreError(advice(path, exc)) from None
         try:
@@ -207,6 +220,7 @@ class Store:
             # Before anything is written: another application's file stays as it was.
             check_ours(conn, path)
             check_tables(conn, path)
+            _make_private(path)  # ours, so its mode is ours to fix (an older agentd made them 0644)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot use WAL journaling (got {mode})")
@@ -987,3 +1001,22 @@ def _complete_text(conn: sqlite3.Connection, run_id: Any) -> str | None:
         return None
     text = json.loads(row[0]).get("text")
     return text if isinstance(text, str) else None
+
+
+def _refuse_shared_folder(folder: str) -> None:
+    st = os.stat(folder)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            f"the data folder {folder} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}), who could"
+            " replace the database; make it private (chmod 700) or pass another --data-dir"
+        )
+
+
+def _make_private(path: str) -> None:
+    for name in (path, path + "-wal", path + "-shm", path + "-terminal", path + ".lock"):
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+            os.chmod(name, 0o600)

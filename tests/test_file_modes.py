@@ -1,0 +1,125 @@
+"""Everything agentd creates is 0600 in 0700 folders, and a symlink where it would make a folder is refused."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from support import WAIT, run_agentctl
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def default_env(env: dict[str, str]) -> dict[str, str]:
+    """The test's environment with the socket at its default place, in the runtime folder agentd manages."""
+    del env["AGENTD_SOCKET"]
+    return env
+
+
+@pytest.fixture
+async def autostarted(default_env: dict[str, str], project: Path) -> AsyncIterator[dict[str, str]]:
+    yield default_env
+    await run_agentctl("stop", env=default_env, cwd=project)
+
+
+def _agentd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """agentd run to its refusal: these tests only start ones that must not start."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentd", *args], env=env, capture_output=True, timeout=WAIT, check=False
+    )
+
+
+async def test_an_autostarted_daemon_makes_its_folders_0700_and_its_files_0600(
+    autostarted: dict[str, str], project: Path
+) -> None:
+    env = autostarted
+    old = os.umask(0o022)  # the usual umask, under which files are born 0644
+    try:
+        result = await run_agentctl("run", "hello", env=env, cwd=project)
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    runtime, state, data = (Path(env[name]) / "agentd" for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_DATA_HOME"))
+    for folder in (runtime, state, data):
+        assert mode(folder) == 0o700, folder
+    files = [runtime / "agentd.sock", state / "agentd.log", *sorted(data.iterdir())]
+    assert {p.name for p in files} >= {"agentd.db", "agentd.db-wal", "agentd.db-shm", "agentd.db.lock", "agentd.log"}
+    assert [(p.name, oct(mode(p))) for p in files] == [(p.name, oct(0o600)) for p in files]
+
+
+async def test_an_older_daemons_wider_folders_and_files_are_made_private(
+    autostarted: dict[str, str], project: Path
+) -> None:
+    env = autostarted
+    state, data = (Path(env[name]) / "agentd" for name in ("XDG_STATE_HOME", "XDG_DATA_HOME"))
+    for folder in (state, data):
+        folder.mkdir(parents=True, mode=0o755)
+        os.chmod(folder, 0o755)
+    (state / "agentd.log").write_text("an older daemon's line\n")
+    sqlite3.connect(data / "agentd.db").close()
+    os.chmod(state / "agentd.log", 0o644)
+    os.chmod(data / "agentd.db", 0o644)
+    result = await run_agentctl("run", "hello", env=env, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert (mode(state), mode(data), mode(state / "agentd.log"), mode(data / "agentd.db")) == (0o700, 0o700, 0o600, 0o600)
+    assert mode(data / "agentd.db-wal") == 0o600
+
+
+async def test_a_data_dir_the_user_named_keeps_its_mode_and_gets_private_files(
+    short_tmp: Path, project: Path, env: dict[str, str]
+) -> None:
+    named = short_tmp / "named"
+    named.mkdir()
+    os.chmod(named, 0o755)
+    from support import Daemon
+
+    from agentctl.autostart import spawn_daemon
+
+    proc = spawn_daemon(Path(env["AGENTD_SOCKET"]), ["--data-dir", str(named)], log_path=short_tmp / "d.log", env=env)
+    daemon = Daemon(proc, Path(env["AGENTD_SOCKET"]), short_tmp / "d.log")
+    try:
+        result = await run_agentctl("run", "hello", env=env, cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert mode(named) == 0o755
+        files = sorted(named.iterdir())
+        assert {p.name for p in files} >= {"agentd.db", "agentd.db-wal", "agentd.db-shm", "agentd.db.lock"}
+        assert [(p.name, oct(mode(p))) for p in files] == [(p.name, oct(0o600)) for p in files]
+        assert mode(short_tmp / "d.log") == 0o600
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_a_data_dir_others_can_write_is_refused(short_tmp: Path, env: dict[str, str]) -> None:
+    shared = short_tmp / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    result = _agentd("--socket", str(short_tmp / "agentd.sock"), "--data-dir", str(shared), env=env)
+    assert result.returncode == 1
+    assert str(shared).encode() in result.stderr and b"writable by other users" in result.stderr
+    assert list(shared.iterdir()) == []
+
+
+@pytest.mark.parametrize("variable", ["XDG_RUNTIME_DIR", "XDG_DATA_HOME"])
+def test_a_symlink_in_place_of_a_folder_agentd_manages_is_refused_not_followed(
+    short_tmp: Path, default_env: dict[str, str], variable: str
+) -> None:
+    elsewhere = short_tmp / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o755)
+    base = Path(default_env[variable])
+    base.mkdir(parents=True)
+    (base / "agentd").symlink_to(elsewhere)
+    result = _agentd(env=default_env)
+    assert result.returncode == 1, result.stderr
+    assert str(base / "agentd").encode() in result.stderr and b"symlink" in result.stderr
+    assert mode(elsewhere) == 0o755  # not chmod'ed through the link
+    assert list(elsewhere.iterdir()) == []
