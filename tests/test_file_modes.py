@@ -48,7 +48,9 @@ async def test_an_autostarted_daemon_makes_its_folders_0700_and_its_files_0600(
     finally:
         os.umask(old)
     assert result.returncode == 0, result.stderr
-    runtime, state, data = (Path(env[name]) / "agentd" for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_DATA_HOME"))
+    runtime, state, data = (
+        Path(env[name]) / "agentd" for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_DATA_HOME")
+    )
     for folder in (runtime, state, data):
         assert mode(folder) == 0o700, folder
     files = [runtime / "agentd.sock", state / "agentd.log", *sorted(data.iterdir())]
@@ -70,7 +72,12 @@ async def test_an_older_daemons_wider_folders_and_files_are_made_private(
     os.chmod(data / "agentd.db", 0o644)
     result = await run_agentctl("run", "hello", env=env, cwd=project)
     assert result.returncode == 0, result.stderr
-    assert (mode(state), mode(data), mode(state / "agentd.log"), mode(data / "agentd.db")) == (0o700, 0o700, 0o600, 0o600)
+    assert (mode(state), mode(data), mode(state / "agentd.log"), mode(data / "agentd.db")) == (
+        0o700,
+        0o700,
+        0o600,
+        0o600,
+    )
     assert mode(data / "agentd.db-wal") == 0o600
 
 

@@ -112,6 +112,46 @@ class ProviderConfig:
         return value
 
     @property
+    def url(self) -> str:
+        """`base_url` without its userinfo: what requests go to, and what every message shows."""
+        return _split_userinfo(self.base_url)[0]
+
+    @property
+    def url_credentials(self) -> tuple[str, str] | None:
+        """The user and password written in `base_url` (`https://user:pass@host`), sent as Basic auth; None if none."""
+        userinfo = _split_userinfo(self.base_url)[1]
+        if userinfo is None:
+            return None
+        user, _, password = userinfo.partition(":")
+        return urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+    def secrets(self, key: str | None) -> dict[str, str]:
+        """Each value a message must never show, with what to show instead.
+
+        The key; every header value from the configuration (a proxy's token, an
+        `X-Api-Key`: secret unless proven otherwise); the userinfo of base_url,
+        its parts and its Basic-auth form, which a provider may echo back. Values
+        under `_SHORTEST_SECRET` characters are no credential, and replacing them
+        would garble every message they happen to occur in.
+        """
+        found: dict[str, str] = {}
+        for name, value in self.headers.items():
+            found[value] = f"[header {name}]"
+        userinfo = _split_userinfo(self.base_url)[1]
+        credentials = self.url_credentials
+        if userinfo is not None and credentials is not None:
+            user, password = credentials
+            if not password:
+                # `https://KEY@host`: the user is the credential. Beside a password it is a name.
+                found[user] = found[urllib.parse.quote(user, safe="")] = "[URL user]"
+            found[password] = found[urllib.parse.quote(password, safe="")] = "[URL password]"
+            found[userinfo] = "[URL credentials]"
+            found[basic_token(user, password)] = "[URL credentials]"
+        if key:
+            found[key] = "[API key]"
+        return {value: label for value, label in found.items() if len(value) >= _SHORTEST_SECRET}
+
+    @property
     def max_tokens_field(self) -> str:
         """The request field that caps an answer's length.
 
@@ -119,9 +159,29 @@ class ProviderConfig:
         (its reasoning models refuse the old name), while the servers that
         copy its API (Ollama, llama.cpp, LM Studio) know only `max_tokens`.
         """
-        if self.type == "openai" and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
+        if self.type == "openai" and urllib.parse.urlsplit(self.url).hostname == "api.openai.com":
             return "max_completion_tokens"
         return "max_tokens"
+
+
+_SHORTEST_SECRET = 4
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """(`url` without `user:pass@`, that userinfo or None)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at:
+        return url, None
+    return f"{scheme}://{host}{slash}{path}", userinfo
+
+
+def basic_token(user: str, password: str) -> str:
+    """Basic auth's form of a user and password (RFC 7617): what follows `Authorization: Basic`."""
+    import base64
+
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 @attrs.frozen

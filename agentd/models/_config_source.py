@@ -129,7 +129,7 @@ def _from_environment(env: Mapping[str, str]) -> Config:
     if env.get("OLLAMA_HOST"):
         providers["ollama"] = ProviderConfig("ollama", "openai", _ollama_base_url(env["OLLAMA_HOST"]))
     problems = [
-        ConfigProblem(None, f"environment variable {variable}: the provider URL {provider.base_url} {trouble}")
+        ConfigProblem(None, f"environment variable {variable}: the provider URL {provider.url} {trouble}")
         for provider, variable in (
             (providers.get("openai"), "OPENAI_BASE_URL"),
             (providers.get("anthropic"), "ANTHROPIC_BASE_URL"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import random
 import re
@@ -30,7 +31,7 @@ from agentd import __version__
 
 from . import _anthropic_stream, _openai_stream
 from ._base import Finish, ModelError, ModelRequest, Retrying, StreamPart
-from ._config import ConfigError, ProviderConfig
+from ._config import ConfigError, ProviderConfig, basic_token
 from ._sse import EventTooLarge, ServerSentEvent, SSEDecoder
 
 __all__ = ["ErrorKind", "HttpModel", "ProviderError", "open_http_client"]
@@ -44,6 +45,12 @@ RETRY_AFTER_CAP: Final = 120.0  # seconds: a longer Retry-After is waited out on
 # connect and the writes. No pool limit: concurrency is bounded by the runs.
 _TIMEOUT: Final = httpx2.Timeout(connect=15.0, read=None, write=60.0, pool=None)
 _LIMITS: Final = httpx2.Limits(max_connections=None, max_keepalive_connections=8, keepalive_expiry=30.0)
+
+# httpx2 logs each request's URL at info, and httpcore2 each exchange with its
+# response headers at debug: a provider's echo of a secret and the whole
+# conversation are not for agentd's log, at any level. Our own errors say what failed.
+for _name in ("httpx2", "httpcore2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 _ERROR_BODY_LIMIT: Final = 64 * 1024  # bytes of an error response worth reading
 _DETAIL_LIMIT: Final = 300  # characters of a provider's message worth showing
@@ -181,13 +188,14 @@ class HttpModel:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         path = "/chat/completions" if provider.type == "openai" else "/v1/messages"
-        self._url = provider.base_url + path
+        self._url = provider.url + path  # the userinfo goes in a header, never into a URL we log or show
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamPart, None]:
         """The answer's parts as they arrive, a Retrying before each new attempt; failures raise ProviderError."""
         key = self._api_key()
         body = self._body(request)
         headers = self._headers(key)
+        secrets = self._provider.secrets(key)
         attempt = 1
         while True:
             try:
@@ -196,7 +204,7 @@ class HttpModel:
                         yield part
                 return
             except ProviderError as exc:
-                failure = _scrubbed(exc, key)
+                failure = _scrubbed(exc, secrets)
             if not failure.retryable:
                 raise failure
             if attempt > self._provider.max_retries:
@@ -281,7 +289,7 @@ class HttpModel:
                 )
             except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError, httpx2.UnsupportedProtocol) as exc:
                 raise ProviderError(
-                    f"cannot connect to provider {name!r} at {self._provider.base_url}: {_connect_reason(exc)}",
+                    f"cannot connect to provider {name!r} at {self._provider.url}: {_connect_reason(exc)}",
                     "connect",
                 ) from None
             except (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError) as exc:
@@ -446,6 +454,11 @@ class HttpModel:
             headers["anthropic-version"] = ANTHROPIC_VERSION
         elif key is not None:
             headers["authorization"] = f"Bearer {key}"
+        credentials = self._provider.url_credentials
+        if credentials is not None:
+            # What an HTTP client makes of `https://user:pass@host` (and over a key, as it did),
+            # done here so that no URL with a password in it reaches the client's own logs.
+            headers["authorization"] = "Basic " + basic_token(*credentials)
         # The configuration has the last word: a proxy's own auth, a newer anthropic-version.
         for header, value in self._provider.headers.items():
             headers[header] = value
@@ -554,12 +567,20 @@ def _connect_reason(exc: Exception) -> str:
     return _describe(exc)
 
 
-def _scrubbed(error: ProviderError, key: str | None) -> ProviderError:
+def _scrubbed(error: ProviderError, secrets: dict[str, str]) -> ProviderError:
     # Providers echo keys back ("Incorrect API key provided: ..."), and so can a
-    # transport error about a header: no message leaves here with the key in it.
-    if not key or key not in error.message:
+    # transport error about a header: no message leaves here with a secret in
+    # it (`ProviderConfig.secrets`), and every error of a request leaves here.
+    message, reason = error.message, error.reason
+    # Longest first: a header value may hold the key ("Bearer sk-..."), and should go whole.
+    for value in sorted(secrets, key=len, reverse=True):
+        message = message.replace(value, secrets[value])
+        reason = reason.replace(value, secrets[value])
+    if message == error.message and reason == error.reason:
         return error
-    return error._replace(error.message.replace(key, "[API key]"), retryable=error.retryable)
+    scrubbed = error._replace(message, retryable=error.retryable)
+    scrubbed.reason = reason
+    return scrubbed
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:

@@ -26,9 +26,8 @@ import msgpack
 import trio
 
 from agentd._packing import packb
-from agentd.protocol import Message, MessagePart, RunComplete, Workspace, converter, events, run_complete
-
 from agentd.paths import ensure_private_dir
+from agentd.protocol import Message, MessagePart, RunComplete, Workspace, converter, events, run_complete
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
 from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
