@@ -147,3 +147,24 @@ def test_the_secrets_of_a_provider_are_its_key_its_header_values_and_its_url_cre
         "sk-in-the-url": "[URL credentials]",
         base64.b64encode(b"sk-in-the-url:").decode(): "[URL credentials]",
     }
+
+
+async def test_the_log_holds_neither_prompts_nor_answers_at_the_default_level(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    prompt_marker, answer_marker = "PROMPT-MARKER-31a7", "ANSWER-MARKER-c04e"
+    answer = ANSWER.replace(b'"fine"', f'"{answer_marker}"'.encode())
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure(env, server.url)
+        daemon = start_daemon()
+        server.script(Streamed([answer]), Reply(500, {"content-type": "text/plain"}, b"upstream trouble"))
+        result = await run_agentctl("run", f"please {prompt_marker}", env=env, cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert answer_marker.encode() in result.stdout
+        # A failed run is logged: its error, not the conversation it failed in.
+        failed = await run_agentctl("run", "-c", f"again {prompt_marker}", env=env, cwd=project)
+        assert failed.returncode == 1, failed.stderr
+        assert "upstream trouble" in daemon.log()
+        assert_nowhere([prompt_marker, answer_marker], {"log": daemon.log().encode()})
+        nursery.cancel_scope.cancel()
