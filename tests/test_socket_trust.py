@@ -261,3 +261,45 @@ def test_agentd_refuses_to_start_in_a_folder_others_can_write(short_tmp: Path) -
     assert result.returncode == 1
     assert str(shared).encode() in result.stderr and b"0777" in result.stderr
     assert list(shared.iterdir()) == []
+
+
+@needs_root
+@pytest.mark.parametrize("allow_root", [False, True])
+async def test_root_is_served_by_another_users_daemon_only_with_allow_root(short_tmp: Path, allow_root: bool) -> None:
+    home = short_tmp / "other"
+    home.mkdir(mode=0o700)
+    os.chown(home, OTHER, OTHER)
+    os.chmod(short_tmp, 0o711)
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")}
+    env.pop("AGENTD_SOCKET", None)
+    socket_path = home / "agentd.sock"
+    read_fd, write_fd = os.pipe()
+    args = ["--socket", str(socket_path), "--data-dir", str(home / "data"), "--ready-fd", str(write_fd)]
+    proc = subprocess.Popen(
+        [*AS_OTHER, sys.executable, "-m", "agentd", *args, *(["--allow-root"] if allow_root else [])],
+        env=env,
+        pass_fds=(write_fd,),
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as ready:
+            assert ready.readline() == b"ready\n"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(WAIT)
+        sock.connect(str(socket_path))
+        # initialize, as msgpack: [0, 1, "initialize", []]
+        sock.sendall(bytes([0x94, 0x00, 0x01]) + b"\xaainitialize" + bytes([0x90]))
+        try:
+            reply = sock.recv(65536)
+        except ConnectionResetError:
+            reply = b""
+        sock.close()
+        assert (b"agentd" in reply) is allow_root, reply
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=WAIT)
+    refused = b"refused a connection from uid 0" in stderr
+    assert refused is not allow_root, stderr
+    if refused:
+        assert b"--allow-root is not set" in stderr
