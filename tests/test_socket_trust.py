@@ -265,7 +265,7 @@ def test_agentd_refuses_to_start_in_a_folder_others_can_write(short_tmp: Path) -
 
 @needs_root
 @pytest.mark.parametrize("allow_root", [False, True])
-async def test_root_is_served_by_another_users_daemon_only_with_allow_root(short_tmp: Path, allow_root: bool) -> None:
+def test_root_is_served_by_another_users_daemon_only_with_allow_root(short_tmp: Path, allow_root: bool) -> None:
     home = short_tmp / "other"
     home.mkdir(mode=0o700)
     os.chown(home, OTHER, OTHER)
