@@ -189,9 +189,7 @@ async def test_cancelling_a_run_in_a_tool_kills_its_group_and_records_the_call_c
     assert not [e for e in ws.events.seen[complete_at + 1 :] if e["payload"].get("run_id") == reply["run_id"]]
 
 
-async def test_reads_of_one_turn_run_together_and_a_write_runs_alone_in_its_place(
-    ws: Workspace, project: Path
-) -> None:
+async def test_reads_of_one_turn_run_together_and_a_write_runs_alone_in_its_place(ws: Workspace, project: Path) -> None:
     (project / "a.txt").write_text("old\n")
     (project / "b.txt").write_text("bee\n")
     session_id = await ws.new_session()
