@@ -189,8 +189,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if mode == "sequential":
             detail += f", p50 {ours[mode]['p50_ms'] * 1000:.0f} µs, p99 {ours[mode]['p99_ms'] * 1000:.0f} µs"
         out.append(Row("rpc", f"ping {mode}", detail))
+        # Sequential is at the floor already; pipelined is held to 0.9x (issue 8, B15).
+        target = 0.9 if mode == "pipelined" else 0.8
         out.append(
-            Row("rpc", f"  vs floor ({floor[mode]['rps']:,.0f} req/s)", f"{ratio:.2f}x", ">= 0.8x", ratio >= 0.8)
+            Row(
+                "rpc",
+                f"  vs floor ({floor[mode]['rps']:,.0f} req/s)",
+                f"{ratio:.2f}x",
+                f">= {target}x",
+                ratio >= target,
+            )
         )
         if nvim is not None:
             peer = ours[mode]["rps"] / nvim[mode]["rps"]
