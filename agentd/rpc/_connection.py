@@ -239,26 +239,34 @@ class RpcConnection:
         taken = TAKEN
         pack = _codec._packer.pack
         constant_tails = self._constant_tails
+        response_head = _RESPONSE_HEAD
+        add_reply = replies.append
         for index, value in enumerate(values):
             # The hot path, a well-formed request, inline; `parse_message`
             # classifies (and refuses) everything else.
-            if type(value) is list and len(value) == 4 and value[0] == request and type(value[0]) is int:
-                msgid = value[1]
-                method = value[2]
-                if type(msgid) is int and 0 <= msgid <= max_msgid and type(method) is str:
+            if type(value) is list and len(value) == 4:
+                kind, msgid, method, params = value
+                if (
+                    kind == request
+                    and type(kind) is int
+                    and type(msgid) is int
+                    and 0 <= msgid <= max_msgid
+                    and type(method) is str
+                ):
                     if in_flight >= limit:
                         self._backlog = values[index:]
                         out.append(PAUSED)
                         break
                     if answer is None:
                         in_flight += 1
-                        out.append(Request(msgid, method, value[3]))
+                        out.append(Request(msgid, method, params))
                         continue
-                    params = value[3]
                     tail = constant_tails.get(method)
                     if tail is not None and type(params) is list and not params:
                         # Joined with the rest below: no bytes object of its own.
-                        replies += (_RESPONSE_HEAD, pack(msgid), tail)
+                        add_reply(response_head)
+                        add_reply(pack(msgid))
+                        add_reply(tail)
                         continue
                     try:
                         result = answer(msgid, method, params)
