@@ -25,6 +25,7 @@ import sys
 import time
 from types import FrameType, SimpleNamespace
 
+from agentctl._permissions import Answers
 from agentctl._sessions import not_here, resolve_session
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
@@ -63,9 +64,19 @@ RECONNECT_PAUSE = 0.2
 # How often the loop wakes with nothing to read: the spinner's frame and the
 # longest a Ctrl-C waits to be acted on.
 _TICK = 0.1
+# Marks a tool call's line on the terminal.
+_TOOL_MARK = "\u25b8"
+
+
+def _one_line(text: object, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 # Attached mid-answer, how often to read the saved text again while deltas wait for a hole.
 _CATCH_UP_EVERY = 0.5
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_PERMISSION_EVENTS = (events.PERMISSION_REQUEST, events.PERMISSION_RESOLVED)
 
 
 def _reconnect_window() -> float:
@@ -149,6 +160,8 @@ def run_command(args: argparse.Namespace | SimpleNamespace) -> int:
         json_output=args.json,
         quiet=args.quiet,
         detach=args.detach,
+        # --yolo: every tool call of this run goes without asking.
+        allow=["*"] if args.yolo else args.allow,
     )
     return command.main()
 
@@ -185,6 +198,7 @@ class RunCommand:
         detach: bool = False,
         attach: bool = False,
         run_id: str | None = None,
+        allow: list[str] | None = None,
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> None:
@@ -198,6 +212,8 @@ class RunCommand:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.quiet = quiet
+        # Tool calls of the run under way: call_id -> what the call does, until it ends.
+        self._tool_calls: dict[str, Any] = {}
         self.detach = detach
         # Attaching follows a run that exists (`run_id`, else the latest here)
         # instead of sending one.
@@ -219,6 +235,9 @@ class RunCommand:
         self._spinner_frame = 0
         self._stdout_broken = False
         self._caught_up_at = 0.0
+        # The run's own permission rules (`--allow`, `--yolo`), sent with it.
+        self.allow = allow
+        self._answers: Answers | None = None
 
     def main(self) -> int:
         previous = _signal.signal(_signal.SIGINT, self._on_interrupt)
@@ -229,6 +248,8 @@ class RunCommand:
         finally:
             _signal.signal(_signal.SIGINT, previous)
             self._stop_spinner()
+            if self._answers is not None:
+                self._answers.close()
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         self._interrupts += 1
@@ -294,6 +315,8 @@ class RunCommand:
         }
         if self.model:
             params["model"] = self.model
+        if self.allow:
+            params["allow"] = self.allow
         self._check_size(params, server.get("max_message_size"))
         # The daemon words it: only it knows the environment it started with and its configuration.
         note = server.get("default_model_note")
@@ -468,6 +491,7 @@ class RunCommand:
         """Events until our RunComplete; None when the connection ends first."""
         stream = self.stream
         assert stream is not None
+        answers = self._permission_answers()
         give_up_at: float | None = None
         while True:
             if self._interrupts and not stream.cancel_requested:
@@ -488,11 +512,14 @@ class RunCommand:
                 except ConnectionLost:
                     return None
             try:
+                if answers is not None:
+                    answers.poll(client, self._workspace_id)
                 item = client.next_notification(_TICK)
             except ConnectionLost:
                 return None
             if item is None:
-                self._spin()
+                if answers is None or answers.asking is None:
+                    self._spin()
                 continue
             method, params = item
             event = event_params(params) if method == "event" else None
@@ -502,6 +529,15 @@ class RunCommand:
             if isinstance(seq, int) and event.get("type") != events.EVENTS_GAP:
                 self._last_seq = max(self._last_seq, seq)
             text, outcome = stream.handle(event)
+            if answers is not None and event.get("type") in _PERMISSION_EVENTS:
+                try:
+                    answers.handle(client, self._workspace_id, event)
+                except ConnectionLost:
+                    return None
+            if event.get("type") == events.TOOL_STARTED and stream.is_ours(event):
+                self._tool_calls[str(event["payload"].get("call_id"))] = event["payload"].get("summary")
+            elif event.get("type") == events.TOOL_FINISHED and stream.is_ours(event) and self._spinner_wanted():
+                self._tool_line(event["payload"])
             if event.get("type") == events.RUN_RETRY and stream.is_ours(event):
                 retry = event["payload"]
                 self._note(
@@ -517,6 +553,26 @@ class RunCommand:
                 self._write(text)
             if outcome is not None:
                 return outcome
+
+    def _permission_answers(self) -> Answers | None:
+        """Who answers the run's permission requests here; None for `agentctl attach` without a terminal.
+
+        `agentctl run` asks on a terminal and denies without one; `attach`
+        only asks, leaving a run it did not start to other clients otherwise.
+        """
+        if self._answers is None:
+            ask = bool(sys.stdin is not None and sys.stdin.isatty() and self.err.isatty())
+            if self.attach and not ask:
+                return None
+            assert self.stream is not None
+            stream = self.stream
+            self._answers = Answers(
+                self.run_id,
+                ask=ask,
+                write_err=self._write_err,
+                mid_line=lambda: not stream.at_line_start and not self._stdout_broken and self.out.isatty(),
+            )
+        return self._answers
 
     def _recover(self, reason: str) -> Outcome:
         """The connection dropped before our RunComplete: pick up where we were.
@@ -595,11 +651,26 @@ class RunCommand:
 
             silence_stdout()
 
+    def _write_err(self, text: str) -> None:
+        self._stop_spinner()
+        self.err.write(text)
+        self.err.flush()
+
     def _note(self, message: str, *, informational: bool = False) -> None:
         if self.quiet and informational:
             return
         self._stop_spinner()
         print(f"agentctl {'attach' if self.attach else 'run'}: {message}", file=self.err, flush=True)
+
+    def _tool_line(self, payload: dict[str, Any]) -> None:
+        """One line on the terminal per tool call of the run, as it ends: what it did and how it went."""
+        stream = self.stream
+        assert stream is not None
+        what = self._tool_calls.pop(str(payload.get("call_id")), None) or payload.get("name")
+        status, summary = payload.get("status"), payload.get("summary")
+        lead = "\n" if not stream.at_line_start and not self._stdout_broken and self.out.isatty() else ""
+        how = _one_line(summary) if status == "ok" else f"{status}: {_one_line(summary)}"
+        self._write_err(f"{lead}{_TOOL_MARK} {_one_line(what)} ({how})\n")
 
     def _spinner_wanted(self) -> bool:
         return not self.quiet and not self.json_output and self.err.isatty()

@@ -113,6 +113,13 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "-d", "--detach", action="store_true", help="print the run id once the run is accepted, and return"
     )
+    run.add_argument(
+        "--allow",
+        metavar="TOOL[:PREFIX]",
+        action="append",
+        help="let this run's calls of TOOL (bash: commands starting with PREFIX) go without asking; repeatable",
+    )
+    run.add_argument("--yolo", action="store_true", help="let every tool call of this run go without asking")
     _add_cwd(run)
     run.add_argument("prompt", nargs="*", help="the prompt (default: read from stdin when it is not a terminal)")
 
@@ -221,6 +228,33 @@ def _add_models(sub: Any) -> None:
     _add_json(models, "print the models as one JSON object")
 
 
+def _add_diff_and_undo(sub: Any) -> None:
+    for name, summary, description, examples in (
+        (
+            "diff",
+            "show what a run did to the workspace's files, as a diff",
+            "Default: the last run of the current session (the most recently active one of this directory's"
+            " workspace). Only the diff goes to stdout, in colour on a terminal.",
+            "  agentctl diff\n  agentctl diff --run 73ba724abf7c4059a08940904eddbc8a\n  agentctl diff | less -R\n",
+        ),
+        (
+            "undo",
+            "put back the files a run created, changed or deleted",
+            "Default: the last run of the current session. Refuses, naming them, files changed since the run"
+            " (and then undoes nothing) unless --force. Exits 1 when a file was not put back.",
+            "  agentctl undo\n  agentctl undo --run 73ba724abf7c4059a08940904eddbc8a --force\n",
+        ),
+    ):
+        parser = _add_command(sub, name, summary, description, examples)
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("-r", "--run", metavar="ID", help="this run (default: the session's last run)")
+        which.add_argument("-s", "--session", metavar="ID", help="the last run of this session")
+        if name == "undo":
+            parser.add_argument("-f", "--force", action="store_true", help="put back files changed since the run too")
+        _add_cwd(parser)
+        _add_json(parser, "print the reply as one JSON object")
+
+
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "attach": _add_attach,
@@ -231,6 +265,8 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "cancel": _add_cancel,
     "stop": _add_stop,
     "models": _add_models,
+    "diff": _add_diff_and_undo,
+    "undo": _add_diff_and_undo,
 }
 
 
@@ -247,8 +283,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agentctl {agentd.__version__}")
     _add_socket(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    added = set()
     for name, add in _COMMANDS.items():
-        if only is None or name == only:
+        if (only is None or name == only) and add not in added:
+            added.add(add)
             add(sub)
     return parser
 
@@ -282,7 +320,11 @@ RUN_OPTIONS: dict[str, tuple[str, bool]] = {
     "--detach": ("detach", False),
     "-d": ("detach", False),
     "--cwd": ("cwd", True),
+    "--allow": ("allow", True),
+    "--yolo": ("yolo", False),
 }
+# Options that may be given more than once, each value added to a list.
+_REPEATED = frozenset({"allow"})
 
 
 def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
@@ -305,6 +347,8 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
         "quiet": False,
         "detach": False,
         "cwd": None,
+        "allow": None,
+        "yolo": False,
     }
     prompt: list[str] = []
     seen_command = False
@@ -319,7 +363,10 @@ def parse_run_quickly(argv: list[str]) -> SimpleNamespace | None:
             if takes_value:
                 if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
                     return None
-                values[dest] = argv[i + 1]
+                if dest in _REPEATED:
+                    values[dest] = [*(values[dest] or []), argv[i + 1]]  # type: ignore[misc]
+                else:
+                    values[dest] = argv[i + 1]
                 i += 2
                 continue
             values[dest] = True
@@ -436,6 +483,10 @@ def _dispatch(argv: list[str]) -> int:
         from agentctl._run import attach_command
 
         return attach_command(args)
+    if args.command in ("diff", "undo"):
+        from agentctl import _changes
+
+        return _changes.diff(args) if args.command == "diff" else _changes.undo(args)
     from agentctl import _admin
 
     handler = {

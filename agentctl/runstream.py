@@ -132,6 +132,11 @@ class RunStream:
         return text, Outcome(EXIT_OK)
 
     @property
+    def at_line_start(self) -> bool:
+        """Whether what was written so far ends a line (or nothing was written)."""
+        return self._ends_with_newline
+
+    @property
     def behind(self) -> bool:
         """Whether deltas wait for a hole before them to be filled (see `fill`)."""
         return bool(self._pending)

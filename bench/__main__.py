@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--only SUITE,...] [--out FILE]`: run the benchmarks.
 
-Suites: rpc, fanout, burst, first_prompt, memory, cli, scale, history.
+Suites: rpc, fanout, burst, first_prompt, memory, cli, scale, history, changes.
 
 Prints one table (markdown, ready for the README's Performance section) and
 writes every number to a JSON file (default `bench/results/latest.json`).
@@ -21,7 +21,7 @@ from typing import Any
 
 from ._common import Row
 
-SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history")
+SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history", "changes")
 
 
 def _suite(name: str) -> Any:

@@ -151,3 +151,76 @@ async def test_the_workspace_instructions_reach_the_model(
         assert result.returncode == 0, result.stderr
         assert "the user's secret" not in server.requests[2].json["messages"][0]["content"]
         nursery.cancel_scope.cancel()
+
+
+# --- with the real tools ---------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_cancelling_a_run_in_a_tool_kills_its_group_and_records_the_call_cancelled(
+    ws: Workspace, project: Path
+) -> None:
+    session_id = await ws.new_session()
+    command = "sleep 30 & echo $! > child.pid; sleep 30"
+    script = {"steps": [step_calls({"name": "bash", "arguments": {"command": command}}), {"chunks": ["never"]}]}
+    reply = await ws.send(session_id, script, allow=["*"])
+    await ws.events.until(lambda e: e["type"] == "tool.started" and e["payload"]["run_id"] == reply["run_id"])
+    pidfile = project / "child.pid"
+    with trio.fail_after(10):
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            await trio.sleep(0.01)
+    child = int(pidfile.read_text())
+    assert _alive(child)
+    await ws.cancel(session_id)
+    rc = await ws.events.until_complete(reply["run_id"])
+    assert (rc["cancelled"], rc["error"], rc["stop_reason"]) == (True, None, "cancelled")
+    # The shell's child went with its group.
+    with trio.fail_after(10):
+        while _alive(child):
+            await trio.sleep(0.02)
+    _user, asked, results = await messages_of(ws, session_id, reply["run_id"])
+    assert asked["finish_reason"] == "tool_calls"
+    [result] = results["parts"]
+    assert result["status"] == "cancelled"
+    [finished] = [e["payload"] for e in ws.events.of_type("tool.finished")]
+    assert finished["status"] == "cancelled"
+    # Nothing of the run after its RunComplete.
+    complete_at = next(i for i, e in enumerate(ws.events.seen) if e["type"] == "run.complete")
+    assert not [e for e in ws.events.seen[complete_at + 1 :] if e["payload"].get("run_id") == reply["run_id"]]
+
+
+async def test_reads_of_one_turn_run_together_and_a_write_runs_alone_in_its_place(
+    ws: Workspace, project: Path
+) -> None:
+    (project / "a.txt").write_text("old\n")
+    (project / "b.txt").write_text("bee\n")
+    session_id = await ws.new_session()
+    calls = [
+        {"name": "view", "arguments": {"path": "a.txt"}, "id": "v1"},
+        {"name": "view", "arguments": {"path": "b.txt"}, "id": "v2"},
+        {"name": "write", "arguments": {"path": "a.txt", "content": "new\n"}, "id": "w"},
+        {"name": "view", "arguments": {"path": "a.txt"}, "id": "v3"},
+    ]
+    reply = await ws.send(session_id, {"steps": [step_calls(*calls)]}, allow=["*"])
+    rc = await ws.events.until_complete(reply["run_id"])
+    assert rc["error"] is None and rc["changes"] == 1
+    order = [
+        (e["type"].split(".")[1], e["payload"]["call_id"])
+        for e in ws.events.seen
+        if e["type"] in ("tool.started", "tool.finished")
+    ]
+    # The two views start before either ends; the write waits for both, and the last view for it.
+    assert sorted(order[:2]) == [("started", "v1"), ("started", "v2")]
+    assert sorted(order[2:4]) == [("finished", "v1"), ("finished", "v2")]
+    assert order[4:] == [("started", "w"), ("finished", "w"), ("started", "v3"), ("finished", "v3")]
+    _user, _asked, results, _last = await messages_of(ws, session_id, reply["run_id"])
+    by_id = {p["call_id"]: p for p in results["parts"]}
+    assert "old" in by_id["v1"]["output"] and "new" in by_id["v3"]["output"]
+    assert all(p["status"] == "ok" for p in results["parts"])

@@ -20,8 +20,25 @@ from transcripts import ANTHROPIC_TEXT_BLOCK as TEXT_BLOCK
 from transcripts import ANTHROPIC_TEXT_STREAM as BASIC_TEXT_STREAM
 from transcripts import ANTHROPIC_TOOL_USE_STREAM as TOOL_USE_STREAM
 
-from agentd.models import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, ToolDefinition, Turn, Usage
-from agentd.models._anthropic_stream import MessagesStream, ProviderStreamError, build_messages_request
+from agentd.models import (
+    Finish,
+    ModelError,
+    ModelRequest,
+    StreamPart,
+    TextDelta,
+    ToolCall,
+    ToolDefinition,
+    ToolResult,
+    Turn,
+    Usage,
+)
+from agentd.models._anthropic_stream import (
+    INVALID_ARGUMENTS_KEY,
+    MessagesStream,
+    ProviderStreamError,
+    build_messages_request,
+)
+from agentd.models._tool_calls import MAX_TOOL_ARGUMENTS, MAX_TOOL_CALLS, NOT_RUN
 
 
 def events(transcript: str) -> list[tuple[str, str]]:
@@ -220,6 +237,55 @@ data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta"
     feed_all(stream, MESSAGE_START + start)
     with pytest.raises(ProviderStreamError, match="tool_use block 0 still open"):
         feed_all(stream, message_end("max_tokens", 4096))
+
+
+def test_tool_use_input_that_is_not_valid_json_comes_through_as_the_raw_text() -> None:
+    # The model's mistake, for the loop to answer with an error result: never a failed stream.
+    transcript = (
+        MESSAGE_START
+        + tool_use_block(0, "toolu_01A", "view", '{"path": ', '"a.py" oops')
+        + tool_use_block(1, "toolu_01B", "ls", "{}")
+        + message_end("tool_use", 20)
+    )
+    assert run(transcript) == [
+        ToolCall("toolu_01A", "view", '{"path": "a.py" oops'),
+        ToolCall("toolu_01B", "ls", "{}"),
+        Finish("tool_calls", Usage(25, 20)),
+    ]
+
+
+def test_a_turn_with_tool_use_that_says_end_turn_finishes_with_tool_calls() -> None:
+    transcript = MESSAGE_START + tool_use_block(0, "toolu_01A", "ls", "{}") + message_end("end_turn", 20)
+    assert run(transcript)[-1] == Finish("tool_calls", Usage(25, 20))
+
+
+def test_tool_use_arguments_over_the_cap_fail_the_stream_naming_the_call() -> None:
+    piece = "x" * (MAX_TOOL_ARGUMENTS // 4)
+    stream = MessagesStream()
+    opened = tool_use_block(3, "toolu_01A", "write", *[piece] * 4).split("event: content_block_stop")[0]
+    feed_all(stream, MESSAGE_START + opened)  # exactly the cap: still taken
+    more = {"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": "x"}}
+    expected = f"^tool call 3 \\('write'\\) has arguments of more than {MAX_TOOL_ARGUMENTS} characters$"
+    with pytest.raises(ProviderStreamError, match=expected):
+        stream.feed("content_block_delta", json.dumps(more))
+
+
+def test_more_tool_use_blocks_in_one_message_than_the_cap_fail_the_stream() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    for index in range(MAX_TOOL_CALLS):
+        feed_all(stream, tool_use_block(index, f"toolu_{index}", "ls", "{}"))
+    with pytest.raises(ProviderStreamError, match=f"more than {MAX_TOOL_CALLS} tool calls in one turn"):
+        feed_all(stream, tool_use_block(MAX_TOOL_CALLS, "toolu_x", "ls", "{}"))
+
+
+def test_content_blocks_opened_without_end_fail_the_stream() -> None:
+    stream = MessagesStream()
+    feed_all(stream, MESSAGE_START)
+    with pytest.raises(ProviderStreamError, match="content blocks open at once"):
+        for index in range(10_000):
+            start = {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            stream.feed("content_block_start", json.dumps(start))
 
 
 # --- blocks we do not surface ------------------------------------------------------
@@ -552,12 +618,131 @@ def test_request_drops_empty_assistant_turns_and_merges_the_users_around_them() 
     ]
 
 
-def test_request_sends_tool_turns_as_user_text_for_now() -> None:
-    history = (Turn("user", "list files"), Turn("assistant", "Listing."), Turn("tool", "a.py\nb.py"))
+def test_request_sends_tool_calls_as_tool_use_and_results_as_tool_result_blocks() -> None:
+    history = (
+        Turn("user", "Compare a.py and b.py."),
+        Turn(
+            "assistant",
+            "Reading both.",
+            tool_calls=(
+                ToolCall("toolu_01A", "view", '{"path": "a.py"}'),
+                ToolCall("toolu_01B", "view", '{"path": "b.py"}'),
+            ),
+        ),
+        Turn(
+            "tool",
+            "",
+            tool_results=(
+                ToolResult("toolu_01A", "view", "1\tprint('a')"),
+                ToolResult("toolu_01B", "view", "no such file: b.py", is_error=True),
+            ),
+        ),
+    )
     assert build_messages_request(ModelRequest("", history), "m", 16)["messages"] == [
-        {"role": "user", "content": "list files"},
-        {"role": "assistant", "content": "Listing."},
-        {"role": "user", "content": "a.py\nb.py"},
+        {"role": "user", "content": "Compare a.py and b.py."},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Reading both."},
+                {"type": "tool_use", "id": "toolu_01A", "name": "view", "input": {"path": "a.py"}},
+                {"type": "tool_use", "id": "toolu_01B", "name": "view", "input": {"path": "b.py"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "1\tprint('a')", "is_error": False},
+                {"type": "tool_result", "tool_use_id": "toolu_01B", "content": "no such file: b.py", "is_error": True},
+            ],
+        },
+    ]
+
+
+def test_request_puts_the_next_prompt_in_the_results_user_message_after_them() -> None:
+    # The API wants user and assistant to alternate: results and the next prompt are one user message.
+    history = (
+        Turn("user", "ls"),
+        Turn("assistant", "", tool_calls=(ToolCall("toolu_01A", "ls", "{}"),)),
+        Turn("tool", "", tool_results=(ToolResult("toolu_01A", "ls", "a.py"),)),
+        Turn("assistant", ""),  # a run that then produced nothing
+        Turn("user", "Now read it."),
+    )
+    assert build_messages_request(ModelRequest("", history), "m", 16)["messages"] == [
+        {"role": "user", "content": "ls"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01A", "name": "ls", "input": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "a.py", "is_error": False},
+                {"type": "text", "text": "Now read it."},
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize("arguments", ['{"path": "a.py', "[1, 2]", '"a.py"', "", "[" * 100_000 + "]" * 100_000])
+def test_request_sends_arguments_that_are_not_a_json_object_wrapped_as_the_raw_text(arguments: str) -> None:
+    # tool_use input must be an object; the model still sees what it sent.
+    history = (
+        Turn("user", "go"),
+        Turn("assistant", "", tool_calls=(ToolCall("toolu_01A", "view", arguments),)),
+        Turn("tool", "", tool_results=(ToolResult("toolu_01A", "view", "not valid JSON", is_error=True),)),
+    )
+    tool_use = build_messages_request(ModelRequest("", history), "m", 16)["messages"][1]["content"][0]
+    assert tool_use["input"] == {INVALID_ARGUMENTS_KEY: arguments}
+
+
+def test_request_leaves_out_an_empty_results_content() -> None:
+    history = (
+        Turn("user", "go"),
+        Turn("assistant", "", tool_calls=(ToolCall("toolu_01A", "bash", '{"command": "true"}'),)),
+        Turn("tool", "", tool_results=(ToolResult("toolu_01A", "bash", ""),)),
+    )
+    result = build_messages_request(ModelRequest("", history), "m", 16)["messages"][2]["content"][0]
+    assert result == {"type": "tool_result", "tool_use_id": "toolu_01A", "is_error": False}
+
+
+def test_request_gives_a_call_with_no_recorded_result_an_error_result() -> None:
+    history = (
+        Turn("user", "go"),
+        Turn(
+            "assistant", "Looking.", tool_calls=(ToolCall("toolu_01A", "view", "{}"), ToolCall("toolu_01B", "ls", "{}"))
+        ),
+        Turn("tool", "", tool_results=(ToolResult("toolu_01B", "ls", "a.py"), ToolResult("toolu_09", "ls", "stray"))),
+        Turn("assistant", "", tool_calls=(ToolCall("toolu_01C", "ls", "{}"),)),  # cut off before its results
+        Turn("user", "stop"),
+    )
+    messages = build_messages_request(ModelRequest("", history), "m", 16)["messages"]
+    assert messages[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_01A", "content": NOT_RUN, "is_error": True},
+        {"type": "tool_result", "tool_use_id": "toolu_01B", "content": "a.py", "is_error": False},
+    ]
+    assert messages[4]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_01C", "content": NOT_RUN, "is_error": True},
+        {"type": "text", "text": "stop"},
+    ]
+    assert [message["role"] for message in messages] == ["user", "assistant", "user", "assistant", "user"]
+
+
+def test_request_makes_ids_from_another_provider_ones_the_api_takes() -> None:
+    history = (
+        Turn("user", "go"),
+        Turn("assistant", "", tool_calls=(ToolCall("functions.view:0", "view", "{}"),)),
+        Turn("tool", "", tool_results=(ToolResult("functions.view:0", "view", "x"),)),
+    )
+    messages = build_messages_request(ModelRequest("", history), "m", 16)["messages"]
+    assert messages[1]["content"][0]["id"] == messages[2]["content"][0]["tool_use_id"] == "functions_view_0"
+
+
+def test_request_leaves_out_a_tool_turn_that_answers_no_calls() -> None:
+    history = (
+        Turn("user", "hi"),
+        Turn("assistant", "Hello."),
+        Turn("tool", "", tool_results=(ToolResult("x", "ls", "a"),)),
+    )
+    assert build_messages_request(ModelRequest("", history), "m", 16)["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello."},
     ]
 
 

@@ -42,6 +42,9 @@ def test_quick_parser_knows_every_option_of_run_and_no_other() -> None:
         ["run", "-c", "hi"],
         ["run", "-d", "hi"],
         ["run", "--detach", "--model", "scripted", "{}"],
+        ["run", "--yolo", "hi"],
+        ["run", "--allow", "bash:git status", "hi"],
+        ["run", "--allow", "edit", "--allow", "bash:echo", "-q", "hi"],
     ],
 )
 def test_quick_parser_agrees_with_argparse(argv: list[str]) -> None:

@@ -34,11 +34,14 @@ from agentd.models import (
     StreamPart,
     TextDelta,
     ToolCall,
+    ToolDefinition,
+    ToolResult,
     Turn,
     Usage,
 )
 from agentd.models._http import HttpModel, ProviderError, _retry_after, open_http_client
 from agentd.models._sse import MAX_EVENT_BYTES
+from agentd.models._tool_calls import MAX_TOOL_ARGUMENTS
 
 OPENAI_KEY_ENV = "AGENTD_TEST_OPENAI_KEY"
 ANTHROPIC_KEY_ENV = "AGENTD_TEST_ANTHROPIC_KEY"
@@ -148,24 +151,24 @@ def anthropic_model(server: LoopbackServer, client: httpx2.AsyncClient, **option
     )
 
 
-async def answer(model: HttpModel) -> list[StreamPart]:
+async def answer(model: HttpModel, request: ModelRequest = REQUEST) -> list[StreamPart]:
     parts: list[StreamPart] = []
-    await _collect_into(model, parts)
+    await _collect_into(model, parts, request)
     return parts
 
 
-async def failure(model: HttpModel) -> tuple[ProviderError, list[StreamPart]]:
+async def failure(model: HttpModel, request: ModelRequest = REQUEST) -> tuple[ProviderError, list[StreamPart]]:
     """The error the answer fails with, and the parts that came out before it."""
     parts: list[StreamPart] = []
     with pytest.raises(ProviderError) as info:
-        await _collect_into(model, parts)
+        await _collect_into(model, parts, request)
     assert isinstance(info.value, ModelError)
     return info.value, parts
 
 
-async def _collect_into(model: HttpModel, parts: list[StreamPart]) -> None:
+async def _collect_into(model: HttpModel, parts: list[StreamPart], request: ModelRequest = REQUEST) -> None:
     with trio.fail_after(WAIT):
-        async with aclosing(model.stream(REQUEST)) as stream:
+        async with aclosing(model.stream(request)) as stream:
             async for part in stream:
                 parts.append(part)
 
@@ -291,6 +294,251 @@ async def test_connection_is_reused_across_answers(server: LoopbackServer, clien
     await answer(model)
     assert len(server.requests) == 2
     assert server.connections_closed == 0  # both answers went over one kept-alive connection
+
+
+# --- a step of tool calls, and the request after it -------------------------------------------------
+
+VIEW = ToolDefinition(
+    "view",
+    "Read a file of the workspace, with line numbers.",
+    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+)
+GREP = ToolDefinition(
+    "grep",
+    "Search the workspace's files for a regular expression.",
+    {"type": "object", "properties": {"pattern": {"type": "string"}}, "required": ["pattern"]},
+)
+FIRST_STEP = ModelRequest("You are a coding agent.", (Turn("user", "Where are the TODOs?"),), (VIEW, GREP))
+
+
+def second_step(calls: list[ToolCall]) -> ModelRequest:
+    """What the agent loop sends after running the first step's `calls`: view worked, grep's arguments did not parse."""
+    view, grep = calls
+    results = (
+        ToolResult(view.id, "view", "1\t# TODO: tests\n"),
+        ToolResult(grep.id, "grep", "the arguments are not valid JSON", is_error=True),
+    )
+    history = (
+        *FIRST_STEP.history,
+        Turn("assistant", "Let me look.", tuple(calls)),
+        Turn("tool", "", tool_results=results),
+    )
+    return ModelRequest(FIRST_STEP.system, history, FIRST_STEP.tools)
+
+
+# Two calls interleaved by index, each arguments string cut mid-JSON; grep's
+# arguments never become valid JSON (the model's mistake, not the stream's).
+OPENAI_TWO_CALLS = (
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"Let me look."},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_view1","type":"function","function":{"name":"view","arguments":""}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"path\\": \\"sr"}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_grep2","type":"function","function":{"name":"grep","arguments":"{\\"pattern\\": "}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"c/main.py\\"}"}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"TODO\\\\("}}]},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}]}\n\n'
+    b'data: {"id":"chatcmpl-5","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[],"usage":{"prompt_tokens":210,"completion_tokens":38,"total_tokens":248}}\n\n'
+    b"data: [DONE]\n\n"
+)
+OPENAI_TWO_CALLS_PARTS = [
+    TextDelta("Let me look."),
+    ToolCall("call_view1", "view", '{"path": "src/main.py"}'),
+    ToolCall("call_grep2", "grep", '{"pattern": TODO\\('),
+    Finish("tool_calls", Usage(210, 38)),
+]
+
+ANTHROPIC_TWO_CALLS = anthropic_body(r"""
+event: message_start
+data: {"type":"message_start","message":{"id":"msg_01Two","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":210,"output_tokens":3}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me look."}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01View","name":"view","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"path\": \"sr"}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"c/main.py\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: content_block_start
+data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01Grep","name":"grep","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"pattern\": "}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"TODO\\("}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":2}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":38}}
+
+event: message_stop
+data: {"type":"message_stop"}
+""")
+ANTHROPIC_TWO_CALLS_PARTS = [
+    TextDelta("Let me look."),
+    ToolCall("toolu_01View", "view", '{"path": "src/main.py"}'),
+    ToolCall("toolu_01Grep", "grep", '{"pattern": TODO\\('),
+    Finish("tool_calls", Usage(210, 38)),
+]
+
+
+async def test_openai_step_of_two_calls_and_the_request_carrying_their_results(
+    server: LoopbackServer, client: httpx2.AsyncClient
+) -> None:
+    server.script(Streamed(chunked(OPENAI_TWO_CALLS, size=7)), Streamed(chunked(OPENAI_TEXT)))
+    model = openai_model(server, client)
+    first = await answer(model, FIRST_STEP)
+    assert first == OPENAI_TWO_CALLS_PARTS
+    calls = [part for part in first if isinstance(part, ToolCall)]
+    assert await answer(model, second_step(calls)) == OPENAI_TEXT_PARTS
+
+    asked, told = (request.json for request in server.requests)
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+        }
+        for tool in (VIEW, GREP)
+    ]
+    assert asked["tools"] == told["tools"] == tools
+    assert asked["messages"] == [
+        {"role": "system", "content": "You are a coding agent."},
+        {"role": "user", "content": "Where are the TODOs?"},
+    ]
+    system, user, assistant, view_result, grep_result = told["messages"]
+    assert (system, user) == tuple(asked["messages"])
+    assert assistant == {
+        "role": "assistant",
+        "content": "Let me look.",
+        "tool_calls": [
+            {
+                "id": "call_view1",
+                "type": "function",
+                "function": {"name": "view", "arguments": '{"path": "src/main.py"}'},
+            },
+            {"id": "call_grep2", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": TODO\\('}},
+        ],
+    }
+    assert view_result == {"role": "tool", "tool_call_id": "call_view1", "content": "1\t# TODO: tests\n"}
+    assert grep_result == {"role": "tool", "tool_call_id": "call_grep2", "content": "the arguments are not valid JSON"}
+    assert {key: told[key] for key in ("model", "stream", "stream_options")} == {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def test_anthropic_step_of_two_calls_and_the_request_carrying_their_results(
+    server: LoopbackServer, client: httpx2.AsyncClient
+) -> None:
+    server.script(Streamed(chunked(ANTHROPIC_TWO_CALLS, size=7)), Streamed(chunked(ANTHROPIC_TEXT)))
+    model = anthropic_model(server, client)
+    first = await answer(model, FIRST_STEP)
+    assert first == ANTHROPIC_TWO_CALLS_PARTS
+    calls = [part for part in first if isinstance(part, ToolCall)]
+    assert await answer(model, second_step(calls)) == ANTHROPIC_TEXT_PARTS
+
+    asked, told = (request.json for request in server.requests)
+    tools = [
+        {"name": tool.name, "description": tool.description, "input_schema": tool.parameters} for tool in (VIEW, GREP)
+    ]
+    assert asked["tools"] == told["tools"] == tools
+    assert asked["system"] == told["system"] == "You are a coding agent."
+    assert asked["messages"] == [{"role": "user", "content": "Where are the TODOs?"}]
+    user, assistant, results = told["messages"]
+    assert user == asked["messages"][0]
+    assert assistant == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_01View", "name": "view", "input": {"path": "src/main.py"}},
+            # Not an object: sent back as the raw text, for the model to see what it wrote.
+            {
+                "type": "tool_use",
+                "id": "toolu_01Grep",
+                "name": "grep",
+                "input": {"invalid_arguments": '{"pattern": TODO\\('},
+            },
+        ],
+    }
+    assert results == {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01View", "content": "1\t# TODO: tests\n", "is_error": False},
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_01Grep",
+                "content": "the arguments are not valid JSON",
+                "is_error": True,
+            },
+        ],
+    }
+    assert {key: told[key] for key in ("model", "max_tokens", "stream")} == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4096,
+        "stream": True,
+    }
+
+
+async def test_arguments_past_the_cap_fail_the_answer_naming_the_call_and_are_not_retried(
+    server: LoopbackServer, client: httpx2.AsyncClient
+) -> None:
+    start = OPENAI_TWO_CALLS.split(b"\n\n")[1] + b"\n\n"  # call_view1 begins
+    piece = (
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"'
+        + b"x" * 65536
+        + b'"}}]}}]}\n\n'
+    )
+    endless = [start] + [piece] * (MAX_TOOL_ARGUMENTS // 65536 + 1)
+    server.script(Streamed(endless, end="stall"))
+    error, parts = await failure(openai_model(server, client, max_retries=3))
+    assert parts == []
+    assert (
+        str(error)
+        == f"provider 'testai': tool call 0 ('view') has arguments of more than {MAX_TOOL_ARGUMENTS} characters"
+    )
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_undecodable_bytes_in_a_result_are_sent_as_replacement_characters(
+    server: LoopbackServer, client: httpx2.AsyncClient, provider: str
+) -> None:
+    # How Python hands over a file name or output that is not UTF-8: lone surrogates.
+    listing = b"caf\xe9.txt\n".decode("utf-8", "surrogateescape")
+    calls = [ToolCall("call_1", "ls", "{}")]
+    history = (
+        Turn("user", "ls"),
+        Turn("assistant", "", tuple(calls)),
+        Turn("tool", "", tool_results=(ToolResult("call_1", "ls", listing),)),
+    )
+    model = openai_model(server, client) if provider == "openai" else anthropic_model(server, client)
+    server.script(Streamed([OPENAI_TEXT if provider == "openai" else ANTHROPIC_TEXT]))
+    await answer(model, ModelRequest("", history))
+    [request] = server.requests
+    assert "caf\ufffd.txt" in request.body.decode("utf-8")
+    assert request.headers["content-type"] == "application/json"
 
 
 # --- errors the provider reports --------------------------------------------------------------------

@@ -8,13 +8,26 @@ a time; the parts must be the same every way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
 
-from agentd.models import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, ToolDefinition, Turn, Usage
+from agentd.models import (
+    Finish,
+    ModelError,
+    ModelRequest,
+    StreamPart,
+    TextDelta,
+    ToolCall,
+    ToolDefinition,
+    ToolResult,
+    Turn,
+    Usage,
+)
 from agentd.models._openai_stream import ChatCompletionsStream, ProviderStreamError, build_chat_request
 from agentd.models._sse import ServerSentEvent, SSEDecoder
+from agentd.models._tool_calls import MAX_TOOL_ARGUMENTS, MAX_TOOL_CALLS, NOT_RUN
 
 
 def chunkings(raw: bytes) -> Iterator[list[bytes]]:
@@ -270,11 +283,20 @@ def test_tool_call_fragments_without_index_continue_the_latest_call() -> None:
     ]
 
 
-def test_tool_call_without_id_gets_one_from_its_index() -> None:
+def test_tool_calls_without_an_id_or_with_one_already_used_get_one_of_their_own() -> None:
     stream = ChatCompletionsStream()
-    call = {"index": 3, "function": {"name": "a", "arguments": "{}"}}
-    stream.feed(event(json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})))
-    assert stream.feed(event("[DONE]"))[0] == ToolCall("call_3", "a", "{}")
+    calls = [
+        {"index": 0, "function": {"name": "a", "arguments": "{}"}},
+        {"index": 1, "id": "call_1", "function": {"name": "b", "arguments": "{}"}},
+        {"index": 2, "id": "call_1", "function": {"name": "c", "arguments": "{}"}},
+        {"index": 3, "function": {"name": "d", "arguments": "{}"}},
+    ]
+    stream.feed(event(json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})))
+    first, second, third, fourth, _finish = stream.feed(event("[DONE]"))
+    assert isinstance(first, ToolCall) and isinstance(third, ToolCall) and isinstance(fourth, ToolCall)
+    assert second == ToolCall("call_1", "b", "{}")
+    ids = [first.id, third.id, fourth.id]
+    assert all(re.fullmatch("call_[0-9a-f]{24}", call_id) for call_id in ids) and len(set(ids)) == 3
 
 
 def test_tool_call_without_a_name_is_an_error() -> None:
@@ -290,6 +312,91 @@ def test_tool_call_fragment_of_the_wrong_shape_is_a_malformed_chunk() -> None:
     call = {"index": 0, "function": {"name": "a", "arguments": {"x": 1}}}
     with pytest.raises(ProviderStreamError, match="^malformed chunk: "):
         stream.feed(event(json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})))
+
+
+def chunk(delta: dict[str, object], finish_reason: str | None = None) -> str:
+    """One chat.completion.chunk's JSON, as a server sends it."""
+    body = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return json.dumps(body)
+
+
+def sse(*chunks: str) -> bytes:
+    """`chunks` as an event stream body, ended by [DONE]."""
+    return b"".join(b"data: " + data.encode() + b"\n\n" for data in (*chunks, "[DONE]"))
+
+
+def fragment(index: int, arguments: str, call_id: str | None = None, name: str | None = None) -> dict[str, object]:
+    call: dict[str, object] = {"index": index, "function": {"arguments": arguments}}
+    if call_id is not None:
+        call.update(id=call_id, type="function")
+        call["function"] = {"name": name, "arguments": arguments}
+    return {"tool_calls": [call]}
+
+
+def test_arguments_that_are_not_valid_json_come_through_as_the_raw_text() -> None:
+    # The model's mistake, for the loop to answer with an error result: never a failed stream.
+    raw = sse(
+        chunk(fragment(0, '{"path": "a.py', "call_1", "view")),
+        chunk(fragment(0, "' oops")),
+        chunk(fragment(1, "{}", "call_2", "ls")),
+        chunk({}, "tool_calls"),
+    )
+    assert parts_every_way(raw) == [
+        ToolCall("call_1", "view", '{"path": "a.py\' oops'),
+        ToolCall("call_2", "ls", "{}"),
+        Finish("tool_calls", Usage()),
+    ]
+
+
+def test_calls_that_all_say_index_0_but_bring_a_new_id_and_name_are_separate_calls() -> None:
+    # Servers that stream each call whole give every call of a turn index 0.
+    raw = sse(
+        chunk(fragment(0, '{"path": "a.py"}', "call_1", "view")),
+        chunk(fragment(0, '{"path": "b.py"}', "call_2", "view")),
+        chunk({}, "tool_calls"),
+    )
+    assert parts_every_way(raw) == [
+        ToolCall("call_1", "view", '{"path": "a.py"}'),
+        ToolCall("call_2", "view", '{"path": "b.py"}'),
+        Finish("tool_calls", Usage()),
+    ]
+
+
+def test_a_turn_with_tool_calls_that_says_stop_finishes_with_tool_calls() -> None:
+    # Some OpenAI-compatible servers end a tool-calling turn with "stop".
+    raw = sse(chunk(fragment(0, "{}", "call_1", "ls")), chunk({}, "stop"))
+    assert parts_every_way(raw) == [ToolCall("call_1", "ls", "{}"), Finish("tool_calls", Usage())]
+
+
+def test_a_turn_with_tool_calls_cut_by_the_length_limit_keeps_its_reason() -> None:
+    # The calls' arguments may be cut short: the loop must not run them.
+    raw = sse(chunk(fragment(0, '{"pa', "call_1", "view")), chunk({}, "length"))
+    assert parts_every_way(raw)[-1] == Finish("length", Usage())
+
+
+def test_arguments_over_the_cap_fail_the_stream_naming_the_call() -> None:
+    stream = ChatCompletionsStream()
+    stream.feed(event(chunk(fragment(0, "", "call_1", "write"))))
+    piece = "x" * (MAX_TOOL_ARGUMENTS // 4)
+    for _ in range(4):
+        stream.feed(event(chunk(fragment(0, piece))))  # exactly the cap: still taken
+    expected = f"^tool call 0 \\('write'\\) has arguments of more than {MAX_TOOL_ARGUMENTS} characters$"
+    with pytest.raises(ProviderStreamError, match=expected):
+        stream.feed(event(chunk(fragment(0, "x"))))
+
+
+def test_more_tool_calls_in_one_turn_than_the_cap_fail_the_stream() -> None:
+    stream = ChatCompletionsStream()
+    for index in range(MAX_TOOL_CALLS):
+        stream.feed(event(chunk(fragment(index, "{}", f"call_{index}", "ls"))))
+    with pytest.raises(ProviderStreamError, match=f"more than {MAX_TOOL_CALLS} tool calls in one turn"):
+        stream.feed(event(chunk(fragment(MAX_TOOL_CALLS, "{}", "call_x", "ls"))))
 
 
 # --- errors and endings --------------------------------------------------------------
@@ -400,7 +507,6 @@ def test_build_chat_request_with_history_and_tools() -> None:
         history=(
             Turn("user", "What is in main.py?"),
             Turn("assistant", "Let me look."),
-            Turn("tool", "print('hi')"),
             Turn("user", "Thanks."),
         ),
         tools=(ToolDefinition("read_file", "Read a file in the workspace.", schema),),
@@ -411,7 +517,6 @@ def test_build_chat_request_with_history_and_tools() -> None:
             {"role": "system", "content": "You are a coding agent."},
             {"role": "user", "content": "What is in main.py?"},
             {"role": "assistant", "content": "Let me look."},
-            {"role": "tool", "content": "print('hi')"},
             {"role": "user", "content": "Thanks."},
         ],
         "stream": True,
@@ -424,6 +529,101 @@ def test_build_chat_request_with_history_and_tools() -> None:
         ],
         "max_tokens": 1024,
     }
+
+
+BROKEN_ARGUMENTS = '{"path": "a.py'  # cut short: not JSON
+
+
+def test_assistant_tool_calls_and_their_results_go_back_as_tool_calls_and_tool_messages() -> None:
+    history = (
+        Turn("user", "Compare a.py and b.py."),
+        Turn(
+            "assistant",
+            "Reading both.",
+            tool_calls=(ToolCall("call_1", "view", '{"path": "a.py"}'), ToolCall("call_2", "view", BROKEN_ARGUMENTS)),
+        ),
+        Turn(
+            "tool",
+            "",
+            tool_results=(
+                ToolResult("call_1", "view", "1\tprint('a')"),
+                ToolResult("call_2", "view", "the arguments are not valid JSON", is_error=True),
+            ),
+        ),
+    )
+    messages = build_chat_request(ModelRequest("sys", history), "m", None)["messages"]
+    assert messages == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "Compare a.py and b.py."},
+        {
+            "role": "assistant",
+            "content": "Reading both.",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "view", "arguments": '{"path": "a.py"}'}},
+                # As the model wrote them: its error result says what was wrong.
+                {"id": "call_2", "type": "function", "function": {"name": "view", "arguments": BROKEN_ARGUMENTS}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "1\tprint('a')"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "the arguments are not valid JSON"},
+    ]
+
+
+def test_an_assistant_that_only_called_tools_has_null_content() -> None:
+    history = (
+        Turn("user", "ls"),
+        Turn("assistant", "", tool_calls=(ToolCall("call_1", "ls", "{}"),)),
+        Turn("tool", "", tool_results=(ToolResult("call_1", "ls", "a.py"),)),
+    )
+    assistant = build_chat_request(ModelRequest("", history), "m", None)["messages"][1]
+    assert assistant["content"] is None and assistant["tool_calls"][0]["id"] == "call_1"
+
+
+def test_results_go_back_in_call_order_and_a_call_without_one_gets_an_error_result() -> None:
+    calls = (ToolCall("call_a", "view", "{}"), ToolCall("call_b", "ls", "{}"), ToolCall("call_c", "grep", "{}"))
+    history = (
+        Turn("user", "go"),
+        Turn("assistant", "", tool_calls=calls),
+        # Out of order, one missing, one that answers no call of the turn.
+        Turn(
+            "tool",
+            "",
+            tool_results=(
+                ToolResult("call_c", "grep", "c"),
+                ToolResult("call_zzz", "view", "stray"),
+                ToolResult("call_a", "view", "a"),
+            ),
+        ),
+    )
+    messages = build_chat_request(ModelRequest("", history), "m", None)["messages"]
+    assert messages[2:] == [
+        {"role": "tool", "tool_call_id": "call_a", "content": "a"},
+        {"role": "tool", "tool_call_id": "call_b", "content": NOT_RUN},
+        {"role": "tool", "tool_call_id": "call_c", "content": "c"},
+    ]
+
+
+def test_calls_cut_off_before_their_results_still_get_one_each_before_the_next_prompt() -> None:
+    # A run ended between the model's calls and their results: the API refuses
+    # calls left unanswered, which would fail every later prompt of the session.
+    history = (
+        Turn("user", "go"),
+        Turn("assistant", "Looking.", tool_calls=(ToolCall("call_1", "view", "{}"),)),
+        Turn("user", "never mind"),
+    )
+    messages = build_chat_request(ModelRequest("", history), "m", None)["messages"]
+    assert [message["role"] for message in messages] == ["user", "assistant", "tool", "user"]
+    assert messages[2] == {"role": "tool", "tool_call_id": "call_1", "content": NOT_RUN}
+
+
+def test_a_tool_turn_that_answers_no_calls_is_left_out() -> None:
+    history = (
+        Turn("user", "hi"),
+        Turn("assistant", "Hello."),
+        Turn("tool", "", tool_results=(ToolResult("x", "ls", "a"),)),
+    )
+    messages = build_chat_request(ModelRequest("", history), "m", None)["messages"]
+    assert messages == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]
 
 
 def test_build_chat_request_leaves_out_tools_max_tokens_and_an_empty_system() -> None:

@@ -15,7 +15,8 @@ from contextlib import aclosing
 import attrs
 import trio
 
-from agentd.models import Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, ToolCall, Turn
+from agentd.changes import RunChanges
+from agentd.models import DEFAULT_MAX_STEPS, Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, ToolCall, Turn
 from agentd.models import Model as ModelProtocol
 from agentd.permissions import Permissions
 from agentd.protocol import MessageDelta, RunStarted, ToolResultPart, events, unstructure
@@ -28,27 +29,13 @@ from ._history import call_part, result_part, turns
 from ._prompt import read_instructions, system_prompt
 from ._tool_step import ToolStep
 
-__all__ = ["DEFAULT_MAX_STEPS", "Coordinator", "SessionAgent"]
+__all__ = ["Coordinator", "SessionAgent"]
 
 log = logging.getLogger(__name__)
 
 
 # How often a streaming answer's text so far is saved.
 PARTIAL_SAVE_INTERVAL = 1.0
-# Model turns one run may take before it is stopped ([agent] max_steps).
-DEFAULT_MAX_STEPS = 50
-
-
-class _NotRecorded:
-    """Interim: file changes are not recorded yet."""
-
-    count = 0
-
-    async def before_write(self, path: str) -> None:
-        pass
-
-    async def after_write(self, path: str) -> None:
-        pass
 
 
 class Coordinator:
@@ -60,14 +47,14 @@ class Coordinator:
         broker: Broker,
         terminal: RunTerminal,
         permissions: Permissions,
-        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
-        self._agent = SessionAgent(workspace_path, store, broker, terminal, permissions, max_steps)
+        self._agent = SessionAgent(workspace_path, store, broker, terminal, permissions)
         self._models = models
 
     async def run(self, run: Run) -> None:
         model = await self._models.resolve(run.model)
-        await self._agent.run(run, model)
+        # Read per run: a changed configuration applies from the next run on.
+        await self._agent.run(run, model, self._models.config.agent.max_steps)
 
 
 @attrs.define
@@ -92,16 +79,14 @@ class SessionAgent:
         broker: Broker,
         terminal: RunTerminal,
         permissions: Permissions,
-        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
         self._workspace_path = workspace_path
         self._store = store
         self._broker = broker
         self._terminal = terminal
         self._permissions = permissions
-        self._max_steps = max_steps
 
-    async def run(self, run: Run, model: ModelProtocol) -> None:
+    async def run(self, run: Run, model: ModelProtocol, max_steps: int = DEFAULT_MAX_STEPS) -> None:
         store, broker = self._store, self._broker
         # The prompt is the user's: it is kept even when the run was cancelled
         # before it began, so this part cannot be cancelled.
@@ -111,7 +96,8 @@ class SessionAgent:
             broker.publish(events.MESSAGE_CREATED, unstructure(user_message))
 
         outcome = _Outcome()
-        changes = _NotRecorded()
+        # Every write of the run's tools is recorded, for run.changes and run.revert.
+        changes = RunChanges(store, self._workspace_path, run.id, run.session_id)
         try:
             broker.publish(events.RUN_STARTED, unstructure(RunStarted(run.session_id, run.id)))
             if model.uses_history:
@@ -123,17 +109,17 @@ class SessionAgent:
             system = system_prompt(self._workspace_path, await read_instructions(self._workspace_path))
             tools = definitions()
             context = ToolContext(root=self._workspace_path, changes=changes)
-            for step in range(1, self._max_steps + 1):
+            for step in range(1, max_steps + 1):
                 calls = await self._model_turn(run, model, ModelRequest(system, tuple(history), tools), outcome)
                 if not calls:
                     break
                 history.append(Turn("assistant", outcome.text, tool_calls=tuple(calls)))
                 results = await self._tool_turn(run, calls, context)
                 history.append(Turn("tool", "", tool_results=tuple(result_part(r) for r in results)))
-                if step == self._max_steps:
+                if step == max_steps:
                     outcome.stop_reason = "step_limit"
                     outcome.error = (
-                        f"stopped after {self._max_steps} model turns, the step limit"
+                        f"stopped after {max_steps} model turns, the step limit"
                         " ([agent] max_steps in the configuration)"
                     )
         except BaseException as exc:

@@ -17,6 +17,8 @@ from ._base import (
 )
 from ._config import (
     BUILTIN_MODELS,
+    DEFAULT_MAX_STEPS,
+    AgentSettings,
     Config,
     ConfigError,
     ConfigProblem,
@@ -29,7 +31,9 @@ from ._registry import DEFAULT_MODEL, ModelRegistry
 
 __all__ = [
     "BUILTIN_MODELS",
+    "DEFAULT_MAX_STEPS",
     "DEFAULT_MODEL",
+    "AgentSettings",
     "Config",
     "ConfigError",
     "ConfigFile",

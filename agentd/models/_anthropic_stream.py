@@ -9,17 +9,19 @@ plain unit test, and the adapter only moves bytes.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final, TypeVar
 
 import attrs
 
-from ._base import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, Turn, Usage
+from ._base import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, ToolResult, Turn, Usage
+from ._tool_calls import MAX_TOOL_ARGUMENTS, MAX_TOOL_CALLS, finish_reason, paired_history
 
 __all__ = ["MessagesStream", "ProviderStreamError", "build_messages_request"]
 
+_INPUT_COUNTS: Final = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 # Anthropic's stop reasons in the project's words; the ones we have no word for
 # (pause_turn, refusal, and whatever comes next) pass through unchanged.
-_INPUT_COUNTS: Final = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _STOP_REASONS: Final = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -27,13 +29,16 @@ _STOP_REASONS: Final = {
     "tool_use": "tool_calls",
 }
 
-_ROLES: Final = {
-    "user": "user",
-    "assistant": "assistant",
-    # Tool results travel as plain user text until the tools issue lands; then
-    # they become tool_result blocks in the user message after the tool_use.
-    "tool": "user",
-}
+_ROLES: Final = frozenset({"user", "assistant", "tool"})
+
+# A tool_use block's input is an object; arguments that are not one (the model
+# wrote broken JSON, which its call's error result explains) go back under
+# this key, so the model sees what it sent.
+INVALID_ARGUMENTS_KEY: Final = "invalid_arguments"
+
+# Content blocks open at once: the API streams one at a time; a stream that
+# opens blocks without end must not grow our memory without bound.
+_MAX_OPEN_BLOCKS: Final = 64
 
 
 class ProviderStreamError(ModelError):
@@ -66,23 +71,67 @@ def build_messages_request(request: ModelRequest, model: str, max_tokens: int) -
     return body
 
 
-def _messages(history: tuple[Turn, ...]) -> list[dict[str, str]]:
+def _messages(history: tuple[Turn, ...]) -> list[dict[str, Any]]:
     # The API wants user and assistant to alternate, and rejects blank text, so
     # blank assistant turns (a run that produced nothing) are dropped and
-    # neighbours of the same role are merged.
-    messages: list[dict[str, str]] = []
+    # neighbours of the same role are merged: a tool turn's results and the
+    # user's next prompt make one user message, results first, as the API asks.
     for turn in history:
-        role = _ROLES.get(turn.role)
-        if role is None:
+        if turn.role not in _ROLES:
             raise ValueError(f"a turn has an unknown role {turn.role!r}")
-        if role == "assistant" and not turn.text.strip():
+    merged: list[tuple[str, list[dict[str, Any]]]] = []
+    for turn in paired_history(history):
+        role = "assistant" if turn.role == "assistant" else "user"
+        blocks = _blocks(turn)
+        if not blocks:
             continue
-        if messages and messages[-1]["role"] == role:
-            parts = (messages[-1]["content"], turn.text)
-            messages[-1]["content"] = "\n\n".join(part for part in parts if part.strip())
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(blocks)
         else:
-            messages.append({"role": role, "content": turn.text})
-    return messages
+            merged.append((role, blocks))
+    return [{"role": role, "content": _content(blocks)} for role, blocks in merged]
+
+
+def _blocks(turn: Turn) -> list[dict[str, Any]]:
+    if turn.role == "user":
+        return [{"type": "text", "text": turn.text}]
+    if turn.role == "tool":
+        return [_tool_result_block(result) for result in turn.tool_results]
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": turn.text}] if turn.text.strip() else []
+    blocks += [
+        {"type": "tool_use", "id": _block_id(call.id), "name": call.name, "input": _tool_input(call.arguments)}
+        for call in turn.tool_calls
+    ]
+    return blocks
+
+
+def _tool_result_block(result: ToolResult) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _block_id(result.call_id)}
+    if result.output:
+        block["content"] = result.output  # optional, and an empty text is refused
+    block["is_error"] = result.is_error
+    return block
+
+
+def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Plain text as one string, as it has always been sent; anything else as its blocks, blank text left out."""
+    if all(block["type"] == "text" for block in blocks):
+        return "\n\n".join(block["text"] for block in blocks if block["text"].strip())
+    return [block for block in blocks if block["type"] != "text" or block["text"].strip()]
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):  # nesting deeper than the parser goes is not an object we can send either
+        value = None
+    return value if isinstance(value, dict) else {INVALID_ARGUMENTS_KEY: arguments}
+
+
+def _block_id(call_id: str) -> str:
+    # The API takes ids of letters, digits, _ and - only; calls made through
+    # another provider earlier in the session may have others ("functions.view:0").
+    return re.sub(r"[^A-Za-z0-9_-]", "_", call_id) or "_"
 
 
 @attrs.define
@@ -92,10 +141,20 @@ class _TextBlock:
 
 @attrs.define
 class _ToolUseBlock:
+    index: int
     id: str
     name: str
     input: dict[str, Any]  # as content_block_start gave it; in practice always {}
     json_parts: list[str] = attrs.Factory(list)
+    size: int = 0  # characters of `json_parts`, joined
+
+    def add_json(self, fragment: str) -> None:
+        self.size += len(fragment)
+        if self.size > MAX_TOOL_ARGUMENTS:
+            raise ProviderStreamError(
+                f"tool call {self.index} ({self.name!r}) has arguments of more than {MAX_TOOL_ARGUMENTS} characters"
+            )
+        self.json_parts.append(fragment)
 
     def tool_call(self) -> ToolCall:
         arguments = "".join(self.json_parts)
@@ -129,6 +188,7 @@ class MessagesStream:
         self._input = {key: 0 for key in _INPUT_COUNTS}
         self._output_tokens = 0
         self._stop_reason: str | None = None
+        self._calls_made = 0
         self._finished = False
         self._failure: ProviderStreamError | None = None
 
@@ -198,6 +258,8 @@ class MessagesStream:
         index = _field(payload, "index", int)
         if index in self._blocks:
             raise _malformed(f"content block {index} started while it was open")
+        if len(self._blocks) >= _MAX_OPEN_BLOCKS:
+            raise _malformed(f"more than {_MAX_OPEN_BLOCKS} content blocks open at once")
         block = _field(payload, "content_block", dict)
         match block.get("type"):
             case "text":
@@ -208,7 +270,12 @@ class MessagesStream:
                 tool_input = block.get("input") or {}
                 if not isinstance(tool_input, dict):
                     raise _malformed(f"content block {index}: tool_use input is not an object")
-                self._blocks[index] = _ToolUseBlock(_field(block, "id", str), _field(block, "name", str), tool_input)
+                if self._calls_made >= MAX_TOOL_CALLS:
+                    raise ProviderStreamError(f"the model made more than {MAX_TOOL_CALLS} tool calls in one turn")
+                self._calls_made += 1
+                self._blocks[index] = _ToolUseBlock(
+                    index, _field(block, "id", str), _field(block, "name", str), tool_input
+                )
             case _:
                 self._blocks[index] = _IgnoredBlock()
         return []
@@ -228,7 +295,7 @@ class MessagesStream:
         if kind == "input_json_delta":
             if not isinstance(block, _ToolUseBlock):
                 raise _malformed(f"input_json_delta for content block {index}, which is not tool_use")
-            block.json_parts.append(_field(delta, "partial_json", str))
+            block.add_json(_field(delta, "partial_json", str))
         # Other kinds (citations_delta, ...) add nothing we surface.
         return []
 
@@ -253,7 +320,8 @@ class MessagesStream:
         self._finished = True
         stop_reason = self._stop_reason or "end_turn"  # the API always sends one; be lenient if not
         usage = Usage(sum(self._input.values()), self._output_tokens)
-        return [Finish(_STOP_REASONS.get(stop_reason, stop_reason), usage)]
+        reason = finish_reason(_STOP_REASONS.get(stop_reason, stop_reason), self._calls_made > 0)
+        return [Finish(reason, usage)]
 
     def _open_block(self, index: int, event: str) -> _Block:
         block = self._blocks.get(index)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from agentd.permissions import PermissionSettings
+
 from ._base import UnknownModelError
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_MODELS",
+    "DEFAULT_MAX_STEPS",
+    "AgentSettings",
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -38,6 +42,8 @@ PROVIDER_TYPES = ("openai", "anthropic")
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_IDLE_TIMEOUT = 60.0
+# Model turns a run may take before it ends with stop_reason "step_limit".
+DEFAULT_MAX_STEPS = 50
 
 # The providers the environment can offer, and the variable that offers each.
 ENVIRONMENT_PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "ollama": "OLLAMA_HOST"}
@@ -138,6 +144,13 @@ class ResolvedModel:
 
 
 @attrs.frozen
+class AgentSettings:
+    """`[agent]`: how the agent loop runs."""
+
+    max_steps: int = DEFAULT_MAX_STEPS
+
+
+@attrs.frozen
 class Config:
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]  # by alias
@@ -145,6 +158,9 @@ class Config:
     default_model: str | None = FALLBACK_MODEL
     default_is_fallback: bool = True  # nothing chose the default: `echo`, because no real model is configured
     source: str = "environment"  # or the file's path
+    # `[permissions]` and `[agent]`: the defaults when there is no file (or it says nothing).
+    permissions: PermissionSettings = PermissionSettings()
+    agent: AgentSettings = AgentSettings()
 
     def resolve(self, name: str | None) -> ResolvedModel:
         """The model `name` means (None: the default); UnknownModelError says what exists instead."""

@@ -22,16 +22,20 @@ from typing import Any, NewType
 
 import attrs
 import cattrs
-from cattrs.cols import is_mapping
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_mapping_structure_fn
+
+from agentd.permissions import DEFAULT_PERMISSION_TIMEOUT, PermissionSettings, rule_problem
 
 from ._config import (
     BUILTIN_MODELS,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_STEPS,
     FALLBACK_MODEL,
     PROVIDER_TYPES,
+    AgentSettings,
     Config,
     ConfigError,
     ConfigProblem,
@@ -53,6 +57,7 @@ _NonEmpty = NewType("_NonEmpty", str)
 _Count = NewType("_Count", int)  # >= 0
 _Positive = NewType("_Positive", int)  # >= 1
 _Seconds = NewType("_Seconds", float)  # > 0, finite
+_Rule = NewType("_Rule", str)  # a permission rule: TOOL, TOOL:PREFIX or *
 
 
 @attrs.frozen
@@ -74,13 +79,26 @@ class _ModelTable:
 
 
 @attrs.frozen
+class _PermissionsTable:
+    allow: list[_Rule] = attrs.field(factory=list)
+    timeout: _Seconds = _Seconds(DEFAULT_PERMISSION_TIMEOUT)
+
+
+@attrs.frozen
+class _AgentTable:
+    max_steps: _Positive = _Positive(DEFAULT_MAX_STEPS)
+
+
+@attrs.frozen
 class _File:
     providers: dict[str, _ProviderTable] = attrs.field(factory=dict)
     models: dict[str, _ModelTable] = attrs.field(factory=dict)
     default_model: str | None = None
+    permissions: _PermissionsTable = attrs.field(factory=_PermissionsTable)
+    agent: _AgentTable = attrs.field(factory=_AgentTable)
 
 
-for _shape in (_ProviderTable, _ModelTable, _File):
+for _shape in (_ProviderTable, _ModelTable, _PermissionsTable, _AgentTable, _File):
     attrs.resolve_types(_shape)
 
 
@@ -175,6 +193,26 @@ def _non_empty(value: object) -> str:
     return text
 
 
+def _rule(value: object) -> str:
+    text = _string(value)
+    problem = rule_problem(text)
+    if problem is not None:
+        raise _Mistake(f"is not a usable rule: {text!r} {problem}")
+    return text
+
+
+def _array(type_: Any, converter: cattrs.Converter) -> Any:
+    # cattrs would iterate a string into its characters: `allow = "edit"` is a mistake, not four rules.
+    inner = list_structure_factory(type_, converter)
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not list:
+            raise _Mistake(f"must be an array, not {_type_name(value)}")
+        return inner(value, t)
+
+    return hook
+
+
 class _NotATable(_Mistake):
     def __init__(self, found: object) -> None:
         self.found = _type_name(found)
@@ -200,6 +238,7 @@ def _table(type_: Any, converter: cattrs.Converter) -> Any:
 
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 _converter.register_structure_hook_factory(lambda t: is_mapping(t) or attrs.has(t), _table)
+_converter.register_structure_hook_factory(is_sequence, _array)
 _converter.register_structure_hook(str, lambda value, _: _string(value))
 for _type, _hook in (
     (_ProviderType, _provider_type),
@@ -209,6 +248,7 @@ for _type, _hook in (
     (_Count, lambda value: _integer(value, 0)),
     (_Positive, lambda value: _integer(value, 1)),
     (_Seconds, _seconds),
+    (_Rule, _rule),
 ):
     _converter.register_structure_hook(_type, lambda value, _, check=_hook: check(value))
 
@@ -259,9 +299,27 @@ def _config(parsed: _File, path: str) -> Config:
         alias: ModelConfig(alias, table.provider, table.model, table.context_window, table.max_output_tokens)
         for alias, table in parsed.models.items()
     }
+    permissions = PermissionSettings(tuple(parsed.permissions.allow), parsed.permissions.timeout)
+    agent = AgentSettings(parsed.agent.max_steps)
     if parsed.default_model is None:
-        return Config(providers, models, FALLBACK_MODEL, default_is_fallback=True, source=path)
-    return Config(providers, models, parsed.default_model, default_is_fallback=False, source=path)
+        return Config(
+            providers,
+            models,
+            FALLBACK_MODEL,
+            default_is_fallback=True,
+            source=path,
+            permissions=permissions,
+            agent=agent,
+        )
+    return Config(
+        providers,
+        models,
+        parsed.default_model,
+        default_is_fallback=False,
+        source=path,
+        permissions=permissions,
+        agent=agent,
+    )
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)$")
@@ -312,7 +370,7 @@ def _mistakes(exc: BaseException, raw: dict[str, Any]) -> list[tuple[Path, str]]
             extra = [key for key in (present if isinstance(present, dict) else ()) if key in leaf.extra_fields]
             mistakes += [((*at, key), _unknown_key(at, key, known)) for key in extra]
         elif isinstance(leaf, _NotATable) and len(at) <= 2:
-            kind = f"a table of [{at[0]}.NAME] tables" if len(at) == 1 else "a table"
+            kind = f"a table of [{at[0]}.NAME] tables" if len(at) == 1 and at[0] in _NAMED_TABLES else "a table"
             mistakes.append((at, f"{'.'.join(_quote(part) for part in at)} must be {kind}, not {leaf.found}"))
         elif isinstance(leaf, _Mistake):
             mistakes.append((at, f"{_subject(at)} {leaf}"))
@@ -331,9 +389,17 @@ def _at(raw: dict[str, Any], at: Path) -> object:
     return value
 
 
+# Sections made of named tables ([providers.NAME]), and plain tables ([permissions]).
+_NAMED_TABLES = ("providers", "models")
+_PLAIN_TABLES = ("permissions", "agent")
+
+
 def _subject(at: Path) -> str:
-    """How a mistake names where it is: `[providers.openai] headers.X-Title`, `default_model`."""
-    if len(at) >= 2 and at[0] in ("providers", "models"):
+    """How a mistake names where it is: `[providers.openai] headers.X-Title`, `[permissions] allow[2]`, `agent`."""
+    if at and at[0] in _PLAIN_TABLES:
+        keys = "".join(f"[{part}]" if part.isdigit() else f".{_quote(part)}" for part in at[1:])
+        return f"[{at[0]}]" + (" " + keys.lstrip(".") if keys else "")
+    if len(at) >= 2 and at[0] in _NAMED_TABLES:
         table = f"[{at[0]}.{_quote(at[1])}]"
         return " ".join([table, ".".join(_quote(part) for part in at[2:])]) if len(at) > 2 else table
     return ".".join(_quote(part) for part in at)

@@ -58,6 +58,7 @@ _TOO_LONG: Final = re.compile(
     r"|exceeds? the (available )?context",
     re.IGNORECASE,
 )
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # A 429 that waiting does not cure: OpenAI's insufficient_quota, Anthropic's spend limits.
 _OUT_OF_QUOTA: Final = re.compile(r"insufficient_quota|spend_limit|exceeded your current quota", re.IGNORECASE)
 # Error events inside a 200 stream that are load, not a bad request: worth another try
@@ -209,7 +210,7 @@ class HttpModel:
 
     # --- one attempt ---------------------------------------------------------------------------------
 
-    async def _attempt(self, body: dict[str, Any], headers: httpx2.Headers) -> AsyncGenerator[StreamPart, None]:
+    async def _attempt(self, body: bytes, headers: httpx2.Headers) -> AsyncGenerator[StreamPart, None]:
         """One POST and its answer. Raises ProviderError, retryable only while nothing has been yielded."""
         # Leaving this block closes the response. Cancelled or not, that is at
         # once: httpcore2 shields only the socket's close, which does not wait.
@@ -255,7 +256,7 @@ class HttpModel:
             for part in parts:
                 yield part
 
-    async def _send(self, stack: AsyncExitStack, body: dict[str, Any], headers: httpx2.Headers) -> httpx2.Response:
+    async def _send(self, stack: AsyncExitStack, body: bytes, headers: httpx2.Headers) -> httpx2.Response:
         """POST and wait for the response's headers; the response stays open on `stack`."""
         name = self._provider.name
         idle = self._provider.idle_timeout
@@ -270,7 +271,12 @@ class HttpModel:
             try:
                 return await stack.enter_async_context(
                     self._client.stream(
-                        "POST", self._url, json=body, headers=headers, timeout=_TIMEOUT, extensions={"trace": on_trace}
+                        "POST",
+                        self._url,
+                        content=body,
+                        headers=headers,
+                        timeout=_TIMEOUT,
+                        extensions={"trace": on_trace},
                     )
                 )
             except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError, httpx2.UnsupportedProtocol) as exc:
@@ -422,13 +428,15 @@ class HttpModel:
             # It names the provider and the variable, never a value.
             raise ProviderError(str(exc), "config") from None
 
-    def _body(self, request: ModelRequest) -> dict[str, Any]:
+    def _body(self, request: ModelRequest) -> bytes:
         if self._provider.type == "openai":
-            return _openai_stream.build_chat_request(
+            body = _openai_stream.build_chat_request(
                 request, self._model, self._max_output_tokens, max_tokens_field=self._provider.max_tokens_field
             )
-        max_tokens = self._max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
-        return _anthropic_stream.build_messages_request(request, self._model, max_tokens)
+        else:
+            max_tokens = self._max_output_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
+            body = _anthropic_stream.build_messages_request(request, self._model, max_tokens)
+        return _encoded(body)
 
     def _headers(self, key: str | None) -> httpx2.Headers:
         headers = httpx2.Headers({"content-type": "application/json", "accept": "text/event-stream"})
@@ -448,6 +456,18 @@ class HttpModel:
             return failure.retry_after
         # Exponential backoff with full jitter: many clients retrying at once spread out.
         return random.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
+
+
+def _encoded(body: dict[str, Any]) -> bytes:
+    """The request's JSON as UTF-8. A lone surrogate, which UTF-8 cannot encode, is sent as U+FFFD."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Python's own way of carrying undecodable bytes (a file name listed,
+        # a command's output) is lone surrogates; sent as they are, they would
+        # fail this request and every later one of the session.
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 def _retry_policy(status: int, body: str) -> tuple[bool, str, ErrorKind]:

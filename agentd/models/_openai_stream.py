@@ -15,12 +15,14 @@ follows with `choices: []` and the token `usage`; `data: [DONE]` ends it.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import attrs
 
-from ._base import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, Usage
+from ._base import Finish, ModelError, ModelRequest, StreamPart, TextDelta, ToolCall, Turn, Usage
 from ._sse import ServerSentEvent
+from ._tool_calls import MAX_TOOL_ARGUMENTS, MAX_TOOL_CALLS, finish_reason, paired_history
 
 __all__ = ["ChatCompletionsStream", "ProviderStreamError", "build_chat_request"]
 
@@ -51,10 +53,8 @@ def build_chat_request(
     for turn in request.history:
         if turn.role not in _ROLES:
             raise ValueError(f"a turn's role must be user, assistant or tool, not {turn.role!r}")
-        # A "tool" turn carries only its text for now: the API also wants its
-        # `tool_call_id` (and the assistant turn before it, its `tool_calls`),
-        # which Turn does not record yet; they arrive with tool execution.
-        messages.append({"role": turn.role, "content": turn.text})
+    for turn in paired_history(request.history):
+        messages.extend(_messages(turn))
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -75,11 +75,46 @@ def build_chat_request(
     return body
 
 
+def _messages(turn: Turn) -> list[dict[str, Any]]:
+    if turn.role == "tool":
+        # One message per result, each naming the call it answers. The API has
+        # no error flag: an error is told by its text.
+        return [
+            {"role": "tool", "tool_call_id": result.call_id, "content": result.output} for result in turn.tool_results
+        ]
+    if turn.role == "assistant" and turn.tool_calls:
+        return [
+            {
+                "role": "assistant",
+                # The API wants null, not "", for an assistant that only called tools.
+                "content": turn.text or None,
+                "tool_calls": [
+                    # The arguments go back as the model wrote them, valid JSON or not:
+                    # the call's error result tells the model what was wrong with them.
+                    {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                    for call in turn.tool_calls
+                ],
+            }
+        ]
+    return [{"role": turn.role, "content": turn.text}]
+
+
 @attrs.define
 class _PendingToolCall:
+    index: int
     id: str
     name: str
-    arguments: list[str]
+    arguments: list[str] = attrs.Factory(list)
+    size: int = 0  # characters of `arguments`, joined
+
+    def add_arguments(self, fragment: str) -> None:
+        self.size += len(fragment)
+        if self.size > MAX_TOOL_ARGUMENTS:
+            named = f" ({self.name!r})" if self.name else ""
+            raise ProviderStreamError(
+                f"tool call {self.index}{named} has arguments of more than {MAX_TOOL_ARGUMENTS} characters"
+            )
+        self.arguments.append(fragment)
 
 
 class ChatCompletionsStream:
@@ -89,8 +124,10 @@ class ChatCompletionsStream:
     """
 
     def __init__(self) -> None:
-        self._tool_calls: dict[int, _PendingToolCall] = {}
-        self._any_tool_calls = False
+        self._tool_calls: list[_PendingToolCall] = []  # not yet emitted, in the order they began
+        self._by_index: dict[int, _PendingToolCall] = {}  # the call a fragment with this index continues
+        self._calls_made = 0
+        self._ids: set[str] = set()  # of the calls emitted
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
         self._finished = False  # Finish was emitted; nothing more comes out
@@ -140,7 +177,7 @@ class ChatCompletionsStream:
             # last thing the answer needs, so finish now rather than at [DONE].
             if self._finish_reason is not None:
                 self._finished = True
-                parts.append(Finish(self._finish_reason, self._usage))
+                parts.append(Finish(finish_reason(self._finish_reason, self._calls_made > 0), self._usage))
         return parts
 
     def finish(self) -> list[StreamPart]:
@@ -159,8 +196,8 @@ class ChatCompletionsStream:
     def _end(self) -> list[StreamPart]:
         parts: list[StreamPart] = list(self._complete_tool_calls())
         # [DONE] without a finish_reason: the server says the answer is
-        # complete but not why; tool calls mean the model is waiting on them.
-        reason = self._finish_reason or ("tool_calls" if self._any_tool_calls else "stop")
+        # complete but not why.
+        reason = finish_reason(self._finish_reason or "stop", self._calls_made > 0)
         parts.append(Finish(reason, self._usage or Usage()))
         self._finished = True
         return parts
@@ -184,45 +221,61 @@ class ChatCompletionsStream:
             or not (arguments is None or isinstance(arguments, str))
         ):
             raise ProviderStreamError(f"malformed chunk: bad tool call fragment: {_excerpt(fragment)}")
+        latest = self._tool_calls[-1] if self._tool_calls else None
         if index is None:
             # Some OpenAI-compatible servers omit `index`: a new id starts the
             # next call, anything else continues the latest one.
-            latest = max(self._tool_calls, default=None)
             if latest is None:
                 index = 0
-            elif call_id and call_id != self._tool_calls[latest].id:
-                index = latest + 1
+            elif call_id and call_id != latest.id:
+                index = latest.index + 1
             else:
-                index = latest
-        pending = self._tool_calls.get(index)
+                index = latest.index
+        pending = self._by_index.get(index)
+        if pending is not None and call_id and name and pending.id and call_id != pending.id:
+            # A new id and name where a call already is: servers that stream
+            # each call whole and give every one index 0 (Ollama has) mean a
+            # new call, not a rename.
+            pending = None
         if pending is None:
-            self._tool_calls[index] = _PendingToolCall(call_id or "", name or "", [arguments] if arguments else [])
-            return
-        # Only `arguments` is streamed in pieces; a repeated id or name is not appended.
-        if call_id and not pending.id:
-            pending.id = call_id
-        if name and not pending.name:
-            pending.name = name
+            if self._calls_made >= MAX_TOOL_CALLS:
+                raise ProviderStreamError(f"the model made more than {MAX_TOOL_CALLS} tool calls in one turn")
+            self._calls_made += 1
+            pending = _PendingToolCall(index, call_id or "", name or "")
+            self._tool_calls.append(pending)
+            self._by_index[index] = pending
+        else:
+            # Only `arguments` is streamed in pieces; a repeated id or name is not appended.
+            if call_id and not pending.id:
+                pending.id = call_id
+            if name and not pending.name:
+                pending.name = name
         if arguments:
-            pending.arguments.append(arguments)
+            pending.add_arguments(arguments)
 
     def _complete_tool_calls(self) -> list[ToolCall]:
         calls: list[ToolCall] = []
-        for index in sorted(self._tool_calls):
-            pending = self._tool_calls[index]
+        # By index; calls that share one (see above) in the order they began.
+        for pending in sorted(self._tool_calls, key=lambda call: call.index):
             if not pending.name:
-                raise ProviderStreamError(f"malformed chunk: tool call {index} has no function name")
+                raise ProviderStreamError(f"malformed chunk: tool call {pending.index} has no function name")
+            call_id = pending.id
+            if not call_id or call_id in self._ids:
+                # Ids pair a call with its result, here and in the run's record
+                # of its steps: a server that sends none, or one twice, still
+                # needs one of the call's own.
+                call_id = f"call_{secrets.token_hex(12)}"
+            self._ids.add(call_id)
             calls.append(
                 ToolCall(
-                    # Ids pair a call with its result; a server that sends none still needs one.
-                    id=pending.id or f"call_{index}",
+                    id=call_id,
                     name=pending.name,
                     # A call without arguments streams "" — which is not JSON.
                     arguments="".join(pending.arguments) or "{}",
                 )
             )
         self._tool_calls.clear()
-        self._any_tool_calls = self._any_tool_calls or bool(calls)
+        self._by_index.clear()
         return calls
 
 

@@ -1,34 +1,20 @@
-"""Interim: the permission board's interface, until the board lands. Reads are allowed; anything else is denied."""
+"""Permissions: which tool calls run without asking, and the requests that wait for a person's answer."""
 
-from __future__ import annotations
+from ._board import ACTIONS, PermissionAsk, Permissions
+from ._rules import ANY, Rule, RuleError, allows, parse_rule, parse_rules, rule_problem
+from ._settings import DEFAULT_PERMISSION_TIMEOUT, PermissionSettings
 
-from typing import Any
-
-import attrs
-
-from agentd.protocol import PermissionOutcome
-
-__all__ = ["PermissionAsk", "Permissions"]
-
-
-@attrs.frozen
-class PermissionAsk:
-    session_id: str
-    run_id: str
-    call_id: str
-    tool: str
-    kind: str
-    subject: str | None
-    description: str
-    params: dict[str, Any]
-    run_rules: tuple[str, ...] = ()
-
-
-class Permissions:
-    async def authorize(self, ask: PermissionAsk) -> PermissionOutcome:
-        if ask.kind == "read" or "*" in ask.run_rules or ask.tool in ask.run_rules:
-            return "allow"
-        return "deny"
-
-    def cancel_run(self, run_id: str) -> None:
-        pass
+__all__ = [
+    "ACTIONS",
+    "ANY",
+    "DEFAULT_PERMISSION_TIMEOUT",
+    "PermissionAsk",
+    "PermissionSettings",
+    "Permissions",
+    "Rule",
+    "RuleError",
+    "allows",
+    "parse_rule",
+    "parse_rules",
+    "rule_problem",
+]

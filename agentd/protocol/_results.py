@@ -8,7 +8,7 @@ live in `_types`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -17,10 +17,16 @@ from ._types import RunComplete, Session, Workspace
 __all__ = [
     "CancelResult",
     "Empty",
+    "FileChange",
+    "FileRefused",
+    "FileReverted",
     "InitializeResult",
     "ModelsList",
+    "PermissionGranted",
     "QueueCleared",
+    "RunChangeList",
     "RunInfo",
+    "RunReverted",
     "SendResult",
     "ServerStatus",
     "Subscribed",
@@ -134,3 +140,53 @@ class Subscribed:
     seq: int
     # How many events come first, from before it: a client knows when it has caught up.
     replayed: int
+
+
+@attrs.frozen
+class PermissionGranted:
+    # Whether this answer ended the request; false when another answer, the timeout or a cancel came first.
+    resolved: bool
+
+
+@attrs.frozen
+class FileChange:
+    # Relative to the workspace root, "/"-separated.
+    path: str
+    action: Literal["created", "changed", "deleted"]
+    # A unified diff, from the file before the run to the file as the run left it.
+    diff: str
+    # Whether the file is no longer as the run left it (someone changed it since).
+    changed_since: bool
+    # Whether run.revert has put it back.
+    reverted: bool
+
+
+@attrs.frozen
+class RunChangeList:
+    run_id: str
+    session_id: str
+    files: list[FileChange]
+    # When run.revert put every file back; None while one is not.
+    reverted_at: float | None
+
+
+@attrs.frozen
+class FileReverted:
+    path: str
+    # What the run had done, now undone: "created" (removed again), "changed" (rewritten), "deleted" (recreated).
+    action: Literal["created", "changed", "deleted"]
+
+
+@attrs.frozen
+class FileRefused:
+    path: str
+    # Why it was not reverted, for a person.
+    reason: str
+
+
+@attrs.frozen
+class RunReverted:
+    run_id: str
+    session_id: str
+    reverted: list[FileReverted]
+    refused: list[FileRefused]

@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "MessageDelta",
     "MessagePart",
+    "PermissionGrantParams",
     "PermissionOutcome",
     "PermissionRequest",
     "PermissionResolved",
@@ -29,7 +30,9 @@ __all__ = [
     "QueuedPrompt",
     "ReplayGapPayload",
     "RunComplete",
+    "RunChangesParams",
     "RunGetParams",
+    "RunRevertParams",
     "RunStarted",
     "RunWaitParams",
     "ServerShutdownParams",
@@ -340,6 +343,8 @@ class AgentSendParams:
     prompt: str
     run_id: str | None = None
     model: str | None = None
+    # Allow rules for this run only ("*": every call), as `[permissions] allow` writes them.
+    allow: list[str] | None = None
 
 
 @attrs.frozen
@@ -370,3 +375,29 @@ class RunGetParams:
 @attrs.frozen
 class EventsUnsubscribeParams:
     subscription_id: str
+
+
+@attrs.frozen
+class PermissionGrantParams:
+    workspace_id: str
+    request_id: str
+    # "allow", "allow_session", "deny" or "deny_session".
+    action: str
+
+
+@attrs.frozen
+class RunChangesParams:
+    """A run by id, or (workspace_id and session_id, without run_id) the session's last run."""
+
+    run_id: str | None = None
+    workspace_id: str | None = None
+    session_id: str | None = None
+
+
+@attrs.frozen
+class RunRevertParams:
+    run_id: str | None = None
+    workspace_id: str | None = None
+    session_id: str | None = None
+    # Revert files changed since the run too, and the rest when some cannot be.
+    force: bool = False

@@ -31,11 +31,18 @@ from agentd.protocol import (
     Message,
     ModelsList,
     NoParams,
+    PermissionGranted,
+    PermissionGrantParams,
+    PermissionRequest,
     QueueCleared,
     QueuedPrompt,
+    RunChangeList,
+    RunChangesParams,
     RunComplete,
     RunGetParams,
     RunInfo,
+    RunReverted,
+    RunRevertParams,
     RunWaitParams,
     SendResult,
     ServerShutdownParams,
@@ -210,6 +217,10 @@ class Methods:
             "run.get": later(RunGetParams, self.run_get, RunInfo),
             "events.subscribe": later(EventsSubscribeParams, self.events_subscribe, Subscribed),
             "events.unsubscribe": now(EventsUnsubscribeParams, self.events_unsubscribe, Empty),
+            "permission.grant": now(PermissionGrantParams, self.permission_grant, PermissionGranted),
+            "permission.list": now(WorkspaceRef, self.permission_list, list[PermissionRequest]),
+            "run.changes": later(RunChangesParams, self.run_changes, RunChangeList),
+            "run.revert": later(RunRevertParams, self.run_revert, RunReverted),
         }
         #: The replies a connection sends by itself (see `RpcConnection`), bypassing `lookup`.
         self.constant_replies = {name: m.constant_reply for name, m in self._table.items() if m.constant}
@@ -336,7 +347,7 @@ class Methods:
     # --- runs
 
     async def agent_send(self, conn: ClientConnection, p: AgentSendParams, _: AfterReply) -> SendResult:
-        return await self._workspace(p.workspace_id).sessions.send(p.session_id, p.prompt, p.run_id, p.model)
+        return await self._workspace(p.workspace_id).sessions.send(p.session_id, p.prompt, p.run_id, p.model, p.allow)
 
     async def agent_cancel(self, conn: ClientConnection, p: AgentCancelParams, _: AfterReply) -> CancelResult:
         return await self._workspace(p.workspace_id).sessions.cancel(p.session_id, p.run_id)
@@ -377,6 +388,28 @@ class Methods:
             raise NotFound(f"subscription_id: no such subscription {p.subscription_id!r}")
         sub.close()
         return _EMPTY
+
+    # --- permissions
+
+    def permission_grant(self, conn: ClientConnection, p: PermissionGrantParams, _: AfterReply) -> PermissionGranted:
+        by = conn.client_name or f"conn-{conn.id}"
+        return PermissionGranted(resolved=self._workspace(p.workspace_id).permissions.grant(p.request_id, p.action, by))
+
+    def permission_list(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> list[PermissionRequest]:
+        return self._workspace(p.workspace_id).permissions.pending()
+
+    # --- file changes
+
+    async def _changed_run(self, p: RunChangesParams | RunRevertParams) -> str:
+        if p.run_id is None and p.workspace_id is not None:
+            self._workspace(p.workspace_id)  # a session's last run: of an open workspace, as for other methods
+        return await self._state.changes.pick_run(p.run_id, p.workspace_id, p.session_id)
+
+    async def run_changes(self, conn: ClientConnection, p: RunChangesParams, _: AfterReply) -> RunChangeList:
+        return await self._state.changes.list(await self._changed_run(p))
+
+    async def run_revert(self, conn: ClientConnection, p: RunRevertParams, _: AfterReply) -> RunReverted:
+        return await self._state.changes.revert(await self._changed_run(p), p.force)
 
 
 _EMPTY = Empty()

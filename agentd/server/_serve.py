@@ -7,6 +7,7 @@
         ├── model warm-up: each configured provider's HTTP client, built once, off the first prompt's path
         ├── workspaces nursery: one task per open workspace
         │   └── workspace nursery: one task per session lane; runs are cancel scopes in it
+        │       (a permission request waits in its run's task, its timeout a cancel scope there)
         └── connections nursery: the accept loop, then one task per client
             └── connection nursery: reader, one task per request, one writer per subscription
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from agentd.changes import ChangeRequests
 from agentd.models import ModelRegistry
 from agentd.pubsub import DEFAULT_MUST_DELIVER_TIMEOUT, DEFAULT_SUBSCRIBER_CAPACITY, DropStats
 from agentd.rpc import DEFAULT_MAX_MESSAGE_SIZE
@@ -58,3 +59,7 @@ class DaemonState:
     )
     started_at: float = attrs.field(factory=time.monotonic)
     shutting_down: bool = False
+    # run.changes and run.revert.
+    changes: ChangeRequests = attrs.field(
+        default=attrs.Factory(lambda self: ChangeRequests(self.store, self.runs), takes_self=True)
+    )

@@ -7,6 +7,8 @@ from ._sqlite import (
     SCHEMA_VERSION,
     DatabaseDamaged,
     EventReplay,
+    FileChangeRecord,
+    FileSnapshot,
     LoggedEvent,
     NotOurDatabase,
     RunRecord,
@@ -20,6 +22,8 @@ from ._terminal_log import TerminalLog, TerminalRecord
 __all__ = [
     "DatabaseDamaged",
     "EventReplay",
+    "FileChangeRecord",
+    "FileSnapshot",
     "GAP_LOST",
     "GAP_TOO_OLD",
     "INTERRUPTED",

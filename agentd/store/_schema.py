@@ -15,10 +15,12 @@ from ._errors import DatabaseDamaged, NotOurDatabase, damaged
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "TABLES", "check_ours", "check_tables", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # "agtd": in the database header, so `file` and other tools can tell it too.
 APPLICATION_ID = 0x61677464
-TABLES = frozenset({"workspaces", "sessions", "messages", "runs", "events"})
+TABLES = frozenset({"workspaces", "sessions", "messages", "runs", "events", "file_changes"})
+# The schema version that added a table: an older database lacks it until it migrates.
+_ADDED_IN = {"file_changes": 4}
 # SQLite's own, which any database may hold.
 _INTERNAL_TABLE_PREFIX = "sqlite_"
 
@@ -112,7 +114,40 @@ UPDATE runs SET text = NULL WHERE text IS NOT NULL;
 PRAGMA application_id = {APPLICATION_ID}
 """
 
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3)
+# Version 4: what runs' tools did to files, so it can be listed and undone
+# (agentd.changes). New tables only: nothing old is rewritten.
+_SCHEMA_4 = """
+CREATE TABLE file_changes (
+    run_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    -- Relative to the workspace root, with / separators.
+    path TEXT NOT NULL,
+    -- The file before the run's first write to it. before_size NULL: there
+    -- was no file. before_content NULL with a size: too large to keep.
+    before_size INTEGER,
+    before_sha256 TEXT,
+    before_mode INTEGER,
+    before_content BLOB,
+    -- The top-most directory of the path that the run's first write created, if any.
+    created_dir TEXT,
+    -- The file as the run's last write left it, once one has finished
+    -- (after_written 1). after_size NULL: the run left no file there.
+    after_written INTEGER NOT NULL DEFAULT 0,
+    after_size INTEGER,
+    after_sha256 TEXT,
+    after_content BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    -- When run.revert put the before back.
+    reverted_at REAL,
+    PRIMARY KEY (run_id, path)
+);
+CREATE INDEX file_changes_by_session ON file_changes(session_id);
+-- A session's last run, for clients that undo it.
+CREATE INDEX runs_by_session ON runs(session_id, created_at)
+"""
+
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
 
 
 def check_ours(conn: sqlite3.Connection, path: str) -> None:
@@ -145,7 +180,7 @@ def check_tables(conn: sqlite3.Connection, path: str) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version == 0:
         return
-    missing = TABLES - _tables(conn)
+    missing = {t for t in TABLES if _ADDED_IN.get(t, 1) <= version} - _tables(conn)
     if missing:
         raise DatabaseDamaged(damaged(path, f"its table {', '.join(sorted(missing))} is missing"))
 

@@ -33,6 +33,8 @@ from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
     "DatabaseDamaged",
+    "FileChangeRecord",
+    "FileSnapshot",
     "INTERRUPTED",
     "LoggedEvent",
     "EventReplay",
@@ -92,6 +94,43 @@ class RunRecord:
     started_at: float | None = None
     finished_at: float | None = None
     complete: RunComplete | None = None
+
+
+@attrs.frozen
+class FileSnapshot:
+    """A file at one moment, as the store keeps it (see `agentd.changes`)."""
+
+    # None: there was no file.
+    size: int | None
+    sha256: str | None = None
+    mode: int | None = None
+    # None for no file, or for one too large to keep (its size and hash still say what it was).
+    content: bytes | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.size is not None
+
+    @property
+    def kept(self) -> bool:
+        return self.size is None or self.content is not None
+
+
+@attrs.frozen
+class FileChangeRecord:
+    """What one run did to one file: the file before its first write, and after its last."""
+
+    run_id: str
+    session_id: str
+    path: str
+    before: FileSnapshot
+    # None until a write of the run finished (a daemon that died mid-write).
+    after: FileSnapshot | None
+    # The top-most directory of `path` the run's first write created, if any.
+    created_dir: str | None
+    created_at: float
+    updated_at: float
+    reverted_at: float | None
 
 
 @attrs.frozen
@@ -261,7 +300,11 @@ class Store:
                         "UPDATE messages SET finish_reason = 'error' WHERE id = ? AND finish_reason IS NULL",
                         (message_id,),
                     )
-                rc = run_complete(session_id, run_id, message_id=message_id, text=text, error=INTERRUPTED)
+                # What its tools wrote before the crash is kept, and counted.
+                changes = self._count_file_changes(conn, run_id)
+                rc = run_complete(
+                    session_id, run_id, message_id=message_id, text=text, error=INTERRUPTED, changes=changes
+                )
                 self._record_complete(conn, rc, now)
                 seq = self._reserve_seq(conn, workspace_id, 1)
                 self._append_events(conn, workspace_id, [(seq, events.RUN_COMPLETE, converter.unstructure(rc))], now)
@@ -552,6 +595,7 @@ class Store:
             if row is None:
                 return None
             self._keep_run_texts(conn, session_id)
+            conn.execute("DELETE FROM file_changes WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return SessionRecord(*row)
@@ -764,6 +808,99 @@ class Store:
             )
 
         return await self._run(body)
+
+    # --- file changes (agentd.changes: what runs' tools wrote, and how to undo it)
+
+    async def record_file_before(
+        self, run_id: str, session_id: str, path: str, before: FileSnapshot, created_dir: str | None
+    ) -> bool:
+        """Keep a file as it was before the run's first write to it; False if the run already has it."""
+
+        def body() -> bool:
+            now = time.time()
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO file_changes (run_id, session_id, path, before_size, before_sha256,"
+                " before_mode, before_content, created_dir, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, session_id, path, *attrs.astuple(before, recurse=False), created_dir, now, now),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(body)
+
+    async def record_file_after(self, run_id: str, path: str, after: FileSnapshot) -> None:
+        """The file as the run's latest write left it."""
+
+        def body() -> None:
+            self._conn.execute(
+                "UPDATE file_changes SET after_written = 1, after_size = ?, after_sha256 = ?, after_content = ?,"
+                " updated_at = ? WHERE run_id = ? AND path = ?",
+                (after.size, after.sha256, after.content, time.time(), run_id, path),
+            )
+
+        await self._run(body)
+
+    async def file_changes(self, run_id: str) -> list[FileChangeRecord]:
+        """Every file the run wrote to, in the order it first did, with the contents kept."""
+
+        def body() -> list[FileChangeRecord]:
+            rows = self._conn.execute(
+                "SELECT run_id, session_id, path, before_size, before_sha256, before_mode, before_content,"
+                " after_written, after_size, after_sha256, after_content, created_dir, created_at, updated_at,"
+                " reverted_at FROM file_changes WHERE run_id = ? ORDER BY created_at, path",
+                (run_id,),
+            ).fetchall()
+            return [
+                FileChangeRecord(
+                    run_id=row[0],
+                    session_id=row[1],
+                    path=row[2],
+                    before=FileSnapshot(row[3], row[4], row[5], row[6]),
+                    after=FileSnapshot(row[8], row[9], None, row[10]) if row[7] else None,
+                    created_dir=row[11],
+                    created_at=row[12],
+                    updated_at=row[13],
+                    reverted_at=row[14],
+                )
+                for row in rows
+            ]
+
+        return await self._run(body)
+
+    async def mark_files_reverted(self, run_id: str, paths: list[str]) -> float:
+        """Note that run.revert put these files of the run back as they were; when it did."""
+        now = time.time()
+
+        def body() -> None:
+            self._conn.executemany(
+                "UPDATE file_changes SET reverted_at = ? WHERE run_id = ? AND path = ?",
+                [(now, run_id, path) for path in paths],
+            )
+
+        await self._run(body)
+        return now
+
+    async def last_run(self, session_id: str) -> str | None:
+        """The id of the session's most recently accepted run, if it has any."""
+
+        def body() -> str | None:
+            row = self._conn.execute(
+                "SELECT id FROM runs WHERE session_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (session_id,),
+            ).fetchone()
+            return str(row[0]) if row is not None else None
+
+        return await self._run(body)
+
+    @staticmethod
+    def _count_file_changes(conn: sqlite3.Connection, run_id: str) -> int:
+        """How many files the run created, changed or deleted: those whose content is not what it was."""
+        (count,) = conn.execute(
+            "SELECT count(*) FROM file_changes WHERE run_id = ? AND after_written = 1"
+            " AND (after_sha256 IS NOT before_sha256 OR after_size IS NOT before_size)",
+            (run_id,),
+        ).fetchone()
+        return int(count)
 
 
 _MESSAGE_COLUMNS = "id, session_id, role, text, run_id, created_at, finish_reason, parts"

@@ -1,13 +1,14 @@
-"""Interim: the tools registry's interface, until the tools land."""
+"""The tools a model may call, each confined to the workspace root.
+
+`TOOLS` is the one table: the agent loop, the providers (through
+`definitions()`), the permissions and docs/protocol.md §12 all read it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from agentd.models import ToolDefinition
-
 from ._base import Changes, ToolContext, ToolError, ToolKind, ToolLimits, ToolOutput, ToolSpec
+from ._registry import TOOLS, definitions, run_tool
+from ._schema import json_schema, parse_arguments
 
 __all__ = [
     "TOOLS",
@@ -19,20 +20,7 @@ __all__ = [
     "ToolOutput",
     "ToolSpec",
     "definitions",
+    "json_schema",
     "parse_arguments",
     "run_tool",
 ]
-
-TOOLS: Mapping[str, ToolSpec] = {}
-
-
-def definitions() -> tuple[ToolDefinition, ...]:
-    return ()
-
-
-def parse_arguments(spec: ToolSpec, arguments: str) -> Any:
-    raise ToolError("no tools yet")
-
-
-async def run_tool(spec: ToolSpec, ctx: ToolContext, params: Any) -> ToolOutput:
-    return await spec.run(ctx, params)

@@ -66,6 +66,10 @@ class ToolLimits:
     # bash: seconds before the command's process group is killed.
     bash_default_timeout: float = 120.0
     bash_max_timeout: float = 600.0
+    # bash: seconds between SIGTERM and SIGKILL when its process group is killed.
+    bash_kill_grace: float = 1.0
+    # edit: bytes of a file it reads and rewrites at most.
+    edit_max_bytes: int = 10 * 1024 * 1024
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ import trio
 
 from agentd.errors import Conflict, InvalidRequest, NotFound
 from agentd.models import ModelRegistry, UnknownModelError
+from agentd.permissions import rule_problem
 from agentd.protocol import (
     CancelResult,
     Message,
@@ -122,14 +123,26 @@ class SessionRequests:
 
     # --- prompts
 
-    async def send(self, session_id: str, prompt: str, run_id: str | None, model: str | None) -> SendResult:
+    async def send(
+        self,
+        session_id: str,
+        prompt: str,
+        run_id: str | None,
+        model: str | None,
+        allow: list[str] | None = None,
+    ) -> SendResult:
         """Accept a prompt as a run: stored first, then reserved in the session's lane.
 
         A run_id the daemon knows is the same request again (answered with that
         run, nothing started) or a mistake (another prompt under that id).
+        `allow`: the run's own permission rules, kept with the run in memory only.
         """
         if not prompt.strip():
             raise InvalidRequest("prompt: must not be empty")
+        for index, rule in enumerate(allow or ()):
+            problem = rule_problem(rule)
+            if problem is not None:
+                raise InvalidRequest(f"allow[{index}]: {rule!r} is not a usable rule: {problem}")
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         if not run_id or len(run_id) > _MAX_RUN_ID:
             raise InvalidRequest(f"run_id: must be 1 to {_MAX_RUN_ID} characters")
@@ -149,7 +162,7 @@ class SessionRequests:
                 self._models.resolve_name(model)
             except UnknownModelError as exc:
                 raise InvalidRequest(f"model: {exc}") from None
-        run = Run(run_id, self._workspace_id, record.id, prompt, model)
+        run = Run(run_id, self._workspace_id, record.id, prompt, model, allow=tuple(allow or ()))
         dispatcher = self._dispatcher
         # From here the run is the workspace's: a client that hangs up now must
         # not leave it half accepted.

@@ -71,9 +71,8 @@ class WorkspaceHost:
         # Set when the workspace closes because something in it failed.
         self._failure: str | None = None
         self._dispatcher: Dispatcher | None = None
-        # What its runs' tool calls wait on when they need someone's permission.
-        self.permissions = Permissions()
         self._sessions: SessionRequests | None = None
+        self._permissions: Permissions | None = None
         self._nursery: trio.Nursery | None = None
         self.closing = False
         # Set just before workspace.closed goes out: a client that has seen it
@@ -90,6 +89,12 @@ class WorkspaceHost:
     def dispatcher(self) -> Dispatcher:
         assert self._dispatcher is not None, "workspace not serving"
         return self._dispatcher
+
+    @property
+    def permissions(self) -> Permissions:
+        """The workspace's permission requests, and what its runs may do without asking."""
+        assert self._permissions is not None, "workspace not serving"
+        return self._permissions
 
     @property
     def sessions(self) -> SessionRequests:
@@ -118,8 +123,17 @@ class WorkspaceHost:
                     nursery.start_soon(guarded, "writing the event log", self.journal.run)
                     terminal = RunTerminal(self.broker, self._store, self._runs.forget, self._shutdown)
                     nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
+                    # Its requests wait in the runs' own tasks: nothing of it runs in this nursery.
+                    self._permissions = Permissions(
+                        self.broker, self._shutdown, lambda: self._models.config.permissions
+                    )
                     coordinator = Coordinator(
-                        self.path, self._store, self._models, self.broker, terminal, self.permissions
+                        self.path,
+                        self._store,
+                        self._models,
+                        self.broker,
+                        terminal,
+                        self._permissions,
                     )
                     self._nursery = nursery
                     self._dispatcher = Dispatcher(
@@ -139,6 +153,8 @@ class WorkspaceHost:
                     await self._close_requested.wait()
                     log.info("closing workspace %s (%s)", self.id, self._close_reason)
                     self._dispatcher.close(error=self._failure)
+                    # The runs are being cancelled; their questions end as "cancelled" with them.
+                    self._permissions.close()
                     if self._idle_scope is not None:
                         self._idle_scope.cancel()
                     await self._dispatcher.wait_idle()
@@ -198,12 +214,16 @@ class WorkspaceHost:
         The subscriber takes live events from `through + 1` on, and the replay
         stops at `through`: no gap and no duplicate at the seam. A replay that
         may lack events (pruned, or never written) starts with `events.gap
-        {reason}`: the client must reload rather than trust it.
+        {reason}`: the client must reload rather than trust it. The pending
+        permission requests the replay lacks come after it, with their own seqs.
         """
         sub = self.broker.subscribe(subscription_id, capacity, on_overflow)
         through = self.broker.seq
+        # Requests still waiting for an answer are state: a client that comes
+        # now gets them after its replay, those after `through` it gets live.
+        waiting = self.permissions.pending_events(through)
         if since is None:
-            return sub, [], through
+            return sub, waiting, through
         if since > through:
             # Seqs this workspace never published: the client's state is not ours.
             return sub, [self._replay_gap(since, GAP_TOO_OLD)], through
@@ -222,6 +242,7 @@ class WorkspaceHost:
         gap = logged.gap or (GAP_LOST if lost_unwritten else None)
         if gap is not None:
             events_in_order.insert(0, self._replay_gap(since, gap))
+        events_in_order += [event for event in waiting if event.seq not in replay]
         return sub, events_in_order, through
 
     def _replay_gap(self, since: int, reason: str) -> Event:
