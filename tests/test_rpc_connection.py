@@ -359,3 +359,12 @@ def test_constant_replies_wait_their_turn_behind_the_in_flight_limit() -> None:
     server.receive_data(encode_request(1, "slow", []) + encode_request(2, "ping", []))
     assert server.next_events(lambda msgid, method, params: TAKEN) == [PAUSED]
     assert server.in_flight == 1
+
+
+@pytest.mark.parametrize("kind", [False, 0.0], ids=repr)
+def test_a_message_whose_type_only_equals_0_is_not_a_request(kind: object) -> None:
+    # The fast path tests the type by identity; a value equal to 0 but not the integer is no request.
+    server = RpcConnection(constant_replies={"ping": {}})
+    server.receive_data(msgpack.packb([kind, 1, "ping", []]))
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        server.next_events(lambda msgid, method, params: {})

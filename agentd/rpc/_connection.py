@@ -243,30 +243,28 @@ class RpcConnection:
         add_reply = replies.append
         for index, value in enumerate(values):
             # The hot path, a well-formed request, inline; `parse_message`
-            # classifies (and refuses) everything else.
+            # classifies (and refuses) everything else. `kind is request`: the
+            # decoder's 0 is CPython's one cached small int, so this is the
+            # cheapest test that also tells 0 from False and 0.0; a 0 that
+            # failed it would only take the slow path, which classifies it.
             if type(value) is list and len(value) == 4:
                 kind, msgid, method, params = value
-                if (
-                    kind == request
-                    and type(kind) is int
-                    and type(msgid) is int
-                    and 0 <= msgid <= max_msgid
-                    and type(method) is str
-                ):
+                if kind is request and type(msgid) is int and 0 <= msgid <= max_msgid and type(method) is str:
                     if in_flight >= limit:
                         self._backlog = values[index:]
                         out.append(PAUSED)
                         break
-                    if answer is None:
-                        in_flight += 1
-                        out.append(Request(msgid, method, params))
-                        continue
+                    # A client has none: the lookup finds nothing.
                     tail = constant_tails.get(method)
                     if tail is not None and type(params) is list and not params:
                         # Joined with the rest below: no bytes object of its own.
                         add_reply(response_head)
                         add_reply(pack(msgid))
                         add_reply(tail)
+                        continue
+                    if answer is None:
+                        in_flight += 1
+                        out.append(Request(msgid, method, params))
                         continue
                     try:
                         result = answer(msgid, method, params)
