@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 import agentd
+from agentd._memory import limit_retained_memory
 from agentd.paths import data_dir, resolve_socket_path
 from agentd.rpc import clip
 
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         ready_fd=args.ready_fd,
         default_model=args.model,
     )
+    # Before the first large block: from here on each is given back when freed.
+    limit_retained_memory()
     try:
         trio.run(serve, config)
     except StartupError as exc:
