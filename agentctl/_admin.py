@@ -153,6 +153,24 @@ def _message_heading(message: dict[str, Any]) -> str:
     return f"## {message['role']}"
 
 
+def _part_lines(message: dict[str, Any]) -> list[str]:
+    """A line per tool call an assistant message made, or per result a tool message holds."""
+    lines = []
+    for part in message.get("parts") or ():
+        if part.get("type") == "tool_call":
+            lines.append(f"> {part.get('name')} {_clipped(part.get('arguments'))}")
+        elif part.get("type") == "tool_result":
+            status = part.get("status")
+            how = part.get("summary") if status == "ok" else f"{status}: {part.get('summary')}"
+            lines.append(f"< {part.get('name')}: {_clipped(how)}")
+    return lines
+
+
+def _clipped(text: object, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _run_ending(run: dict[str, Any]) -> str | None:
     """What a finished run that did not succeed ended with, for under its answer; None if it succeeded."""
     rc = run.get("complete")
@@ -200,7 +218,7 @@ def show(args: argparse.Namespace) -> int:
         count = len(messages)
         blocks = [f"# {_title(session)} ({session_id}, {count} message{'' if count == 1 else 's'})"]
         for message in messages:
-            text = message["text"].rstrip("\n")
+            text = "\n".join(filter(None, [message["text"].rstrip("\n"), *_part_lines(message)]))
             block = f"{_message_heading(message)}\n{text}" if text else _message_heading(message)
             run_id = message["run_id"]
             if run_id in endings and last_of_run[run_id] is message:

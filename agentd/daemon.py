@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 import agentd
+from agentd._memory import limit_retained_memory
 from agentd.paths import data_dir, resolve_socket_path
 from agentd.rpc import clip
 
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         owns_data_dir=args.data_dir is None,
         allow_root=args.allow_root,
     )
+    # Before the first large block: from here on each is given back when freed.
+    limit_retained_memory()
     try:
         trio.run(serve, config)
     except StartupError as exc:

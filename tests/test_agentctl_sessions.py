@@ -184,6 +184,24 @@ async def test_show_prints_the_conversation_of_a_session_given_by_prefix(
         assert ok(await run_agentctl("show", ref, env=env, cwd=project)) == expected, ref
 
 
+async def test_show_lists_the_tool_calls_and_their_results(ws: Workspace, project: Path, env: dict[str, str]) -> None:
+    (project / "notes.txt").write_text("one\ntwo\n")
+    script = {
+        "steps": [
+            {"chunks": ["reading"], "tool_calls": [{"name": "view", "arguments": {"path": "notes.txt"}}]},
+            {"tool_calls": [{"name": "nope", "arguments": {}}]},
+            {"chunks": ["two lines"]},
+        ]
+    }
+    session_id = await run_in_new_session(ws, project, env, "-m", "scripted", json.dumps(script))
+    shown = ok(await run_agentctl("show", session_id, env=env, cwd=project))
+    assert (
+        '## assistant (tool_calls)\nreading\n> view {"path": "notes.txt"}\n\n## tool\n< view: lines 1-2\n\n'
+        "## assistant (tool_calls)\n> nope {}\n\n## tool\n< nope: error: unknown tool 'nope'"
+    ) in shown
+    assert shown.endswith("## assistant\ntwo lines\n")
+
+
 async def test_show_json_prints_the_messages(ws: Workspace, project: Path, env: dict[str, str]) -> None:
     session_id = await run_in_new_session(ws, project, env, "hello", "world")
     elsewhere = project.parent  # --cwd names the workspace, not the process's directory

@@ -321,3 +321,50 @@ def unpacker_error_text(data: bytes) -> str:
     (text,) = [m[2][1] for m in unpacker if m[2] is not None and m[2][0] == ErrorCode.INTERNAL]
     assert text.startswith("internal error: cannot encode the result")
     return str(text)
+
+
+def test_a_constant_reply_answers_empty_params_without_asking() -> None:
+    server = RpcConnection(max_in_flight=8, constant_replies={"ping": {}, "version": [1, "x"]})
+    asked: list[tuple[int, str, object]] = []
+
+    def answer(msgid: int, method: str, params: object) -> object:
+        asked.append((msgid, method, params))
+        return {"asked": True}
+
+    requests: list[tuple[int, str, list[object]]] = [
+        (1, "ping", []),
+        (2**32 - 1, "ping", []),  # the widest msgid: packed on its own, joined to the constant
+        (300, "version", []),
+        (4, "ping", [{}]),  # params given: the method decides, as for any request
+        (5, "other", []),
+    ]
+    server.receive_data(b"".join(encode_request(*r) for r in requests))
+    reply, need = server.next_events(answer)
+    assert need is NEED_DATA and type(reply) is Reply
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(reply.data)
+    assert list(unpacker) == [
+        [1, 1, None, {}],
+        [1, 2**32 - 1, None, {}],
+        [1, 300, None, [1, "x"]],
+        [1, 4, None, {"asked": True}],
+        [1, 5, None, {"asked": True}],
+    ]
+    assert asked == [(4, "ping", [{}]), (5, "other", [])]
+    assert server.in_flight == 0
+
+
+def test_constant_replies_wait_their_turn_behind_the_in_flight_limit() -> None:
+    server = RpcConnection(max_in_flight=1, constant_replies={"ping": {}})
+    server.receive_data(encode_request(1, "slow", []) + encode_request(2, "ping", []))
+    assert server.next_events(lambda msgid, method, params: TAKEN) == [PAUSED]
+    assert server.in_flight == 1
+
+
+@pytest.mark.parametrize("kind", [False, 0.0], ids=repr)
+def test_a_message_whose_type_only_equals_0_is_not_a_request(kind: object) -> None:
+    # The fast path tests the type by identity; a value equal to 0 but not the integer is no request.
+    server = RpcConnection(constant_replies={"ping": {}})
+    server.receive_data(msgpack.packb([kind, 1, "ping", []]))
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        server.next_events(lambda msgid, method, params: {})

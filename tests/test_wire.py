@@ -486,3 +486,14 @@ async def test_unsubscribe_ends_the_subscription_once(ws: Workspace) -> None:
     with pytest.raises(RpcError) as again:
         await ws.client.call("events.unsubscribe", {"subscription_id": sid})
     assert again.value.code == 2
+
+
+async def test_ping_answers_alike_with_no_params_and_an_empty_map(daemon: Daemon) -> None:
+    # `[]` is answered by the connection from a reply packed once; `[{}]` goes through the method table.
+    raw = await open_raw(daemon)
+    sent = [await raw.request("ping", []), await raw.request("ping", [{}]), await raw.request("ping", [])]
+    got = [await raw.receive() for _ in sent]
+    assert all(isinstance(r, Response) for r in got)
+    assert sorted((r.msgid, r.error, r.result) for r in got if isinstance(r, Response)) == sorted(
+        (msgid, None, {}) for msgid in sent
+    )

@@ -7,6 +7,7 @@ provider's HTTP client, one per provider for the daemon's life.
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -21,6 +22,8 @@ from ._scripted import ScriptedModel
 __all__ = ["DEFAULT_MODEL", "ModelRegistry"]
 
 DEFAULT_MODEL = "echo"
+
+log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -75,7 +78,13 @@ class ModelRegistry:
         thread, beside whatever the daemon serves meanwhile.
         """
         for provider in list(self.config.providers):
-            await self._client(provider)
+            try:
+                await self._client(provider)
+            except Exception as exc:
+                # Only a head start: a client that cannot be built (an unusable
+                # CA bundle, say) is built again by the provider's next run,
+                # which fails with this. The daemon and the other models go on.
+                log.warning("could not prepare provider %s's HTTP client: %s", provider, exc)
 
     async def _client(self, provider: str) -> Any:
         client = self._clients.get(provider)

@@ -60,7 +60,6 @@ _RENEW_AFTER: Final = 1024 * 1024
 # much unread input, and arrays and maps of at most this many entries.
 _STREAMED_INPUT: Final = 256 * 1024
 _STREAMED_CONTAINER: Final = 1024
-_NEED_DATA: Final = object()
 
 
 class ProtocolError(Exception):
@@ -415,9 +414,8 @@ class RpcCodec:
         small = self._decode_directly
         out: list[object] = []
         add = out.append
-        need_data = _NEED_DATA
         try:
-            while (obj := next(decoder, need_data)) is not need_data:
+            for obj in decoder:
                 end = tell()
                 if end - start > small:
                     break  # framed below, from `start`

@@ -79,6 +79,7 @@ class ClientConnection:
             guarded=True,
             max_in_flight=max_in_flight,
             budget=input_budget,
+            constant_replies=methods.constant_replies,
         )
         self._send_lock = trio.Lock()
         self._slot_freed = trio.Event()

@@ -104,13 +104,34 @@ class Admitted:
 class Method:
     """One method: its params type, its handler, its reply type, and whether it answers at once."""
 
-    __slots__ = ("params_type", "handler", "immediate", "result_type", "_order")
+    __slots__ = (
+        "constant",
+        "constant_reply",
+        "params_type",
+        "handler",
+        "immediate",
+        "result_type",
+        "_order",
+        "_unstructure",
+    )
 
-    def __init__(self, params_type: type, handler: Callable[..., Any], result_type: Any, immediate: bool) -> None:
+    def __init__(
+        self,
+        params_type: type,
+        handler: Callable[..., Any],
+        result_type: Any,
+        immediate: bool,
+        constant: bool = False,
+    ) -> None:
         self.params_type = params_type
         self.handler = handler
         self.result_type = result_type
         self.immediate = immediate
+        # Looked up once: `converter.unstructure` would find it again for every reply.
+        self._unstructure = converter.get_unstructure_hook(result_type)
+        #: Whether the reply never changes; `constant_reply` is then its value on the wire.
+        self.constant = constant
+        self.constant_reply: Any = self._encode(handler(None, None, [])) if constant else None
         # Requests naming a session are applied in the order they were read.
         fields = attrs.fields_dict(params_type)
         self._order = not immediate and "session_id" in fields
@@ -118,7 +139,7 @@ class Method:
             raise TypeError(f"{params_type.__name__} names a session but not its workspace")
 
     def _encode(self, result: object) -> Any:
-        return converter.unstructure(result, self.result_type)
+        return self._unstructure(result)
 
     def call_now(self, conn: ClientConnection, params: object, after_reply: AfterReply) -> Any:
         """Run an immediate method to its reply's value; RpcError for an error reply."""
@@ -169,9 +190,13 @@ class Methods:
             """A coroutine handler: it may wait, so it gets a task of its own."""
             return Method(params, handler, result, immediate=False)
 
+        def constant(params: type, reply: object, result: Any) -> Method:
+            """A reply that never changes: the connection answers `[]` with it, packed once (`constant_replies`)."""
+            return Method(params, lambda conn, p, after_reply: reply, result, immediate=True, constant=True)
+
         self._table: dict[str, Method] = {
             "initialize": now(InitializeParams, self.initialize, InitializeResult),
-            "ping": now(NoParams, self.ping, Empty),
+            "ping": constant(NoParams, _EMPTY, Empty),
             "server.status": now(NoParams, self.server_status, ServerStatus),
             "server.shutdown": now(ServerShutdownParams, self.server_shutdown, Empty),
             "models.list": now(NoParams, self.models_list, ModelsList),
@@ -197,6 +222,11 @@ class Methods:
             "run.changes": later(RunChangesParams, self.run_changes, RunChangeList),
             "run.revert": later(RunRevertParams, self.run_revert, RunReverted),
         }
+        #: The replies a connection sends by itself (see `RpcConnection`), bypassing `lookup`.
+        self.constant_replies = {name: m.constant_reply for name, m in self._table.items() if m.constant}
+        refused = set(self.constant_replies) - _ALLOWED_WHILE_SHUTTING_DOWN
+        if refused:
+            raise TypeError(f"constant replies bypass the shutdown check: {sorted(refused)} must be allowed then")
 
     def names(self) -> list[str]:
         return sorted(self._table)
@@ -248,9 +278,6 @@ class Methods:
             default_model_note=self._state.models.default_note(),
             config_mistakes=self._state.models.mistakes,
         )
-
-    def ping(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> Empty:
-        return _EMPTY
 
     def server_status(self, conn: ClientConnection, p: NoParams, _: AfterReply) -> ServerStatus:
         s = self._state

@@ -4,8 +4,9 @@ trio's SocketStream yields to the scheduler after every successful send and
 receive, on top of parking while it waits: three trips through the run loop for
 a request that is read, answered and written. For a daemon whose hot path is
 one small request and one small reply, those trips are most of the cost. Here a
-receive takes one trip before it reads, a real checkpoint that can be cancelled
-(and parks only if nothing came), and a send only parks when the socket is full.
+receive takes exactly one trip, a real checkpoint that can be cancelled: parking
+when nothing has come, else a checkpoint after the read; and a send only parks
+when the socket is full.
 """
 
 from __future__ import annotations
@@ -28,18 +29,28 @@ class SocketIO:
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to `max_bytes`; b"" at end of input."""
-        # One trip through the run loop first: other tasks get their turn, and
-        # a peer that answers quickly has usually sent its next bytes by the
-        # time we read, which saves re-arming epoll and sleeping in it. It is a
-        # cancel point too: a peer that always has bytes ready never makes the
-        # read below wait, and this is then the only place where the
-        # connection's reader hears that the daemon is shutting down.
-        await trio.lowlevel.checkpoint()
+        # Exactly one trip through the run loop, and always a cancel point: the
+        # wait when nothing has come yet, else a checkpoint after the read. A
+        # peer that always has bytes ready never makes the read wait, and that
+        # checkpoint is then the only place where the connection's reader
+        # hears that the daemon is shutting down. (A checkpoint before every
+        # read cost a second trip whenever the read then had to wait, as it
+        # mostly does: a pipelining client is still reading our last replies.)
+        try:
+            data = os.read(self._fd, max_bytes)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise self._error(exc) from exc
+        else:
+            await trio.lowlevel.checkpoint()
+            return data
         while True:
+            await trio.lowlevel.wait_readable(self._fd)
             try:
                 return os.read(self._fd, max_bytes)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._fd)
+                pass
             except OSError as exc:
                 raise self._error(exc) from exc
 
