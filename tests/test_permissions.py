@@ -146,7 +146,8 @@ async def test_a_call_no_rule_allows_waits_for_the_answer_and_the_model_goes_on(
     assert (request["tool"], request["session_id"], request["params"]) == (
         "bash",
         session_id,
-        {"command": "touch made.txt"},
+        # As the tool takes them: its defaults filled in.
+        {"command": "touch made.txt", "timeout": None},
     )
     assert "touch made.txt" in request["description"]
     listed = await ws.client.call("permission.list", {"workspace_id": ws.id})
@@ -279,7 +280,7 @@ async def test_configured_rules_and_the_runs_own_rules_allow_without_asking(
         prompt = bash_steps("touch a.txt", "touch b.txt", "touch c.txt")
         run_id = (await ws.send(session_id, prompt, model="scripted", allow=["bash:touch b.txt"]))["run_id"]
         request = (await ws.events.until(is_request_of(run_id)))["payload"]
-        assert request["params"] == {"command": "touch c.txt"}
+        assert request["params"] == {"command": "touch c.txt", "timeout": None}
         await grant(ws, request["request_id"], "deny")
         await ws.events.until_complete(run_id)
         assert [r["status"] for r in await tool_results(ws, session_id)] == ["ok", "ok", "denied"]
