@@ -303,3 +303,19 @@ def test_root_is_served_by_another_users_daemon_only_with_allow_root(short_tmp: 
     assert refused is not allow_root, stderr
     if refused:
         assert b"--allow-root is not set" in stderr
+
+
+@needs_root
+async def test_the_trio_client_refuses_a_socket_another_user_owns(short_tmp: Path) -> None:
+    from agentctl.client import open_client
+
+    path = short_tmp / "agentd.sock"
+    fake = _listening_socket(path)
+    os.chown(path, OTHER, OTHER)
+    try:
+        with pytest.raises(UntrustedSocket, match=rf"owned by uid {OTHER}"):
+            async with open_client(path):
+                pass
+        assert _nobody_connected(fake)
+    finally:
+        fake.close()
