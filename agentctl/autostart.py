@@ -78,7 +78,10 @@ def spawn_daemon(
 
     log_path = os.fspath(log_path or daemon_log_path())
     log_dir = os.path.dirname(log_path) or "."
-    ensure_private_dir(log_dir, owned=log_dir == state_dir())
+    try:
+        ensure_private_dir(log_dir, owned=log_dir == state_dir())
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot prepare the daemon's log folder {log_dir}: {exc}") from None
     _rotate(log_path)
     read_fd, write_fd = os.pipe()
     try:

@@ -130,3 +130,21 @@ def test_a_symlink_in_place_of_a_folder_agentd_manages_is_refused_not_followed(
     assert str(base / "agentd").encode() in result.stderr and b"symlink" in result.stderr
     assert mode(elsewhere) == 0o755  # not chmod'ed through the link
     assert list(elsewhere.iterdir()) == []
+
+
+async def test_agentctl_starts_no_daemon_when_its_state_folder_is_a_symlink(
+    short_tmp: Path, default_env: dict[str, str], project: Path
+) -> None:
+    elsewhere = short_tmp / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o755)
+    state = Path(default_env["XDG_STATE_HOME"])
+    state.mkdir(parents=True)
+    (state / "agentd").symlink_to(elsewhere)
+    for command in (["run", "hello"], ["sessions"]):  # both start a daemon when none runs
+        result = await run_agentctl(*command, env=default_env, cwd=project)
+        assert result.returncode == 3, result.stderr
+        assert str(state / "agentd").encode() in result.stderr and b"symlink" in result.stderr, result.stderr
+    assert mode(elsewhere) == 0o755
+    assert list(elsewhere.iterdir()) == []
+    assert not (Path(default_env["XDG_RUNTIME_DIR"]) / "agentd" / "agentd.sock").exists()
