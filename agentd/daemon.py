@@ -39,10 +39,11 @@ def _escape(text: str) -> str:
 
 
 def _field(value: object) -> str:
-    text = _escape(str(value))
-    if text and not any(c in text for c in ' "='):
+    # Backslashes and quotes first, so the escapes _escape adds stay single and readable.
+    text = _escape(str(value).replace("\\", "\\\\").replace('"', '\\"'))
+    if text and not any(c in text for c in ' "=\\'):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f'"{text}"'
 
 
 class OneLineFormatter(logging.Formatter):
