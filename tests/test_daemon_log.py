@@ -1,4 +1,4 @@
-"""agentd's log: one line per record with its fields, levels for every logger, a file rotated by size, journald's form."""
+"""agentd's log: one line per record with its fields, levels for every logger, rotation by size, journald's form."""
 
 from __future__ import annotations
 

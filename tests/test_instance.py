@@ -99,8 +99,8 @@ async def test_a_second_agentd_on_the_same_socket_exits_75_naming_the_socket_and
     await ping(daemon.socket_path)
 
 
-async def test_a_socket_left_by_a_killed_process_is_replaced(start_daemon: DaemonFactory, env: dict[str, str]) -> None:
-    path = Path(env["AGENTD_SOCKET"])
+def leave_a_socket_of_a_killed_process(path: Path) -> None:
+    """A process binds and listens on `path`, then dies by SIGKILL: its socket file stays behind."""
     binder = subprocess.Popen(
         [
             sys.executable,
@@ -115,9 +115,13 @@ async def test_a_socket_left_by_a_killed_process_is_replaced(start_daemon: Daemo
     assert binder.stdout is not None and binder.stdout.readline() == b"bound\n"
     binder.kill()
     binder.wait(timeout=WAIT)
+    binder.stdout.close()
     with socket.socket(socket.AF_UNIX) as probe, pytest.raises(ConnectionRefusedError):
         probe.connect(str(path))  # what it left: a socket file nobody listens on
 
+
+async def test_a_socket_left_by_a_killed_process_is_replaced(start_daemon: DaemonFactory, env: dict[str, str]) -> None:
+    leave_a_socket_of_a_killed_process(Path(env["AGENTD_SOCKET"]))
     daemon = start_daemon()
     await ping(daemon.socket_path)  # the file that refused is gone: this one answers
 
@@ -135,6 +139,18 @@ async def test_a_listening_socket_without_the_lock_is_never_removed(env: dict[st
         assert os.stat(path).st_ino == inode
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(path))  # still the listener's
+
+
+async def test_a_datagram_socket_at_the_path_is_refused_and_kept(env: dict[str, str]) -> None:
+    path = Path(env["AGENTD_SOCKET"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+        other.bind(str(path))
+        inode = os.stat(path).st_ino
+        result = await agentd_once("--socket", str(path), env=env)
+        err = result.stderr.decode()
+        assert result.returncode == 1, err
+        assert f"{path} is a socket agentd cannot use" in err and "Traceback" not in err
+        assert os.stat(path).st_ino == inode
 
 
 async def test_a_file_that_is_not_a_socket_is_refused_and_kept(env: dict[str, str]) -> None:

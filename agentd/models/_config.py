@@ -57,7 +57,7 @@ KEPT_ENVIRONMENT = (
     "agentd keeps the environment it started with: run `agentctl stop`, and the next agentctl command"
     " starts agentd with the environment it has; a systemd user service takes its environment from"
     " ~/.config/environment.d/*.conf or `systemctl --user import-environment NAME`, then `agentctl restart`"
-    " (README, \"Environment and API keys\")"
+    ' (README, "Environment and API keys")'
 )
 
 

@@ -94,6 +94,11 @@ def _is_served(socket_path: Path) -> bool:
         return False
     except BlockingIOError:
         return True
+    except OSError as exc:
+        # A datagram socket, one we may not connect to: someone's, not a dead daemon's.
+        raise StartupError(
+            f"{socket_path} is a socket agentd cannot use ({exc}); remove it or pick another path"
+        ) from None
     finally:
         probe.close()
     return True
