@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
+from agentd.paths import ensure_private_dir, managed_socket_dirs, socket_path_problem, state_dir
 
 TYPE_CHECKING = False  # not typing's: importing typing costs agentctl milliseconds
 if TYPE_CHECKING:
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon"]
 
 READY_TIMEOUT = 15.0
-# A daemon log past this size is moved to `agentd.log.1` (replacing the one
-# before) when the next daemon starts: the two together stay bounded.
-LOG_ROTATE_BYTES = 8 * 1024 * 1024
 
 
 class DaemonUnavailable(Exception):
@@ -37,14 +34,6 @@ class DaemonUnavailable(Exception):
 
 def daemon_log_path() -> str:
     return os.path.join(state_dir(), "agentd.log")
-
-
-def _rotate(log_path: str) -> None:
-    try:
-        if os.path.getsize(log_path) > LOG_ROTATE_BYTES:
-            os.replace(log_path, log_path + ".1")
-    except FileNotFoundError:
-        pass
 
 
 def is_listening(socket_path: StrPath) -> bool:
@@ -71,12 +60,15 @@ def spawn_daemon(
     timeout: float = READY_TIMEOUT,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `agentd` in the background on `socket_path` and return once it listens."""
+    """Start `agentd` in the background on `socket_path` and return once it listens.
+
+    It logs to `log_path` and rotates it by size itself, while it runs; its
+    stderr goes there too, for what it says before its logging is set up.
+    """
     import subprocess
 
     log_path = os.fspath(log_path or daemon_log_path())
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    _rotate(log_path)
     read_fd, write_fd = os.pipe()
     try:
         with open(log_path, "ab") as log:
@@ -89,6 +81,8 @@ def spawn_daemon(
                     os.fspath(socket_path),
                     "--ready-fd",
                     str(write_fd),
+                    "--log-file",
+                    log_path,
                     *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
@@ -151,9 +145,13 @@ def _last_line(path: str) -> str:
 
 def ensure_daemon(socket_path: StrPath) -> None:
     """Make sure a daemon listens on `socket_path`, starting one if needed."""
+    path = os.fspath(socket_path)
+    # Before anything is made for it: no folder, no lock for a path no socket can have.
+    problem = socket_path_problem(path)
+    if problem is not None:
+        raise DaemonUnavailable(problem)
     if is_listening(socket_path):
         return
-    path = os.fspath(socket_path)
     parent = os.path.dirname(path) or "."
     try:
         ensure_private_dir(parent, owned=parent in managed_socket_dirs())

@@ -392,7 +392,7 @@ async def test_second_daemon_on_same_socket_exits_nonzero_and_first_keeps_servin
             check=False,
         )
     assert second.returncode != 0
-    assert b"another agentd is already running" in second.stderr, second.stderr
+    assert f"another agentd (pid {daemon.proc.pid}) is already running".encode() in second.stderr, second.stderr
     assert os.stat(daemon.socket_path).st_ino == inode, "the second daemon replaced the socket"
     async with daemon.client() as client:
         assert (await client.call("initialize"))["pid"] == daemon.proc.pid

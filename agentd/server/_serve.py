@@ -109,7 +109,8 @@ async def _serve(config: DaemonConfig, listener: trio.SocketListener, store: Sto
         await conn.serve(on_connection_closed)
 
     async with trio.open_nursery() as root:
-        root.start_soon(_watch_signals, request_shutdown, models.reload_config, root.cancel_scope)
+        # Started, not only scheduled: a SIGTERM right after "ready" must find the receiver in place.
+        await root.start(_watch_signals, request_shutdown, models.reload_config, root.cancel_scope)
         root.start_soon(models.prepare)
         async with trio.open_nursery() as workspaces_nursery:
             state.workspaces = Workspaces(
@@ -165,11 +166,16 @@ def _announce_ready(config: DaemonConfig) -> None:
 
 
 async def _watch_signals(
-    request_shutdown: Callable[[str], None], reload_config: Callable[[], None], root_scope: trio.CancelScope
+    request_shutdown: Callable[[str], None],
+    reload_config: Callable[[], None],
+    root_scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     # SIGHUP's default action would kill the daemon like a crash; "read your
     # configuration again" is what a daemon is expected to make of it.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         seen = 0
         async for signum in signals:
             if signum == signal.SIGHUP:
