@@ -61,7 +61,9 @@ def restart(args: argparse.Namespace) -> int:
             command = [systemctl, "--user", "restart", "agentd.service"]
             done = subprocess.run(command, capture_output=True, text=True, timeout=STOP_TIMEOUT + 10, check=False)
             if done.returncode != 0:
-                raise _Failed(f"systemctl --user restart agentd.service failed: {done.stderr.strip() or done.returncode}")
+                raise _Failed(
+                    f"systemctl --user restart agentd.service failed: {done.stderr.strip() or done.returncode}"
+                )
             print("ran: systemctl --user restart agentd.service")
         else:
             _wait_exited(old_pid)
@@ -80,7 +82,11 @@ def restart(args: argparse.Namespace) -> int:
 
 
 def _wait_for_runs(client: BlockingClient, status: dict[str, Any]) -> None:
-    """Until the daemon has no unfinished run. A run started by another client after that is cancelled by the shutdown."""
+    """Until the daemon has no unfinished run.
+
+    Polled, not promised: a run another client starts between the last look and
+    the shutdown is cancelled by it, recorded and reported like any other.
+    """
     told = False
     while status["active_runs"]:
         if not told:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from support import WAIT, Daemon, open_workspace
+from support import WAIT, Daemon, open_workspace, run_agentctl
+from test_agentctl_daemon import fake_systemctl
 
 from agentctl._daemon_units import CHECKED_IN_EXEC, agentd_executable, quote_exec, render_units
 
@@ -68,7 +69,14 @@ def test_installed_units_pass_systemd_analyze_verify(short_tmp: Path) -> None:
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_LEVEL": "notice"}
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--user", "--man=no", str(units / "agentd.socket"), str(units / "agentd.service")],
+        [
+            "systemd-analyze",
+            "verify",
+            "--user",
+            "--man=no",
+            str(units / "agentd.socket"),
+            str(units / "agentd.service"),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -267,3 +275,26 @@ async def test_a_socket_handed_over_that_does_not_listen_is_refused(short_tmp: P
     assert done.returncode == 1
     assert b"fd 3 is a AF_UNIX SOCK_DGRAM socket" in done.stderr, done.stderr
     assert not Path(env["AGENTD_SOCKET"]).exists()
+
+
+@needs_activate
+async def test_status_and_restart_of_a_socket_activated_daemon_go_through_systemctl(
+    short_tmp: Path, env: dict[str, str], activated: list[Daemon]
+) -> None:
+    daemon = start_activated(short_tmp, env)
+    activated.append(daemon)
+    await wait_for_socket(daemon.socket_path)
+    bin_dir = short_tmp / "bin"
+    bin_dir.mkdir()
+    record = fake_systemctl(bin_dir)
+    env = {**env, "AGENTD_SOCKET": str(daemon.socket_path), "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    done = await run_agentctl("status", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "socket_activated: True\n" in done.stdout.decode()
+    assert f"pid: {daemon.proc.pid}\n" in done.stdout.decode()
+    done = await run_agentctl("restart", env=env)
+    assert done.returncode == 0, done.stderr
+    # The user manager restarts the service (this systemctl only records): agentctl does not stop it itself.
+    assert record.read_text().splitlines() == ["--user restart agentd.service"]
+    assert "ran: systemctl --user restart agentd.service" in done.stdout.decode()
+    assert daemon.proc.poll() is None

@@ -69,7 +69,7 @@ class Notifier:
             await trio.sleep(STATUS_PERIOD)
 
     async def keep_watchdog(self, interval: float) -> None:
-        """WATCHDOG=1 every `interval` seconds, from the main loop: a wedged loop stops the pings, and that is the point."""
+        """WATCHDOG=1 every `interval` seconds, from the main loop: a wedged loop stops the pings (the point)."""
         while True:
             self.send("WATCHDOG=1")
             await trio.sleep(interval)

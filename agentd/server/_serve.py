@@ -39,8 +39,8 @@ from agentd.runs import RunIndex
 from agentd.store import Store, StoreError
 from agentd.workspaces import Workspaces
 
-from ._connection import ClientConnection
 from ._activation import adopt_activated_listener
+from ._connection import ClientConnection
 from ._listener import SocketClaim, StartupError, bind_listener
 from ._methods import Methods
 from ._notify import Notifier, watchdog_interval
