@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from support import WAIT, Daemon, open_workspace, run_agentctl
+from support import WAIT, Daemon, DaemonFactory, open_workspace, run_agentctl
 from test_agentctl_daemon import fake_systemctl
 
 from agentctl._daemon_units import CHECKED_IN_EXEC, agentd_executable, quote_exec, render_units
@@ -298,3 +298,36 @@ async def test_status_and_restart_of_a_socket_activated_daemon_go_through_system
     assert record.read_text().splitlines() == ["--user restart agentd.service"]
     assert "ran: systemctl --user restart agentd.service" in done.stdout.decode()
     assert daemon.proc.poll() is None
+
+
+async def test_listen_variables_meant_for_another_process_are_ignored(
+    env: dict[str, str], start_daemon: DaemonFactory
+) -> None:
+    # Inherited from an activated parent: fd 3 is not ours, so bind as usual.
+    env.update(LISTEN_PID="1", LISTEN_FDS="1", LISTEN_FDNAMES="agentd.socket")
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        status = await client.call("server.status")
+    assert status["socket_activated"] is False
+
+
+@needs_activate
+async def test_a_command_a_run_starts_sees_none_of_the_activation_and_notify_variables(
+    short_tmp: Path, env: dict[str, str], project: Path, notify: NotifyListener, activated: list[Daemon]
+) -> None:
+    env = {**env, "NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "30000000"}
+    daemon = start_activated(short_tmp, env)
+    activated.append(daemon)
+    await wait_for_socket(daemon.socket_path)
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session = await ws.new_session()
+        command = "env > seen.env"
+        script = {"steps": [{"tool_calls": [{"name": "bash", "arguments": {"command": command}}]}, {"chunks": ["ok"]}]}
+        reply = await ws.send(session, script, allow=["*"])
+        rc = await ws.events.until_complete(reply["run_id"])
+        assert rc["error"] is None, rc
+    names = {line.partition("=")[0] for line in (project / "seen.env").read_text().splitlines()}
+    assert "XDG_DATA_HOME" in names  # what the daemon was given does reach it
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        assert name not in names
