@@ -242,3 +242,13 @@ async def test_calls_of_an_answer_cut_short_are_not_run(
         types = [json.loads(line)["type"] for line in result.stdout.splitlines()]
         assert "tool.started" not in types
         nursery.cancel_scope.cancel()
+
+
+async def test_a_call_with_no_arguments_at_all_asks_with_the_tools_defaults(ws: Workspace) -> None:
+    session_id = await ws.new_session()
+    # Empty arguments are the empty object: ls takes it, with its defaults.
+    reply = await ws.send(session_id, {"steps": [step_calls({"name": "ls", "arguments": ""}), {"chunks": ["ok"]}]})
+    rc = await ws.events.until_complete(reply["run_id"])
+    assert (rc["error"], rc["text"]) == (None, "ok")
+    _user, _asked, results, _answer = await messages_of(ws, session_id, reply["run_id"])
+    assert results["parts"][0]["status"] == "ok"

@@ -8,7 +8,6 @@ early, and then the calls it cut short are recorded as cancelled.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
@@ -16,7 +15,7 @@ import trio
 
 from agentd.models import ToolCall
 from agentd.permissions import PermissionAsk, Permissions
-from agentd.protocol import ToolFinished, ToolResultPart, ToolStarted, ToolStatus, events, unstructure
+from agentd.protocol import ToolFinished, ToolResultPart, ToolStarted, ToolStatus, converter, events, unstructure
 from agentd.pubsub import Broker
 from agentd.runs import Run
 from agentd.tools import TOOLS, ToolContext, ToolError, ToolSpec, parse_arguments, run_tool
@@ -120,7 +119,8 @@ class ToolStep:
                 kind=spec.kind,
                 subject=spec.subject(params),
                 description=description,
-                params=json.loads(call.arguments),
+                # As the tool took them (defaults filled in), not as the model spelled them.
+                params=converter.unstructure(params),
                 run_rules=run.allow,
             )
         )
