@@ -237,7 +237,7 @@ async def test_watchdog_for_another_pid_is_not_pinged(
 
 
 @needs_activate
-async def test_socket_activated_daemon_exits_when_idle_and_the_next_connection_would_start_it(
+async def test_socket_activated_daemon_exits_when_idle_even_with_a_client_connected(
     short_tmp: Path, env: dict[str, str], project: Path, activated: list[Daemon]
 ) -> None:
     daemon = start_activated(short_tmp, env, "--idle-exit", "0.5", "--idle-grace", "0.1")
@@ -252,7 +252,8 @@ async def test_socket_activated_daemon_exits_when_idle_and_the_next_connection_w
         await trio.sleep(1.0)
         assert daemon.proc.poll() is None
         await client.call("workspace.close", {"workspace_id": ws.id})
-    assert await daemon.exited() == 0, daemon.log()
+        # Connected, but with nothing open: that does not keep it alive.
+        assert await daemon.exited() == 0, daemon.log()
     assert "shutting down (idle)" in daemon.log()
     assert daemon.socket_path.exists()
 

@@ -164,7 +164,8 @@ async def _serve(
                 connections.start_soon(accept_loop)
                 _announce_ready(config)
                 notifier.send("READY=1")
-                root.start_soon(notifier.keep_status, lambda: _summary(state))
+                if notifier.enabled:
+                    root.start_soon(notifier.keep_status, lambda: _summary(state))
                 log.info(
                     "agentd %d listening on %s%s",
                     os.getpid(),
