@@ -155,6 +155,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -210,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         metavar="NAME",
         help="the default model, for runs that name none (default: $AGENTD_MODEL, else the configuration's)",
+    )
+    p.add_argument(
+        "--idle-exit",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="exit after this long with no workspace, no run and no new connection"
+        " (default: 600 when socket-activated, else never; 0: never)",
     )
     p.add_argument("--ready-fd", type=int, metavar="FD", help="write 'ready' to this fd once listening")
     p.add_argument(
@@ -276,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         graceful_timeout=args.graceful_timeout,
         ready_fd=args.ready_fd,
         default_model=args.model,
+        idle_exit=args.idle_exit,
     )
     # Before the first large block: from here on each is given back when freed.
     limit_retained_memory()

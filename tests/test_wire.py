@@ -307,7 +307,10 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
         "subscriptions": int,
         "active_runs": int,
         "events_dropped": int,
+        "socket_activated": bool,
     }
+    # Not socket-activated, so it never exits on its own (tests/test_systemd.py has the other case).
+    assert status.pop("idle_exit_s") is None
     assert set(status) == set(types)
     for field, kind in types.items():
         assert type(status[field]) is kind, (field, status[field])
