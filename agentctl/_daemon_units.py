@@ -58,6 +58,8 @@ ExecStart={exec_start}
 # agentd pings at half of this from its event loop: a wedged loop is restarted.
 WatchdogSec=30s
 Restart=on-failure
+# 75: another agentd already serves the socket; starting again would not help.
+RestartPreventExitStatus=75
 # The graceful drain (--graceful-timeout, 8 s) plus closing the store, with margin.
 TimeoutStopSec=20s
 # No RuntimeDirectory=: systemd would delete the socket's folder on every stop.

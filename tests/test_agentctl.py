@@ -28,8 +28,8 @@ from support import (
 
 import agentd
 from agentctl.autostart import is_listening
-from agentd.daemon import DEFAULT_LOG_MAX_BYTES
 from agentctl.client import Client
+from agentd.daemon import DEFAULT_LOG_MAX_BYTES
 
 # --- helpers ---------------------------------------------------------------------------
 
