@@ -11,10 +11,11 @@ import time
 from agentctl._explain import explain, is_unknown_session
 from agentctl._output import emit
 from agentctl._sessions import not_here, resolve_session
+from agentctl._version import version_mismatch
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
-from agentd.paths import resolve_socket_path
+from agentd.paths import resolve_socket_path, socket_path_problem
 from agentd.trust import UntrustedSocket
 
 # typing costs milliseconds to import, and agentctl's start-up is measured in them;
@@ -56,6 +57,10 @@ def _with_client(
         return EXIT_NOT_RUNNING
     except OSError:
         # Connecting is the probe: a separate one would count as another client.
+        problem = socket_path_problem(socket_path)
+        if problem is not None:
+            print(f"{name}: {problem}", file=sys.stderr)
+            return EXIT_NOT_RUNNING
         if not_running_code == EXIT_OK:
             emit("agentd is not running\n")
         else:
@@ -109,6 +114,10 @@ def status(args: argparse.Namespace) -> int:
             emit(json.dumps(info) + "\n")
         else:
             emit("".join(f"{key}: {value}\n" for key, value in info.items()))
+        # On stderr, so what stdout says (and its JSON) keeps one shape.
+        mismatch = version_mismatch(info.get("version"))
+        if mismatch is not None:
+            print(f"agentctl status: {mismatch}", file=sys.stderr)
         return EXIT_OK
 
     return _with_client(args, body, autostart=False)

@@ -27,6 +27,7 @@ from types import FrameType, SimpleNamespace
 
 from agentctl._permissions import Answers
 from agentctl._sessions import not_here, resolve_session
+from agentctl._version import version_mismatch
 from agentctl.autostart import DaemonUnavailable, ensure_daemon
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
@@ -310,6 +311,10 @@ class RunCommand:
         hello = client.request("initialize", {"client_name": "agentctl", "client_version": __version__})
         workspace = client.call("workspace.open", {"path": self.cwd})
         server = client.wait(hello)
+        # Not informational: a daemon of another version may be why the run misbehaves, so even --quiet shows it.
+        mismatch = version_mismatch(server.get("version"))
+        if mismatch is not None:
+            self._note(mismatch)
         params: dict[str, Any] = {
             "workspace_id": workspace["id"],
             "session_id": "",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from agentd.paths import ensure_private_dir, managed_socket_dirs, state_dir
+from agentd.paths import ensure_private_dir, managed_socket_dirs, socket_path_problem, state_dir
 from agentd.trust import check_socket_dir
 
 TYPE_CHECKING = False  # not typing's: importing typing costs agentctl milliseconds
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon"]
 
 READY_TIMEOUT = 15.0
-# A daemon log past this size is moved to `agentd.log.1` (replacing the one
-# before) when the next daemon starts: the two together stay bounded.
-LOG_ROTATE_BYTES = 8 * 1024 * 1024
 
 
 class DaemonUnavailable(Exception):
@@ -39,14 +36,6 @@ class DaemonUnavailable(Exception):
 
 def daemon_log_path() -> str:
     return os.path.join(state_dir(), "agentd.log")
-
-
-def _rotate(log_path: str) -> None:
-    try:
-        if os.path.getsize(log_path) > LOG_ROTATE_BYTES:
-            os.replace(log_path, log_path + ".1")
-    except FileNotFoundError:
-        pass
 
 
 def is_listening(socket_path: StrPath) -> bool:
@@ -73,7 +62,11 @@ def spawn_daemon(
     timeout: float = READY_TIMEOUT,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `agentd` in the background on `socket_path` and return once it listens."""
+    """Start `agentd` in the background on `socket_path` and return once it listens.
+
+    It logs to `log_path` and rotates it by size itself, while it runs; its
+    stderr goes there too, for what it says before its logging is set up.
+    """
     import subprocess
 
     log_path = os.fspath(log_path or daemon_log_path())
@@ -82,7 +75,6 @@ def spawn_daemon(
         ensure_private_dir(log_dir, owned=log_dir == state_dir())
     except OSError as exc:
         raise DaemonUnavailable(f"cannot prepare the daemon's log folder {log_dir}: {exc}") from None
-    _rotate(log_path)
     read_fd, write_fd = os.pipe()
     try:
         with _open_private_log(log_path) as log:
@@ -95,6 +87,8 @@ def spawn_daemon(
                     os.fspath(socket_path),
                     "--ready-fd",
                     str(write_fd),
+                    "--log-file",
+                    log_path,
                     *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
@@ -174,6 +168,10 @@ def ensure_daemon(socket_path: StrPath) -> None:
     started into a folder someone else could read its socket from or swap.
     """
     path = os.fspath(socket_path)
+    # Before anything is made for it: no folder, no lock for a path no socket can have.
+    problem = socket_path_problem(path)
+    if problem is not None:
+        raise DaemonUnavailable(problem)
     parent = os.path.dirname(path) or "."
     try:
         check_socket_dir(parent)

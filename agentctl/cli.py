@@ -255,6 +255,29 @@ def _add_diff_and_undo(sub: Any) -> None:
         _add_json(parser, "print the reply as one JSON object")
 
 
+def _add_daemon_and_restart(sub: Any) -> None:
+    daemon = _add_command(
+        sub,
+        "daemon",
+        "install or uninstall agentd as a systemd user service",
+        "install writes agentd.socket and agentd.service to $XDG_CONFIG_HOME/systemd/user (default"
+        " ~/.config/systemd/user), running this installation's agentd, then runs `systemctl --user daemon-reload`"
+        " and `systemctl --user enable --now agentd.socket` when systemctl is there; uninstall reverses it.",
+        "  agentctl daemon install\n  agentctl daemon uninstall\n",
+    )
+    daemon.add_argument("action", choices=["install", "uninstall"], help="what to do")
+    restart = _add_command(
+        sub,
+        "restart",
+        "restart the daemon that serves the socket",
+        "Waits for the active runs to finish first, unless --now. A socket-activated daemon is restarted by"
+        " `systemctl --user restart agentd.service`; any other is stopped and started again. Prints the old"
+        " and the new pid.",
+        "  agentctl restart\n  agentctl restart --now\n",
+    )
+    restart.add_argument("--now", action="store_true", help="cancel the active runs instead of waiting for them")
+
+
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "attach": _add_attach,
@@ -267,6 +290,8 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "models": _add_models,
     "diff": _add_diff_and_undo,
     "undo": _add_diff_and_undo,
+    "daemon": _add_daemon_and_restart,
+    "restart": _add_daemon_and_restart,
 }
 
 
@@ -487,6 +512,14 @@ def _dispatch(argv: list[str]) -> int:
         from agentctl import _changes
 
         return _changes.diff(args) if args.command == "diff" else _changes.undo(args)
+    if args.command == "daemon":
+        from agentctl import _daemon_units
+
+        return _daemon_units.install(args) if args.action == "install" else _daemon_units.uninstall(args)
+    if args.command == "restart":
+        from agentctl._restart import restart
+
+        return restart(args)
     from agentctl import _admin
 
     handler = {

@@ -16,7 +16,9 @@ __all__ = [
     "ensure_private_dir",
     "managed_socket_dirs",
     "resolve_socket_path",
+    "socket_path_problem",
     "state_dir",
+    "sun_path_limit",
 ]
 
 TYPE_CHECKING = False
@@ -100,3 +102,55 @@ def ensure_private_dir(path: str, *, owned: bool = True) -> None:
             os.fchmod(fd, 0o700)
     finally:
         os.close(fd)
+
+
+# A path no one can create a file under (/dev/null is not a directory), so
+# probing the limit with bind() makes nothing, wherever it runs.
+_PROBE_PREFIX = b"/dev/null/"
+
+
+def _fits_sun_path(length: int) -> bool:
+    """Whether a socket path of `length` bytes fits this platform's `sun_path`, NUL included.
+
+    The limit is a C struct's size, which Python does not expose; its socket
+    module checks a path against it before the system call, so one bind()
+    that fails with ENOTDIR rather than "path too long" says it fits.
+    """
+    import socket  # only when a socket path is checked
+
+    probe = _PROBE_PREFIX + b"x" * max(0, length - len(_PROBE_PREFIX))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(probe)
+    except OSError as exc:
+        return exc.errno is not None  # "AF_UNIX path too long" carries no errno
+    finally:
+        sock.close()
+    return True  # not reached on a sane system: nothing can be bound under /dev/null
+
+
+def sun_path_limit() -> int:
+    """The longest socket path this platform takes, in bytes, without the NUL (107 on Linux)."""
+    low, high = len(_PROBE_PREFIX), 1 << 16
+    while low < high:  # the largest length that fits
+        mid = (low + high + 1) // 2
+        if _fits_sun_path(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def socket_path_problem(path: str) -> str | None:
+    """Why `path` cannot be a Unix socket here, or None when it can.
+
+    Checked before anything is created for it: a daemon that made the
+    folder and the lock before bind() refused the path would leave them behind.
+    """
+    length = len(os.fsencode(path))
+    if _fits_sun_path(length):
+        return None
+    return (
+        f"socket path is {length} bytes, longer than the {sun_path_limit()} bytes a Unix socket path"
+        f" may have on this system: {path}; choose a shorter one with $AGENTD_SOCKET or --socket"
+    )

@@ -27,8 +27,9 @@ from support import (
 )
 
 import agentd
-from agentctl.autostart import LOG_ROTATE_BYTES, is_listening
+from agentctl.autostart import is_listening
 from agentctl.client import Client
+from agentd.daemon import DEFAULT_LOG_MAX_BYTES
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -402,7 +403,7 @@ async def test_a_daemon_log_grown_past_its_limit_is_set_aside_when_the_next_daem
 ) -> None:
     log = autostart_log(env)
     log.parent.mkdir(parents=True)
-    old = b"an old daemon's line\n" * (LOG_ROTATE_BYTES // 20)
+    old = b"an old daemon's line\n" * (DEFAULT_LOG_MAX_BYTES // 20)
     log.write_bytes(old)
     result = await run_agentctl("run", "hello", env=env, cwd=project)
     assert result.returncode == 0, result.stderr

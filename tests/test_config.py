@@ -621,6 +621,20 @@ def test_a_missing_key_says_the_daemon_keeps_the_environment_it_started_with() -
     assert "`agentctl stop`" in str(unset.value)
 
 
+def test_a_missing_key_says_where_a_service_gets_its_environment() -> None:
+    provider = ProviderConfig("work", "openai", "https://api.openai.com/v1", "WORK_KEY")
+    with pytest.raises(ConfigError) as unset:
+        provider.api_key({})
+    message = str(unset.value)
+    assert "~/.config/environment.d/" in message
+    assert "systemctl --user import-environment" in message
+    assert "`agentctl restart`" in message
+    # The README section it names exists, under that title.
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "Environment and API keys" in message
+    assert "\n### Environment and API keys\n" in readme
+
+
 def test_a_provider_without_api_key_env_sends_no_key() -> None:
     provider = ProviderConfig("ollama", "openai", "http://localhost:11434/v1")
     assert provider.api_key({"OPENAI_API_KEY": SECRET}) is None

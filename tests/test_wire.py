@@ -307,7 +307,10 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
         "subscriptions": int,
         "active_runs": int,
         "events_dropped": int,
+        "socket_activated": bool,
     }
+    # Not socket-activated, so it never exits on its own (tests/test_systemd.py has the other case).
+    assert status.pop("idle_exit_s") is None
     assert set(status) == set(types)
     for field, kind in types.items():
         assert type(status[field]) is kind, (field, status[field])
@@ -392,7 +395,7 @@ async def test_second_daemon_on_same_socket_exits_nonzero_and_first_keeps_servin
             check=False,
         )
     assert second.returncode != 0
-    assert b"another agentd is already running" in second.stderr, second.stderr
+    assert f"another agentd (pid {daemon.proc.pid}) is already running".encode() in second.stderr, second.stderr
     assert os.stat(daemon.socket_path).st_ino == inode, "the second daemon replaced the socket"
     async with daemon.client() as client:
         assert (await client.call("initialize"))["pid"] == daemon.proc.pid

@@ -51,9 +51,13 @@ ENVIRONMENT_PROVIDERS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API
 DEFAULT_MODEL_VARIABLE = "AGENTD_MODEL"
 
 # A daemon reads its environment once: a variable exported in a shell afterwards never reaches it.
+# A variable exported after the daemon started is never seen: say where the
+# daemon's environment comes from, for a daemon agentctl started and for a service.
 KEPT_ENVIRONMENT = (
     "agentd keeps the environment it started with: run `agentctl stop`, and the next agentctl command"
-    " starts agentd with the environment it has (for a service, set the variable in its environment)"
+    " starts agentd with the environment it has; a systemd user service takes its environment from"
+    " ~/.config/environment.d/*.conf or `systemctl --user import-environment NAME`, then `agentctl restart`"
+    ' (README, "Environment and API keys")'
 )
 
 

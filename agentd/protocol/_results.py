@@ -68,6 +68,9 @@ class ServerStatus:
     subscriptions: int
     active_runs: int
     events_dropped: int
+    # Handed its socket by systemd; and after how many idle seconds it exits (None: never).
+    socket_activated: bool = False
+    idle_exit_s: float | None = None
 
 
 @attrs.frozen

@@ -290,6 +290,8 @@ class Methods:
             subscriptions=sum(len(h.broker) for h in s.workspaces.hosts()),
             active_runs=s.runs.unfinished(),
             events_dropped=s.stats.events_dropped,
+            socket_activated=s.socket_activated,
+            idle_exit_s=s.idle_exit,
         )
 
     def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: AfterReply) -> Empty:

@@ -40,6 +40,8 @@ class DaemonConfig:
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     ready_fd: int | None = None
     default_model: str | None = None  # `agentd --model`: over AGENTD_MODEL and the configuration's default
+    # `agentd --idle-exit`: None is the default (600 s when socket-activated, else never), 0 never.
+    idle_exit: float | None = None
     # Whether data_dir is agentd's own (the default), whose mode it fixes, or one the user named.
     owns_data_dir: bool = True
     allow_root: bool = False  # `agentd --allow-root`: serve root's connections too, not only our own user's
@@ -62,6 +64,12 @@ class DaemonState:
     )
     started_at: float = attrs.field(factory=time.monotonic)
     shutting_down: bool = False
+    # Handed its socket by systemd (which owns the socket file and starts us again).
+    socket_activated: bool = False
+    # Seconds of idleness before exiting, None for never (see `_serve._exit_when_idle`).
+    idle_exit: float | None = None
+    # trio time of the last accepted connection: restarts the idle clock.
+    last_connection_at: float = 0.0
     # run.changes and run.revert.
     changes: ChangeRequests = attrs.field(
         default=attrs.Factory(lambda self: ChangeRequests(self.store, self.runs), takes_self=True)
