@@ -25,7 +25,10 @@ async def test_a_run_end_waiting_on_a_stuck_subscriber_does_not_outlast_the_grac
         filler, other = await ws.new_session("filler"), await ws.new_session("other")
         # Megabytes of deltas: the stuck subscriber's socket and channel fill up.
         big = await ws.send(filler, {"chunks": ["x" * 4096], "repeat": 600, "hang": True})
-        await ws.events.until(delta_reaching(600 * 4096), timeout=WAIT)
+        # Its end, or a gap: on a loaded machine this reader, with the same
+        # 16 slots, may fall behind the burst too (then the stuck one surely has).
+        burst_end = delta_reaching(600 * 4096)
+        await ws.events.until(lambda e: burst_end(e) or e["type"] == "events.gap", timeout=WAIT)
         # This run's RunComplete reaches the reading subscriber at once; its
         # delivery to the stuck one is still waiting (for up to 30 s) when the
         # signal comes: shielded cleanup under way.
@@ -38,6 +41,6 @@ async def test_a_run_end_waiting_on_a_stuck_subscriber_does_not_outlast_the_grac
         assert await daemon.exited() == 0
     took = time.monotonic() - signalled
     # 1.5 s of grace, then closing the store: not the 30 s the delivery had, nor
-    # any fixed bound of its own.
-    assert took < 4.0, f"exit took {took:.1f}s after SIGTERM"
+    # any fixed bound of its own (the margin is for a loaded machine).
+    assert took < 8.0, f"exit took {took:.1f}s after SIGTERM"
     assert "shutdown did not finish within 1.5s" in daemon.log()
