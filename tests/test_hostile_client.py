@@ -67,7 +67,8 @@ def test_sigterm_ends_the_daemon_within_seconds_while_a_client_floods_it_with_pi
         took = time.monotonic() - started
     if signals == 1:
         assert status == 0
-    assert took < 3.0, f"exit took {took:.1f}s after {signals} SIGTERM(s) under a flood"
+    # Without the reader's checkpoint it took over 10 s; the margin below that is for a loaded machine.
+    assert took < 6.0, f"exit took {took:.1f}s after {signals} SIGTERM(s) under a flood"
 
 
 # --- messages the decoder would choke on get their documented reply ------------------
