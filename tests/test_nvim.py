@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import trio
-from support import WAIT, Daemon, Events
+from support import WAIT, Daemon, DaemonFactory, Events
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "editors" / "nvim"
@@ -66,7 +66,7 @@ LUA_WAIT_MS = int(WAIT * 1000)
 PRELUDE = """
 local config = vim.json.decode(io.open(os.getenv('AGENTD_NVIM_CONFIG')):read('*a'))
 local agentd = require('agentd')
-agentd.setup({ socket = config.socket, model = 'scripted' })
+agentd.setup(config.setup)
 local result = { recorded = {}, events = {} }
 vim.api.nvim_create_autocmd('User', {
   pattern = 'AgentdEvent',
@@ -109,16 +109,23 @@ def lua_string(text: str) -> str:
     return json.dumps(text)
 
 
-def nvim_command(tmp: Path, env: dict[str, str], socket: Path, steps: str) -> tuple[list[str], dict[str, str], Path]:
+def nvim_command(
+    tmp: Path, env: dict[str, str], socket: Path | None, steps: str
+) -> tuple[list[str], dict[str, str], Path]:
+    """Neovim's command line and environment; the plugin gets `socket` from setup(), or finds it itself when None."""
     assert NVIM is not None
     script = tmp / "steps.lua"
     script.write_text(PRELUDE + steps + EPILOGUE)
     out = tmp / "result.json"
     config = tmp / "config.json"
-    config.write_text(json.dumps({"socket": str(socket), "out": str(out), "wait_ms": LUA_WAIT_MS}))
+    setup: dict[str, str] = {"model": "scripted"}
+    if socket is not None:
+        setup["socket"] = str(socket)
+    config.write_text(json.dumps({"setup": setup, "out": str(out), "wait_ms": LUA_WAIT_MS}))
     nvim_env = dict(env)
     nvim_env["AGENTD_NVIM_CONFIG"] = str(config)
-    nvim_env.pop("AGENTD_SOCKET", None)  # the socket comes from setup()
+    if socket is not None:
+        nvim_env.pop("AGENTD_SOCKET", None)  # setup()'s socket is the one used
     argv = [NVIM, "--headless", "--clean", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp+={PLUGIN}", "-l", str(script)]
     return argv, nvim_env, out
 
@@ -130,8 +137,8 @@ def read_result(returncode: int, stderr: str, out: Path) -> dict[str, Any]:
     return result
 
 
-def run_nvim(tmp: Path, env: dict[str, str], daemon: Daemon, project: Path, steps: str) -> dict[str, Any]:
-    argv, nvim_env, out = nvim_command(tmp, env, daemon.socket_path, steps)
+def run_nvim(tmp: Path, env: dict[str, str], socket: Path | None, project: Path, steps: str) -> dict[str, Any]:
+    argv, nvim_env, out = nvim_command(tmp, env, socket, steps)
     proc = subprocess.run(argv, env=nvim_env, cwd=project, capture_output=True, text=True, timeout=3 * WAIT)
     return read_result(proc.returncode, proc.stdout + proc.stderr, out)
 
@@ -148,7 +155,7 @@ def test_streamed_reply_lands_in_the_session_buffer(
     vim.cmd('Agent ' .. {prompt})
     wait_for('the run to end', ended)
     """
-    result = run_nvim(short_tmp, env, daemon, project, steps)
+    result = run_nvim(short_tmp, env, daemon.socket_path, project, steps)
     status = result["status"]
     assert status["run"]["state"] == "done", status
     assert status["run"]["text"] == "hello\nworld"
@@ -170,11 +177,84 @@ async def test_the_workspace_is_the_project_root(
     vim.cmd('Agent ' .. {lua_string(scripted(chunks=["ok"]))})
     wait_for('the run to end', ended)
     """
-    result = await trio.to_thread.run_sync(run_nvim, short_tmp, env, daemon, project, steps)
+    result = await trio.to_thread.run_sync(run_nvim, short_tmp, env, daemon.socket_path, project, steps)
     async with daemon.client() as client:
         workspaces = await client.call("workspace.list", {})
     by_id = {w["id"]: w for w in workspaces}
     assert Path(by_id[result["status"]["workspace_id"]]["path"]) == project.resolve()
+
+
+def test_deltas_are_placed_by_code_points_and_long_messages_arrive_whole(
+    daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    # message.delta's offset counts code points, Lua's # bytes; and a 300 kB
+    # delta reaches Neovim in many reads, which the streaming decoder must join.
+    # The run hangs after its chunks: what the deltas built is read before
+    # run.complete, whose full text would repair it.
+    chunks = ["é", "ü\n", "€" * 3, "x" * 300_000, "\n✓"]
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=chunks, hang=True))})
+    wait_for('every delta', function()
+      return #vim.tbl_filter(function(e) return e.type == 'message.delta' end, result.events) == {len(chunks)}
+    end)
+    record('streamed', agentd.status().run.text)
+    record('streamed_buffer', vim.api.nvim_buf_get_lines(0, -4, -1, false))
+    vim.cmd('AgentCancel')
+    wait_for('the run to end', ended)
+    """
+    result = run_nvim(short_tmp, env, daemon.socket_path, project, steps)
+    assert result["recorded"]["streamed"] == "".join(chunks)
+    assert result["recorded"]["streamed_buffer"][-3:] == ["éü", "€€€" + "x" * 300_000, "✓"]
+    assert result["status"]["run"]["state"] == "cancelled"
+
+
+def test_the_socket_comes_from_the_environment_without_setup(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["via env"]))})
+    wait_for('the run to end', ended)
+    """
+    daemon = start_daemon()  # on $AGENTD_SOCKET
+    result = run_nvim(short_tmp, env, None, project, steps)
+    assert result["status"]["run"]["text"] == "via env"
+    daemon.terminate()
+
+    runtime_socket = Path(env["XDG_RUNTIME_DIR"]) / "agentd" / "agentd.sock"
+    start_daemon(socket_path=runtime_socket)
+    del env["AGENTD_SOCKET"]
+    result = run_nvim(short_tmp, env, None, project, steps)
+    assert result["status"]["run"]["text"] == "via env"
+
+
+def test_no_daemon_is_an_error_naming_the_socket(env: dict[str, str], project: Path, short_tmp: Path) -> None:
+    socket = short_tmp / "nobody.sock"
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["x"]))})
+    wait_for('the run to fail', ended)
+    """
+    result = run_nvim(short_tmp, env, socket, project, steps)
+    assert result["status"]["run"]["state"] == "error"
+    assert str(socket) in result["status"]["run"]["error"]
+    assert result["status"]["connected"] is False
+
+
+def test_a_socket_in_a_folder_others_may_write_is_refused(
+    daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    shared = short_tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # no sticky bit: anyone could swap the socket for theirs
+    socket = shared / "agentd.sock"
+    socket.symlink_to(daemon.socket_path)
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["x"]))})
+    wait_for('the run to fail', ended)
+    """
+    result = run_nvim(short_tmp, env, socket, project, steps)
+    assert result["status"]["run"]["state"] == "error"
+    assert f"{shared} may be written by others" in result["status"]["run"]["error"]
+    assert result["events"] == []  # nothing was sent, so nothing was subscribed to
 
 
 def test_cancel_ends_the_run(daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path) -> None:
@@ -185,7 +265,7 @@ def test_cancel_ends_the_run(daemon: Daemon, env: dict[str, str], project: Path,
     vim.cmd('AgentCancel')
     wait_for('the run to end', ended)
     """
-    result = run_nvim(short_tmp, env, daemon, project, steps)
+    result = run_nvim(short_tmp, env, daemon.socket_path, project, steps)
     assert result["recorded"]["before_cancel"] == "running"
     assert result["status"]["run"]["state"] == "cancelled"
     assert result["buffer"][-1] == "a"
