@@ -208,6 +208,39 @@ def test_deltas_are_placed_by_code_points_and_long_messages_arrive_whole(
     assert result["status"]["run"]["state"] == "cancelled"
 
 
+def test_a_second_prompt_continues_the_session_in_its_buffer(
+    daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["first"]))})
+    wait_for('the first run to end', ended)
+    record('first', agentd.status())
+    vim.cmd.wincmd('p')  -- back in the window :Agent was typed in
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["second"]))})
+    wait_for('the second run to end', ended)
+    record('windows', #vim.api.nvim_list_wins())
+    """
+    result = run_nvim(short_tmp, env, daemon.socket_path, project, steps)
+    first, second = result["recorded"]["first"], result["status"]
+    assert (second["session_id"], second["workspace_id"]) == (first["session_id"], first["workspace_id"])
+    assert first["run"]["id"] != second["run"]["id"]
+    assert second["run"]["state"] == "done"
+    assert [line for line in result["buffer"] if not line.startswith(">")] == ["", "first", "", "", "second"]
+    assert result["recorded"]["windows"] == 2  # the buffer already showing is not split again
+
+
+def test_our_runs_failure_is_its_error(daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path) -> None:
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["half"], error="the model broke"))})
+    wait_for('the run to end', ended)
+    """
+    result = run_nvim(short_tmp, env, daemon.socket_path, project, steps)
+    run = result["status"]["run"]
+    assert run["state"] == "error"
+    assert "the model broke" in run["error"]
+    assert run["text"] == "half"
+
+
 def test_the_socket_comes_from_the_environment_without_setup(
     start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
 ) -> None:
