@@ -367,3 +367,23 @@ async def test_foreign_run_error_does_not_end_ours(
     assert result["recorded"]["after_foreign"] == "running"
     assert result["recorded"]["foreign_errors"] >= 1
     assert result["status"]["run"]["state"] == "cancelled"
+
+
+def test_help_agentd(env: dict[str, str], project: Path, short_tmp: Path) -> None:
+    # helptags writes its index next to the file: into a copy, not the tree.
+    docs = short_tmp / "help"
+    shutil.copytree(PLUGIN / "doc", docs / "doc")
+    tags = ["agentd", ":Agent", ":AgentCancel", "agentd.setup()", "agentd.status()", "agentd-socket", "agentd-events"]
+    steps = f"""
+    vim.opt.rtp:append({lua_string(str(docs))})
+    vim.cmd.helptags({lua_string(str(docs / "doc"))})
+    local found = {{}}
+    for _, tag in ipairs(vim.json.decode({lua_string(json.dumps(tags))})) do
+      vim.cmd.help(tag)
+      found[tag] = vim.fs.basename(vim.api.nvim_buf_get_name(0))
+      vim.cmd.helpclose()
+    end
+    record('found', found)
+    """
+    result = run_nvim(short_tmp, env, None, project, steps)
+    assert result["recorded"]["found"] == dict.fromkeys(tags, "agentd.txt")
