@@ -387,3 +387,18 @@ def test_help_agentd(env: dict[str, str], project: Path, short_tmp: Path) -> Non
     """
     result = run_nvim(short_tmp, env, None, project, steps)
     assert result["recorded"]["found"] == dict.fromkeys(tags, "agentd.txt")
+
+
+def test_setup_names_a_bad_option(env: dict[str, str], project: Path, short_tmp: Path) -> None:
+    steps = """
+    local errors = {}
+    for name, opts in pairs({ unknown = { sokcet = '/x' }, wrong_type = { model = 5 }, not_a_table = 'x' }) do
+      local ok, err = pcall(agentd.setup, opts)
+      errors[name] = not ok and err or 'accepted'
+    end
+    record('errors', errors)
+    """
+    errors = run_nvim(short_tmp, env, None, project, steps)["recorded"]["errors"]
+    assert 'unknown option "sokcet" (known: auto_start, model, socket)' in errors["unknown"]
+    assert "model must be a string, not 5" in errors["wrong_type"]
+    assert "expected a table of options, got string" in errors["not_a_table"]

@@ -356,13 +356,24 @@ function M.status()
   }
 end
 
+local option_types = { socket = 'string', model = 'string', auto_start = 'boolean' }
+
 ---@param opts {socket: string|nil, model: string|nil, auto_start: boolean|nil}|nil
 function M.setup(opts)
   opts = opts or {}
+  if type(opts) ~= 'table' then
+    error(('agentd.setup: expected a table of options, got %s'):format(type(opts)), 2)
+  end
   for key, value in pairs(opts) do
-    if config[key] == nil and key ~= 'socket' and key ~= 'model' then
-      error(('agentd.setup: unknown option %q (known: socket, model, auto_start)'):format(key))
+    local expected = option_types[key]
+    if not expected then
+      error(('agentd.setup: unknown option %s (known: auto_start, model, socket)'):format(vim.inspect(key)), 2)
     end
+    if type(value) ~= expected then
+      error(('agentd.setup: %s must be a %s, not %s'):format(key, expected, vim.inspect(value)), 2)
+    end
+  end
+  for key, value in pairs(opts) do
     config[key] = value
   end
   vim.api.nvim_create_user_command('Agent', function(cmd)
