@@ -8,6 +8,7 @@
 local M = {}
 
 local uv = vim.uv
+local bit = require('bit') -- LuaJIT's, or the one Neovim bundles for PUC Lua
 
 --- Where the daemon listens, found as agentd and agentctl find it:
 --- an explicit path, else `$AGENTD_SOCKET`, else `$XDG_RUNTIME_DIR/agentd/agentd.sock`,
