@@ -1,19 +1,16 @@
 --- agentd for Neovim: run prompts in the project's workspace and stream the reply into a buffer.
 ---
---- One connection (see `agentd.rpc`), one subscription per workspace, one
+--- One connection and one subscription per workspace (see `agentd.link`), one
 --- current session per workspace, and one run followed at a time. Which events
 --- end that run is decided in `run_event`, with agentctl's rules: only our
 --- run's `run.complete` ends it, and another run's error never does.
-local rpc = require('agentd.rpc')
+local link = require('agentd.link')
 
 local M = {}
 
 local config = { socket = nil, model = nil, auto_start = true }
 
 local state = {
-  conn = nil, ---@type agentd.Connection|nil
-  connecting = nil, ---@type fun(err: string|nil)[]|nil callbacks waiting for the connection
-  workspaces = {}, ---@type table<string, {id: string, session_id: string|nil}> by project root
   buffers = {}, ---@type table<string, integer> session id -> its buffer
   roots = {}, ---@type table<integer, string> a session buffer -> its project root
   workspace_id = nil,
@@ -25,12 +22,7 @@ local function notify(message, level)
   vim.notify('agentd: ' .. message, level or vim.log.levels.INFO)
 end
 
-local function error_text(err)
-  if type(err) == 'table' then
-    return tostring(err[2] or vim.inspect(err))
-  end
-  return tostring(err)
-end
+local error_text = link.error_text
 
 --- 32 hex digits, chosen here so the run's events are ours even if they arrive before agent.send's reply.
 local function new_run_id()
@@ -207,61 +199,17 @@ local function on_event(envelope)
   vim.api.nvim_exec_autocmds('User', { pattern = 'AgentdEvent', modeline = false, data = envelope })
 end
 
--- Connection, workspace, session -----------------------------------------------
-
-local function on_close(reason)
+--- The connection dropped: the run we follow cannot be followed any more.
+local function on_lost(reason)
   local run = state.run
   if run and run.state == 'running' then
     run.state = 'error'
     run.error = reason
   end
-  state.conn = nil
-  state.workspaces = {}
   notify(reason, vim.log.levels.WARN)
 end
 
-local function with_connection(callback)
-  if state.conn and state.conn.connected then
-    return callback(nil, state.conn)
-  end
-  if state.connecting then
-    table.insert(state.connecting, callback)
-    return
-  end
-  state.connecting = { callback }
-  local conn
-  conn = rpc.connect(rpc.socket_path(config.socket), { on_event = on_event, on_close = on_close }, function(err)
-    local waiting = state.connecting
-    state.connecting = nil
-    if not err then
-      state.conn = conn
-    end
-    for _, cb in ipairs(waiting) do
-      cb(err, not err and conn or nil)
-    end
-  end)
-end
-
---- The workspace of `root`, opened and subscribed to before anything is sent in it.
-local function with_workspace(conn, root, callback)
-  local known = state.workspaces[root]
-  if known then
-    return callback(nil, known)
-  end
-  conn:request('workspace.open', { path = root }, function(err, ws)
-    if err then
-      return callback('workspace.open: ' .. error_text(err))
-    end
-    conn:request('events.subscribe', { workspace_id = ws.id }, function(serr)
-      if serr then
-        return callback('events.subscribe: ' .. error_text(serr))
-      end
-      known = { id = ws.id, session_id = nil }
-      state.workspaces[root] = known
-      callback(nil, known)
-    end)
-  end)
-end
+-- Session ----------------------------------------------------------------------
 
 local function with_session(conn, ws, callback)
   if ws.session_id then
@@ -295,11 +243,11 @@ function M.ask(prompt)
     run.error = message
     notify(message, vim.log.levels.ERROR)
   end
-  with_connection(function(err, conn)
+  link.with_connection(function(err, conn)
     if err then
       return fail(err)
     end
-    with_workspace(conn, root, function(werr, ws)
+    link.with_workspace(conn, root, function(werr, ws)
       if werr then
         return fail(werr)
       end
@@ -329,11 +277,12 @@ end
 --- Cancel the run `:Agent` started, if it is still going; its run.complete ends it.
 function M.cancel()
   local run = state.run
-  if not run or run.state ~= 'running' or not run.session_id or not state.conn then
+  local conn = link.conn()
+  if not run or run.state ~= 'running' or not run.session_id or not conn then
     return notify('no run to cancel')
   end
   run.cancel_requested = true
-  state.conn:request(
+  conn:request(
     'agent.cancel',
     { workspace_id = run.workspace_id, session_id = run.session_id, run_id = run.id },
     function(err)
@@ -349,7 +298,7 @@ end
 function M.status()
   local run = state.run
   return {
-    connected = state.conn ~= nil and state.conn.connected,
+    connected = link.conn() ~= nil,
     workspace_id = state.workspace_id,
     session_id = state.session_id,
     run = run and { id = run.id, state = run.state, text = run.text, error = run.error } or nil,
@@ -376,6 +325,7 @@ function M.setup(opts)
   for key, value in pairs(opts) do
     config[key] = value
   end
+  link.configure({ socket = config.socket, auto_start = config.auto_start, on_event = on_event, on_lost = on_lost })
   vim.api.nvim_create_user_command('Agent', function(cmd)
     M.ask(cmd.args)
   end, { nargs = '+', desc = 'Run a prompt in agentd, streaming the reply into the session buffer' })
@@ -383,5 +333,8 @@ function M.setup(opts)
     M.cancel()
   end, { nargs = 0, desc = 'Cancel the run :Agent started' })
 end
+
+-- Without setup() too: require('agentd').ask() works with the defaults.
+link.configure({ socket = config.socket, auto_start = config.auto_start, on_event = on_event, on_lost = on_lost })
 
 return M
