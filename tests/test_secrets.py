@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 from loopback_http import Reply, Streamed, start_loopback_server
-from support import Daemon, DaemonFactory, run_agentctl
+from support import Daemon, DaemonFactory, open_workspace, run_agentctl
 
 from agentd.models import ProviderConfig
 
@@ -168,3 +168,33 @@ async def test_the_log_holds_neither_prompts_nor_answers_at_the_default_level(
         assert "upstream trouble" in daemon.log()
         assert_nowhere([prompt_marker, answer_marker], {"log": daemon.log().encode()})
         nursery.cancel_scope.cancel()
+
+
+async def test_a_tool_never_shows_a_providers_key_not_even_read_from_the_daemons_environment(
+    start_daemon: DaemonFactory, project: Path, env: dict[str, str]
+) -> None:
+    # A model that runs `env` must not find the key there; one that reads the
+    # daemon's own /proc/PID/environ finds it, and the result must not carry it.
+    other_key = "sk-ant-environment-offered-3e9a"
+    env["ANTHROPIC_API_KEY"] = other_key
+    configure(env, "http://127.0.0.1:9/v1")
+    env["AGENTD_SECRETS_KEEP"] = "kept-for-tools"
+    daemon = start_daemon()
+    command = "env; echo ---; tr '\\0' '\\n' < /proc/$PPID/environ"
+    script = {"steps": [{"tool_calls": [{"name": "bash", "arguments": {"command": command}}]}]}
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session_id = await ws.new_session()
+        reply = await ws.send(session_id, script, allow=["*"])
+        rc = await ws.events.until_complete(reply["run_id"])
+        assert rc["error"] is None
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    [result] = [part for m in messages for part in m["parts"] if part["type"] == "tool_result"]
+    shell_env, _, daemon_env = result["output"].partition("---")
+    # The rest of the environment is the tools' to use; only the key variables are gone.
+    assert "AGENTD_SECRETS_KEEP=kept-for-tools" in shell_env
+    assert KEY_ENV not in shell_env and "ANTHROPIC_API_KEY" not in shell_env
+    # Where the key could still be read, it is redacted, by name.
+    assert f"{KEY_ENV}=[API key]" in daemon_env
+    assert "ANTHROPIC_API_KEY=[ANTHROPIC_API_KEY]" in daemon_env
+    assert_nowhere([KEY, other_key], everything_kept(env, daemon))

@@ -10,6 +10,8 @@ whatever ends it: a finish, the step limit, an error, a cancel.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from contextlib import aclosing
 
 import attrs
@@ -54,7 +56,20 @@ class Coordinator:
     async def run(self, run: Run) -> None:
         model = await self._models.resolve(run.model)
         # Read per run: a changed configuration applies from the next run on.
-        await self._agent.run(run, model, self._models.config.agent.max_steps)
+        config = self._models.config
+        shield = ToolShield(
+            environment={k: v for k, v in os.environ.items() if k not in config.key_variables()},
+            secrets=config.tool_secrets(os.environ),
+        )
+        await self._agent.run(run, model, config.agent.max_steps, shield)
+
+
+@attrs.frozen
+class ToolShield:
+    """What keeps a provider's key from a run's tools: their environment lacks it, and their results are redacted."""
+
+    environment: Mapping[str, str] | None = None
+    secrets: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -86,7 +101,9 @@ class SessionAgent:
         self._terminal = terminal
         self._permissions = permissions
 
-    async def run(self, run: Run, model: ModelProtocol, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+    async def run(
+        self, run: Run, model: ModelProtocol, max_steps: int = DEFAULT_MAX_STEPS, shield: ToolShield | None = None
+    ) -> None:
         store, broker = self._store, self._broker
         # The prompt is the user's: it is kept even when the run was cancelled
         # before it began, so this part cannot be cancelled.
@@ -108,7 +125,10 @@ class SessionAgent:
                 history = [Turn("user", run.prompt)]
             system = system_prompt(self._workspace_path, await read_instructions(self._workspace_path))
             tools = definitions()
-            context = ToolContext(root=self._workspace_path, changes=changes)
+            shield = shield or ToolShield()
+            context = ToolContext(
+                root=self._workspace_path, changes=changes, environment=shield.environment, secrets=shield.secrets
+            )
             for step in range(1, max_steps + 1):
                 calls = await self._model_turn(run, model, ModelRequest(system, tuple(history), tools), outcome)
                 if not calls:

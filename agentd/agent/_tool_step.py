@@ -17,6 +17,7 @@ from agentd.models import ToolCall
 from agentd.permissions import PermissionAsk, Permissions
 from agentd.protocol import ToolFinished, ToolResultPart, ToolStarted, ToolStatus, converter, events, unstructure
 from agentd.pubsub import Broker
+from agentd.redact import redact
 from agentd.runs import Run
 from agentd.tools import TOOLS, ToolContext, ToolError, ToolSpec, parse_arguments, run_tool
 
@@ -131,11 +132,14 @@ class ToolStep:
         results[call.id] = await self._execute(spec, call, params)
 
     async def _execute(self, spec: ToolSpec, call: ToolCall, params: object) -> ToolResultPart:
+        # Every result goes to the store, the events and the provider: the one place a key is taken out.
+        secrets = self._context.secrets
         try:
             out = await run_tool(spec, self._context, params)
         except ToolError as exc:
-            return self._finished(call, "error", str(exc), _line(str(exc)))
-        return self._finished(call, "ok", out.output, _line(out.summary))
+            message = redact(str(exc), secrets)
+            return self._finished(call, "error", message, _line(message))
+        return self._finished(call, "ok", redact(out.output, secrets), _line(redact(out.summary, secrets)))
 
     def _started(self, call: ToolCall, description: str) -> None:
         run = self._run

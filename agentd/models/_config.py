@@ -255,6 +255,33 @@ class Config:
             groups.append("providers: " + ", ".join(f"{name}/<model>" for name in self.providers))
         return "; ".join(groups)
 
+    def key_variables(self) -> frozenset[str]:
+        """The environment variables that hold a provider's key: no tool's process is given them.
+
+        The configured providers' `api_key_env`, and the variables the
+        environment offers providers by, whether or not a provider uses them now.
+        """
+        names = {provider.api_key_env for provider in self.providers.values() if provider.api_key_env}
+        names.update(variable for variable in ENVIRONMENT_PROVIDERS.values() if variable.endswith("_KEY"))
+        return frozenset(names)
+
+    def tool_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Each credential value a tool's result must not carry, with what to show instead.
+
+        A tool's process lacks the key variables, but a model can still find a
+        key elsewhere (`/proc/PPID/environ`, a `.env` file): every provider's
+        secrets, and the value of every key variable, are taken out of results.
+        """
+        found: dict[str, str] = {}
+        for name in self.key_variables():
+            value = environ.get(name, "")
+            if len(value) >= _SHORTEST_SECRET:
+                found[value] = f"[{name}]"
+        for provider in self.providers.values():
+            key = environ.get(provider.api_key_env) if provider.api_key_env else None
+            found.update(provider.secrets(key))
+        return found
+
     def names_a_model(self, name: str) -> bool:
         return names_a_model(name, self.models, self.providers)
 

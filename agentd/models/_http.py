@@ -28,6 +28,7 @@ import httpx2
 import trio
 
 from agentd import __version__
+from agentd.redact import redact
 
 from . import _anthropic_stream, _openai_stream
 from ._base import Finish, ModelError, ModelRequest, Retrying, StreamPart
@@ -571,11 +572,7 @@ def _scrubbed(error: ProviderError, secrets: dict[str, str]) -> ProviderError:
     # Providers echo keys back ("Incorrect API key provided: ..."), and so can a
     # transport error about a header: no message leaves here with a secret in
     # it (`ProviderConfig.secrets`), and every error of a request leaves here.
-    message, reason = error.message, error.reason
-    # Longest first: a header value may hold the key ("Bearer sk-..."), and should go whole.
-    for value in sorted(secrets, key=len, reverse=True):
-        message = message.replace(value, secrets[value])
-        reason = reason.replace(value, secrets[value])
+    message, reason = redact(error.message, secrets), redact(error.reason, secrets)
     if message == error.message and reason == error.reason:
         return error
     scrubbed = error._replace(message, retryable=error.retryable)

@@ -10,7 +10,7 @@ as an internal tool error, never the run's end.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -78,6 +78,11 @@ class ToolContext:
     root: str
     changes: Changes
     limits: ToolLimits = ToolLimits()
+    # bash's environment: the daemon's, less every variable holding a provider's
+    # key (`Config.key_variables`). None: the daemon's own, for tests of tools alone.
+    environment: Mapping[str, str] | None = None
+    # Values no result may carry, with what to show instead (`Config.tool_secrets`).
+    secrets: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen

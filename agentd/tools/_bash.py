@@ -133,6 +133,7 @@ async def _run(ctx: ToolContext, params: BashParams) -> ToolOutput:
                             trio.run_process,
                             [SHELL, "-c", params.command],
                             cwd=ctx.root,
+                            env=ctx.environment,
                             stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE,
