@@ -245,3 +245,41 @@ async def run_into_closed_pipe(*args: str, env: dict[str, str], cwd: Path) -> su
             )
     finally:
         os.close(write_end)
+
+
+def write_config(env: dict[str, str], text: str) -> Path:
+    """The user's config.toml, as the daemon started with `env` reads it."""
+    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def configure_loopback(
+    env: dict[str, str],
+    base_url: str,
+    *,
+    key_env: str,
+    key: str,
+    provider_type: str = "openai",
+    max_retries: int = 0,
+    default_model: str = "quick",
+    extra: str = "",
+) -> Path:
+    """A provider `loop` at `base_url` (a loopback server), its key in `env`, and the alias `quick` for its model."""
+    env[key_env] = key
+    return write_config(
+        env,
+        f"""default_model = "{default_model}"
+
+[providers.loop]
+type = "{provider_type}"
+base_url = "{base_url}"
+api_key_env = "{key_env}"
+max_retries = {max_retries}
+{extra}
+[models.quick]
+provider = "loop"
+model = "loop-model-1"
+""",
+    )

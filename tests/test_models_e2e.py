@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 from loopback_http import Reply, Streamed, start_loopback_server
-from support import WAIT, DaemonFactory, open_workspace, run_agentctl
+from support import WAIT, DaemonFactory, configure_loopback, open_workspace, run_agentctl
 
 from agentctl.client import RpcError
 
@@ -31,24 +31,7 @@ HELLO = (
 
 
 def configure(env: dict[str, str], base_url: str, extra: str = "") -> Path:
-    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"""default_model = "quick"
-
-[providers.loop]
-type = "openai"
-base_url = "{base_url}"
-api_key_env = "{KEY_ENV}"
-max_retries = 2
-{extra}
-[models.quick]
-provider = "loop"
-model = "loop-model-1"
-"""
-    )
-    env[KEY_ENV] = KEY
-    return path
+    return configure_loopback(env, base_url, key_env=KEY_ENV, key=KEY, max_retries=2, extra=extra)
 
 
 async def test_run_with_a_configured_provider_streams_its_answer_and_records_usage(

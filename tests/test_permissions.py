@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from support import WAIT, DaemonFactory, Events, Workspace, agentctl_command, open_workspace, run_agentctl
+from support import WAIT, DaemonFactory, Events, Workspace, agentctl_command, open_workspace, run_agentctl, write_config
 
 from agentctl.client import Client, RpcError
 from agentd.models._scripted import Script
@@ -107,9 +107,7 @@ def bash_steps(*commands: str, then: str = "done") -> str:
 
 
 def configure(env: dict[str, str], text: str) -> None:
-    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_config(env, text)
 
 
 async def hello(client: Client, name: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 from loopback_http import Reply, Streamed, start_loopback_server
-from support import Daemon, DaemonFactory, open_workspace, run_agentctl
+from support import Daemon, DaemonFactory, configure_loopback, open_workspace, run_agentctl
 
 from agentd.models import ProviderConfig
 
@@ -31,23 +31,7 @@ ANSWER = (
 
 
 def configure(env: dict[str, str], base_url: str, extra: str = "") -> None:
-    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"""default_model = "quick"
-
-[providers.loop]
-type = "openai"
-base_url = "{base_url}"
-api_key_env = "{KEY_ENV}"
-max_retries = 0
-{extra}
-[models.quick]
-provider = "loop"
-model = "loop-model-1"
-"""
-    )
-    env[KEY_ENV] = KEY
+    configure_loopback(env, base_url, key_env=KEY_ENV, key=KEY, extra=extra)
 
 
 def everything_kept(env: dict[str, str], daemon: Daemon) -> dict[str, bytes]:

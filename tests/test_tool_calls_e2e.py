@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 from loopback_http import LoopbackServer, Pause, Streamed, start_loopback_server
-from support import DaemonFactory, run_agentctl
+from support import DaemonFactory, configure_loopback, run_agentctl
 from transcripts import anthropic_body
 
 KEY_ENV = "AGENTD_E2E_TOOLS_KEY"
@@ -96,19 +96,9 @@ data: {"type":"message_stop"}
 
 
 def configure(env: dict[str, str], provider_type: str, base_url: str) -> None:
-    path = Path(env["XDG_CONFIG_HOME"]) / "agentd" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"""default_model = "loop/loop-model-1"
-
-[providers.loop]
-type = "{provider_type}"
-base_url = "{base_url}"
-api_key_env = "{KEY_ENV}"
-max_retries = 0
-"""
+    configure_loopback(
+        env, base_url, key_env=KEY_ENV, key=KEY, provider_type=provider_type, default_model="loop/loop-model-1"
     )
-    env[KEY_ENV] = KEY
 
 
 def in_pieces(raw: bytes, size: int = 9) -> list[bytes | Pause]:
