@@ -14,8 +14,8 @@ import errno
 import hashlib
 import os
 import stat
-import uuid
 
+from agentd.atomic_write import replace_in_dir
 from agentd.store import FileSnapshot
 
 __all__ = [
@@ -65,7 +65,12 @@ def resolve_in_root(root: str, path: str) -> str:
 
 
 def _open_dir(root: str, parts: list[str], *, create: bool = False) -> int:
-    """A descriptor of the directory `parts` under `root`, walked without following symlinks."""
+    """A descriptor of the directory `parts` under `root`, walked without following symlinks.
+
+    Stricter than the tools' walk (`agentd.tools._fs`), which follows symlinks
+    that stay inside the workspace: a recorded path is already resolved, so a
+    symlink on it now was put there since, and reverting through it is refused.
+    """
     fd = os.open(root, _DIR_FLAGS)
     try:
         for part in parts:
@@ -159,24 +164,7 @@ def write_file(root: str, path: str, content: bytes, mode: int | None) -> None:
                 mode = stat.S_IMODE(os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode)
             except FileNotFoundError:
                 mode = 0o644
-        temporary = f".{parts[-1]}.agentd-revert-{uuid.uuid4().hex[:12]}"
-        fd = os.open(
-            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
-        )
-        try:
-            try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temporary, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=dir_fd)
-            raise
+        replace_in_dir(dir_fd, parts[-1], content, mode)
     finally:
         os.close(dir_fd)
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from typing import Literal
 
 import attrs
 import pathspec
+
+from agentd.atomic_write import replace_in_dir
 
 from ._base import ToolError
 
@@ -305,31 +306,10 @@ def existing_mode(target: Target) -> int | None:
 
 def replace_file(target: Target, data: bytes, mode: int | None) -> None:
     """Put `data` at the target in one rename: a reader sees the old file or the new one, never half."""
-    # Under NAME_MAX (255) whatever the target's name is.
-    tmp = f".{target.name[:200]}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, flags, 0o666 if mode is None else 0o600, dir_fd=target.dir_fd)
+        replace_in_dir(target.dir_fd, target.name, data, mode)
     except OSError as exc:
         raise ToolError(f"cannot write {target.relpath}: {exc.strerror}") from None
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if mode is not None:
-                os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target.name, src_dir_fd=target.dir_fd, dst_dir_fd=target.dir_fd)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp, dir_fd=target.dir_fd)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ToolError(f"cannot write {target.relpath}: {exc.strerror}") from None
-        raise
 
 
 def read_at(target: Target, max_bytes: int) -> bytes | None:
