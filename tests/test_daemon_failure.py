@@ -64,13 +64,16 @@ async def test_a_provider_client_that_cannot_be_built_fails_its_runs_not_the_dae
         env["SSL_CERT_FILE"] = str(bundle)  # every HTTP client's TLS context loads it, and fails
         daemon = start_daemon()
         with trio.fail_after(WAIT):
-            while "could not prepare provider ollama" not in daemon.log() and daemon.proc.poll() is None:
+            while "provider 'ollama': cannot load" not in daemon.log() and daemon.proc.poll() is None:
                 await trio.sleep(0.02)
         assert daemon.proc.poll() is None, daemon.log()
         echo = await run_agentctl("run", "--model", "echo", "still here", env=env, cwd=project)
         assert (echo.returncode, echo.stdout) == (0, b"still here\n"), echo.stderr
         provider = await run_agentctl("run", "--model", "ollama/qwen2.5-coder", "hello", env=env, cwd=project)
         assert provider.returncode != 0
-        assert "certificate" in provider.stderr.decode(), provider.stderr
+        # Which provider, what it could not do, and where the certificates came from.
+        said = provider.stderr.decode()
+        assert f"provider 'ollama': cannot load the TLS CA certificates from SSL_CERT_FILE={bundle}" in said, said
+        assert said.rstrip().endswith("no certificate or crl found"), said
         assert daemon.proc.poll() is None, daemon.log()
         nursery.cancel_scope.cancel()

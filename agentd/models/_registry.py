@@ -8,12 +8,14 @@ provider's HTTP client, one per provider for the daemon's life.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
 
-from ._base import Model, UnknownModelError
+from ._base import Model, ModelError, UnknownModelError
 from ._config import Config, ResolvedModel
 from ._config_source import ConfigFile
 from ._echo import EchoModel
@@ -84,7 +86,7 @@ class ModelRegistry:
                 # Only a head start: a client that cannot be built (an unusable
                 # CA bundle, say) is built again by the provider's next run,
                 # which fails with this. The daemon and the other models go on.
-                log.warning("could not prepare provider %s's HTTP client: %s", provider, exc)
+                log.warning("%s", exc)
 
     async def _client(self, provider: str) -> Any:
         client = self._clients.get(provider)
@@ -93,7 +95,10 @@ class ModelRegistry:
             async with self._building.setdefault(provider, trio.Lock()):
                 client = self._clients.get(provider)
                 if client is None:
-                    built = await trio.to_thread.run_sync(_build_http_client, abandon_on_cancel=True)
+                    try:
+                        built = await trio.to_thread.run_sync(_build_http_client, abandon_on_cancel=True)
+                    except OSError as exc:  # ssl.SSLError is one
+                        raise ModelError(_client_failure(provider, exc)) from exc
                     client = await self._exit_stack.enter_async_context(built)
                     self._clients[provider] = client
         return client
@@ -122,6 +127,15 @@ class ModelRegistry:
             await self._client(resolved.provider.name),
             max_output_tokens=resolved.max_output_tokens,
         )
+
+
+def _client_failure(provider: str, exc: OSError) -> str:
+    """Why provider `provider`'s HTTP client cannot be built: building it reads the CA certificates, nothing else."""
+    # An SSLError's text ends with where in CPython it was raised, "(_ssl.c:4154)": nothing for the user.
+    what = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
+    where = [f"{name}={os.environ[name]}" for name in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(name)]
+    source = f"from {' and '.join(where)} in agentd's environment" if where else "from the system's store"
+    return f"provider {provider!r}: cannot load the TLS CA certificates {source}: {what}"
 
 
 def _build_http_client() -> Any:
