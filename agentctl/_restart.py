@@ -25,6 +25,7 @@ __all__ = ["restart"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 # How long the old daemon may take to close its connections and exit.
@@ -54,6 +55,7 @@ def restart(args: argparse.Namespace) -> int:
             else:
                 _wait_for_runs(client, status)
             systemctl = shutil.which("systemctl") if status.get("socket_activated") else None
+            flags = [] if systemctl is not None else _daemon_flags(old_pid)
             if systemctl is None:
                 client.call("server.shutdown", {})
                 _wait_closed(client)
@@ -69,7 +71,7 @@ def restart(args: argparse.Namespace) -> int:
             _wait_exited(old_pid)
             print(f"agentd {old_pid} stopped")
         # Under systemd the connection ensure_daemon probes with is what starts the new one.
-        return _started(socket_path, old_pid)
+        return _started(socket_path, old_pid, flags)
     except _Failed as exc:
         print(f"agentctl restart: {exc}", file=sys.stderr)
         return 1
@@ -132,9 +134,45 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _started(socket_path: str, old_pid: int | None) -> int:
+# Set anew for each daemon agentctl starts: the same socket, and a pipe of its own.
+_OWN_FLAGS = ("--socket", "--ready-fd")
+
+
+def _daemon_flags(pid: int) -> list[str]:
+    """The options daemon `pid` was started with (`--model`, `--idle-exit`...), for its successor.
+
+    Read from /proc/PID/cmdline: `python -m agentd ARGS`, or the `agentd`
+    script's `python .../agentd ARGS`. None kept when that cannot be read.
+    """
     try:
-        ensure_daemon(socket_path)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [arg.decode(errors="surrogateescape") for arg in f.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+    for i, arg in enumerate(argv):
+        if arg == "-m" and argv[i + 1 : i + 2] == ["agentd"]:
+            rest = argv[i + 2 :]
+            break
+        if os.path.basename(arg) == "agentd":
+            rest = argv[i + 1 :]
+            break
+    else:
+        return []
+    kept: list[str] = []
+    skip = False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in _OWN_FLAGS:
+            skip = True  # and its value
+        elif not arg.startswith(tuple(f"{flag}=" for flag in _OWN_FLAGS)):
+            kept.append(arg)
+    return kept
+
+
+def _started(socket_path: str, old_pid: int | None, flags: Sequence[str] = ()) -> int:
+    try:
+        ensure_daemon(socket_path, flags)
     except DaemonUnavailable as exc:
         raise _Failed(f"cannot start agentd: {exc}") from None
     with BlockingClient.connect(socket_path) as client:

@@ -161,8 +161,8 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
-def ensure_daemon(socket_path: StrPath) -> None:
-    """Make sure a daemon listens on `socket_path`, starting one if needed.
+def ensure_daemon(socket_path: StrPath, extra_args: Sequence[str] = ()) -> None:
+    """Make sure a daemon listens on `socket_path`, starting one (with `extra_args`) if needed.
 
     UntrustedSocket when the socket's folder is not ours alone: no daemon is
     started into a folder someone else could read its socket from or swap.
@@ -193,6 +193,6 @@ def ensure_daemon(socket_path: StrPath) -> None:
         # Whoever held the lock before us may have started it already.
         if is_listening(socket_path):
             return
-        spawn_daemon(socket_path)
+        spawn_daemon(socket_path, extra_args)
     finally:
         os.close(fd)

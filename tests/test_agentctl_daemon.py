@@ -163,3 +163,22 @@ async def test_restart_with_no_daemon_starts_one(env: dict[str, str]) -> None:
     out = done.stdout.decode()
     assert "agentd was not running" in out and "started" in out
     await stop_new_daemon(env)
+
+
+async def test_restart_starts_the_new_daemon_with_the_old_ones_options(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    daemon = start_daemon("--model", "scripted", "--idle-grace=7")
+    done = await run_agentctl("restart", env=env)
+    assert done.returncode == 0, done.stderr
+    _old, new = pids_of(done.stdout.decode())
+    argv = Path(f"/proc/{new}/cmdline").read_bytes().split(b"\0")
+    assert b"--model" in argv and argv[argv.index(b"--model") + 1] == b"scripted"
+    assert b"--idle-grace=7" in argv
+    # The socket and the ready pipe are the new daemon's own, given once.
+    assert argv.count(b"--socket") == 1 and argv.count(b"--ready-fd") == 1
+    # And it is the default model the old one had: a script prompt is played, not echoed.
+    run = await run_agentctl("run", '{"chunks": ["played"]}', env=env, cwd=project)
+    assert (run.returncode, run.stdout) == (0, b"played\n"), run.stderr
+    assert daemon.proc.wait(timeout=WAIT) == 0
+    await stop_new_daemon(env)
