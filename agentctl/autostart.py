@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from agentd.paths import ensure_private_dir, managed_socket_dirs, socket_path_problem, state_dir
+from agentd.paths import ensure_private_dir, managed_socket_dirs, open_private, socket_path_problem, state_dir
 from agentd.trust import check_socket_dir
 
 TYPE_CHECKING = False  # not typing's: importing typing costs agentctl milliseconds
@@ -122,14 +122,7 @@ def spawn_daemon(
 
 def _open_private_log(path: str) -> BinaryIO:
     """The daemon's log for appending, 0600: run errors in it are nobody else's to read. Never through a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)  # one an older agentd made 0644
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "ab")
+    return os.fdopen(open_private(path), "ab")
 
 
 def _wait_ready(fd: int, timeout: float) -> bool:
@@ -187,7 +180,7 @@ def ensure_daemon(socket_path: StrPath, extra_args: Sequence[str] = ()) -> None:
     import fcntl
 
     lock_path = path + ".start-lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = open_private(lock_path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         # Whoever held the lock before us may have started it already.

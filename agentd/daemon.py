@@ -15,7 +15,7 @@ import trio
 
 import agentd
 from agentd._memory import limit_retained_memory
-from agentd.paths import data_dir, resolve_socket_path
+from agentd.paths import data_dir, open_private, resolve_socket_path
 from agentd.rpc import clip
 
 __all__ = ["DEFAULT_LOG_MAX_BYTES", "LogFile", "OneLineFormatter", "configure_logging", "main", "stderr_is_journal"]
@@ -108,7 +108,7 @@ class LogFile(logging.handlers.RotatingFileHandler):
 
     def _open(self) -> io.TextIOWrapper:
         # Run errors are in it: readable by its owner only, from its first byte.
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_private(self.baseFilename)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def doRollover(self) -> None:

@@ -109,6 +109,23 @@ def ensure_private_dir(path: str, *, owned: bool = True) -> None:
 _PROBE_PREFIX = b"/dev/null/"
 
 
+def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    """A descriptor of the file at `path`, made 0600 if new; the one way agentd opens a file of its own.
+
+    Logs, locks and the database hold run errors and conversations: readable by
+    their owner only from the first byte, never opened through a symlink, and
+    one an older version made wider is narrowed.
+    """
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _fits_sun_path(length: int) -> bool:
     """Whether a socket path of `length` bytes fits this platform's `sun_path`, NUL included.
 

@@ -67,9 +67,13 @@ async def test_an_older_daemons_wider_folders_and_files_are_made_private(
         folder.mkdir(parents=True, mode=0o755)
         os.chmod(folder, 0o755)
     (state / "agentd.log").write_text("an older daemon's line\n")
+    runtime = Path(env["XDG_RUNTIME_DIR"]) / "agentd"
+    runtime.mkdir(parents=True, mode=0o700)
     sqlite3.connect(data / "agentd.db").close()
-    os.chmod(state / "agentd.log", 0o644)
-    os.chmod(data / "agentd.db", 0o644)
+    locks = [runtime / "agentd.sock.lock", runtime / "agentd.sock.start-lock", data / "agentd.db.lock"]
+    for path in (state / "agentd.log", data / "agentd.db", *locks):
+        path.touch()
+        os.chmod(path, 0o644)
     result = await run_agentctl("run", "hello", env=env, cwd=project)
     assert result.returncode == 0, result.stderr
     assert (mode(state), mode(data), mode(state / "agentd.log"), mode(data / "agentd.db")) == (
@@ -79,6 +83,7 @@ async def test_an_older_daemons_wider_folders_and_files_are_made_private(
         0o600,
     )
     assert mode(data / "agentd.db-wal") == 0o600
+    assert [(path.name, oct(mode(path))) for path in locks] == [(path.name, oct(0o600)) for path in locks]
 
 
 async def test_a_data_dir_the_user_named_keeps_its_mode_and_gets_private_files(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from agentd.paths import ensure_private_dir, managed_socket_dirs, socket_path_problem
+from agentd.paths import ensure_private_dir, managed_socket_dirs, open_private, socket_path_problem
 from agentd.trust import UntrustedSocket, check_socket_dir
 
 __all__ = ["AlreadyRunning", "SocketClaim", "StartupError", "bind_listener"]
@@ -45,7 +45,7 @@ class SocketClaim:
         self._inode: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_private(self.lock_path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

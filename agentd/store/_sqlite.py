@@ -26,7 +26,7 @@ import msgpack
 import trio
 
 from agentd._packing import packb
-from agentd.paths import ensure_private_dir
+from agentd.paths import ensure_private_dir, open_private
 from agentd.protocol import Message, MessagePart, RunComplete, Workspace, converter, events, run_complete
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
@@ -192,10 +192,10 @@ class Store:
         try:
             ensure_private_dir(folder, owned=own_folder)
             _refuse_shared_folder(folder)
-            lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            lock_fd = open_private(path + ".lock", os.O_RDWR)
             # SQLite gives -wal and -shm the database's own mode: created 0600
             # here, before SQLite would create it 0644, they are private too.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            os.close(open_private(path, os.O_RDWR))
         except OSError as exc:
             raise StoreError(advice(path, exc)) from None
         try:

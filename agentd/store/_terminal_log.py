@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from agentd.paths import open_private
 from agentd.protocol import RunComplete, converter
 
 __all__ = ["TerminalLog", "TerminalRecord"]
@@ -53,7 +54,7 @@ class TerminalLog:
         refused a run's end, and the event must not go out before this returns.
         """
         line = json.dumps(converter.unstructure(record), ensure_ascii=False, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_private(self.path)
         try:
             data = line.encode("utf-8")
             while data:
