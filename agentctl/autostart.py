@@ -34,6 +34,14 @@ class DaemonUnavailable(Exception):
     """No daemon answers, and one could not be started."""
 
 
+class SocketTaken(DaemonUnavailable):
+    """The daemon started exited 75: another one holds the socket's lock, and may not listen yet."""
+
+
+# agentd's exit status when another daemon holds the socket's lock (AlreadyRunning).
+_EXIT_SOCKET_TAKEN = 75
+
+
 def daemon_log_path() -> str:
     return os.path.join(state_dir(), "agentd.log")
 
@@ -114,7 +122,8 @@ def spawn_daemon(
             proc.kill()
             proc.wait()
             raise DaemonUnavailable(f"agentd did not become ready within {timeout:.0f}s (log: {log_path})")
-        raise DaemonUnavailable(
+        failure = SocketTaken if proc.returncode == _EXIT_SOCKET_TAKEN else DaemonUnavailable
+        raise failure(
             f"agentd exited with status {proc.returncode} while starting: {_last_line(log_path)} (log: {log_path})"
         )
     return proc
@@ -186,6 +195,23 @@ def ensure_daemon(socket_path: StrPath, extra_args: Sequence[str] = ()) -> None:
         # Whoever held the lock before us may have started it already.
         if is_listening(socket_path):
             return
-        spawn_daemon(socket_path, extra_args)
+        try:
+            spawn_daemon(socket_path, extra_args)
+        except SocketTaken:
+            # A daemon agentctl did not start (one systemd or the user started) is
+            # still on its way to listening: wait for it, as for one of ours.
+            if not _wait_listening(socket_path, READY_TIMEOUT):
+                raise
     finally:
         os.close(fd)
+
+
+def _wait_listening(socket_path: StrPath, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_listening(socket_path):
+            return True
+        time.sleep(0.02)
+    return False

@@ -7,8 +7,10 @@ units and says what it skipped.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -182,3 +184,28 @@ async def test_restart_starts_the_new_daemon_with_the_old_ones_options(
     assert (run.returncode, run.stdout) == (0, b"played\n"), run.stderr
     assert daemon.proc.wait(timeout=WAIT) == 0
     await stop_new_daemon(env)
+
+
+async def test_agentctl_waits_for_a_daemon_that_holds_the_socket_and_is_not_listening_yet(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    socket_path = Path(env["AGENTD_SOCKET"])
+    # Another daemon on its way up (one systemd started, say): it holds the lock, and listens a moment later.
+    lock = os.open(socket_path.with_name(socket_path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    log = Path(env["XDG_STATE_HOME"]) / "agentd" / "agentd.log"
+    result: list[subprocess.CompletedProcess[bytes]] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            result.append(await run_agentctl("run", "hello", env=env, cwd=project))
+
+        nursery.start_soon(run)
+        # The daemon agentctl started found the lock taken and exited 75.
+        with trio.fail_after(WAIT):
+            while not (log.exists() and "is already running on" in log.read_text()):
+                await trio.sleep(0.02)
+        os.close(lock)
+        start_daemon()
+    [done] = result
+    assert (done.returncode, done.stdout) == (0, b"hello\n"), done.stderr
