@@ -1,9 +1,8 @@
 """The client library's typed values: what `run()` returns, what a subscription yields, what the common calls answer.
 
-The records are the daemon's own wire types (`agentd.protocol`), read
-through its one converter, so the client, the daemon and docs/protocol.md
-share one definition. Both clients use this module; the blocking one imports
-it only when `run()` or a typed call needs it, since attrs and cattrs cost
+The records are the daemon's own wire types (`agentd.protocol`), so the
+client, the daemon and docs/protocol.md share one definition. Both clients use this module; the blocking one imports
+it only when `run()` or a typed call needs it, since attrs and the protocol package cost
 `agentctl` more than its whole start-up.
 """
 
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 import attrs
 
 from agentctl.runstream import Outcome
-from agentd.protocol import EventEnvelope, PermissionRequest, Session, Workspace, converter
+from agentd.protocol import EventEnvelope, PermissionRequest, Session, Workspace
 
 __all__ = [
     "PERMISSION_ACTIONS",
@@ -88,9 +87,13 @@ def run_result(workspace_id: str, complete: dict[str, Any], outcome: Outcome) ->
 
 
 def record(cls: type[T], data: Any) -> T:
-    """A reply map as `cls`, through the protocol's converter; fields a newer daemon adds are left out."""
+    """A reply map (or event payload) as the wire type `cls`; fields a newer daemon adds are left out.
+
+    Not through the protocol's converter: that one checks what clients send,
+    and has no hooks for what only the daemon sends (a request's `params`).
+    """
     names = {field.name for field in attrs.fields(cls)}
-    return converter.structure({key: value for key, value in data.items() if key in names}, cls)
+    return cls(**{key: value for key, value in data.items() if key in names})
 
 
 def event(envelope: dict[str, Any]) -> Event:

@@ -141,7 +141,9 @@ class Client:
 
     async def open_workspace(self, path: str | os.PathLike[str]) -> Workspace:
         """workspace.open: the workspace of directory `path` (a relative one is taken from the current directory)."""
-        return record(Workspace, await self.call("workspace.open", {"path": os.path.abspath(path)}))
+        # abspath reads only the process's cwd: nothing that blocks.
+        absolute = os.path.abspath(path)  # noqa: ASYNC240
+        return record(Workspace, await self.call("workspace.open", {"path": absolute}))
 
     async def create_session(self, workspace_id: str, title: str | None = None) -> Session:
         """session.create: a new session; untitled, its first prompt names it."""
