@@ -7,6 +7,7 @@ its text, its failure, a hang to cancel, a tool call that asks for permission.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,30 +77,49 @@ async def test_a_refused_prompt_raises_and_starts_no_run(ws: Workspace) -> None:
 
 async def test_foreign_run_error_does_not_end_our_run(daemon: Daemon, ws: Workspace) -> None:
     ours, theirs = await ws.new_session("ours"), await ws.new_session("theirs")
-    started = trio.Event()
+    asked, go = trio.Event(), trio.Event()
     results: list[RunResult] = []
+
+    async def allow_when_told(request: PermissionRequest) -> str:
+        asked.set()
+        await go.wait()
+        return "allow"
 
     async def run_ours() -> None:
         async with daemon.client() as client:
             results.append(
-                await client.run(
-                    ws.id, ours, script(chunks=["a"], hang=True), model="scripted", on_text=lambda _: started.set()
-                )
+                await client.run(ws.id, ours, WRITE_THEN_DONE, model="scripted", on_permission=allow_when_told)
             )
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_ours)
-            await started.wait()
-            # Another session's run fails, in the same workspace, while ours runs.
+            # Ours waits for its permission while another session's run fails, in the same workspace.
+            await asked.wait()
             failed = await ws.send(theirs, {"error": "not yours"})
             assert (await ws.events.until_complete(failed["run_id"]))["error"] == "not yours"
             await ws.events.until(lambda e: e["type"] == "agent.error")
-            # Then ours is cancelled: its result must be that, not the foreign failure.
-            await ws.cancel(ours)
+            go.set()
     [result] = results
-    assert result.cancelled and result.error is None and result.stop_reason == "cancelled"
-    assert result.text == "a"
+    assert result.ok and result.error is None and result.text == "done" and result.session_id == ours
+
+
+async def test_a_run_cancelled_elsewhere_returns_cancelled(daemon: Daemon, ws: Workspace) -> None:
+    session = await ws.new_session()
+    started = trio.Event()
+    results: list[RunResult] = []
+
+    async def run_ours() -> None:
+        prompt = script(chunks=["a"], hang=True)
+        results.append(await ws.client.run(ws.id, session, prompt, model="scripted", on_text=lambda _: started.set()))
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_ours)
+            await started.wait()
+            await ws.cancel(session)
+    [result] = results
+    assert result.cancelled and result.error is None and result.text == "a" and result.stop_reason == "cancelled"
 
 
 async def test_cancelling_the_callers_scope_cancels_the_run_in_the_daemon(daemon: Daemon, ws: Workspace) -> None:
@@ -169,13 +189,13 @@ async def test_the_allow_list_lets_the_call_go_without_asking(ws: Workspace, pro
 
 async def test_a_request_answered_elsewhere_is_withdrawn_from_the_callback(daemon: Daemon, ws: Workspace) -> None:
     session = await ws.new_session()
-    withdrawn = trio.Event()
+    happened: list[str] = []
 
     async def wait_for_a_person(request: PermissionRequest) -> str:
         try:
             await trio.sleep_forever()
         finally:
-            withdrawn.set()
+            happened.append("withdrawn")
         raise AssertionError("unreachable")
 
     async def answer_elsewhere() -> None:
@@ -187,9 +207,15 @@ async def test_a_request_answered_elsewhere_is_withdrawn_from_the_callback(daemo
         async with daemon.client() as client, trio.open_nursery() as nursery:
             nursery.start_soon(answer_elsewhere)
             result = await client.run(
-                ws.id, session, WRITE_THEN_DONE, model="scripted", on_permission=wait_for_a_person
+                ws.id,
+                session,
+                WRITE_THEN_DONE,
+                model="scripted",
+                on_permission=wait_for_a_person,
+                on_text=happened.append,
             )
-    assert withdrawn.is_set()
+    # Withdrawn when the answer came, not only when the run ended.
+    assert happened == ["withdrawn", "done"]
     assert result.ok and result.changes == 1
 
 
@@ -262,15 +288,17 @@ async def test_a_subscription_raises_connection_lost_when_the_daemon_goes(daemon
                         pass
 
 
-async def test_events_of_a_subscribe_do_not_reach_notifications(ws: Workspace, daemon: Daemon) -> None:
-    # The fixture's own subscription is made with a plain call: its events still go to `notifications`.
-    session = await ws.new_session()
+async def test_events_of_a_subscribe_are_not_left_in_notifications(daemon: Daemon, project: Path) -> None:
     with trio.fail_after(WAIT):
-        result = await ws.client.run(ws.id, session, "hi")
-        complete = await ws.events.until_complete(result.run_id)
-    assert complete["text"] == "hi"
-    run_subscriptions = {e["subscription_id"] for e in ws.events.seen}
-    assert run_subscriptions == {ws.events.subscription_id}
+        async with open_client(daemon.socket_path) as client:
+            ws = await client.open_workspace(project)
+            session = await client.create_session(ws.id)
+            for prompt in ("one", "two"):
+                assert (await client.run(ws.id, session.id, prompt)).text == prompt
+            # run()'s subscription's events went to run() alone: none is left where nobody reads.
+            await client.call("session.get", {"workspace_id": ws.id, "session_id": session.id})
+            with pytest.raises(trio.WouldBlock):
+                client.notifications.receive_nowait()
 
 
 async def test_open_client_finds_the_users_daemon_and_starts_one(
@@ -314,24 +342,46 @@ async def test_blocking_run_returns_the_models_error(daemon: Daemon, ws: Workspa
 
 async def test_blocking_run_is_not_ended_by_a_foreign_error(daemon: Daemon, ws: Workspace) -> None:
     ours, theirs = await ws.new_session("ours"), await ws.new_session("theirs")
-    results: list[RunResult] = []
+    go = threading.Event()
+
+    def allow_when_told(request: PermissionRequest) -> str:
+        assert go.wait(WAIT)
+        return "allow"
 
     async def run_ours() -> None:
         result, _ = await in_thread(
-            blocking_run, daemon.socket_path, ws.id, ours, script(chunks=["a"], hang=True), run_id="ours-blocking"
+            blocking_run, daemon.socket_path, ws.id, ours, WRITE_THEN_DONE, on_permission=allow_when_told
         )
+        results.append(result)
+
+    results: list[RunResult] = []
+    with trio.fail_after(WAIT * 2):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_ours)
+            await ws.events.until(lambda e: e["type"] == "permission.request")
+            failed = await ws.send(theirs, {"error": "not yours"})
+            await ws.events.until_complete(failed["run_id"])
+            await ws.events.until(lambda e: e["type"] == "agent.error")
+            go.set()
+    [result] = results
+    assert result.ok and result.error is None and result.text == "done"
+
+
+async def test_blocking_run_cancelled_elsewhere_returns_cancelled(daemon: Daemon, ws: Workspace) -> None:
+    session = await ws.new_session()
+    results: list[RunResult] = []
+
+    async def run_ours() -> None:
+        result, _ = await in_thread(blocking_run, daemon.socket_path, ws.id, session, script(chunks=["a"], hang=True))
         results.append(result)
 
     with trio.fail_after(WAIT * 2):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_ours)
-            await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["run_id"] == "ours-blocking")
-            failed = await ws.send(theirs, {"error": "not yours"})
-            await ws.events.until_complete(failed["run_id"])
-            await ws.events.until(lambda e: e["type"] == "agent.error")
-            await ws.cancel(ours)
+            await ws.events.until(lambda e: e["type"] == "message.delta")
+            await ws.cancel(session)
     [result] = results
-    assert result.cancelled and result.error is None and result.text == "a"
+    assert result.cancelled and result.error is None and result.text == "a" and result.stop_reason == "cancelled"
 
 
 async def test_blocking_run_past_its_timeout_cancels_the_run(daemon: Daemon, ws: Workspace) -> None:
