@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import attrs
 
 from agentctl.runstream import Outcome
-from agentd.protocol import EventEnvelope, PermissionRequest, Session, Workspace
+from agentd.protocol import EventEnvelope, PermissionRequest, RunComplete, Session, Workspace
 
 __all__ = [
     "PERMISSION_ACTIONS",
@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "PermissionCallback",
     "PermissionRequest",
+    "RunComplete",
     "RunResult",
     "Session",
     "Workspace",

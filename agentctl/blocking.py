@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from agentctl._records import Event, PermissionCallback, RunResult, Session, Workspace
+    from agentctl._records import Event, PermissionCallback, RunComplete, RunResult, Session, Workspace
 
 __all__ = ["BlockingClient", "BlockingSubscription", "ConnectionLost", "RpcError"]
 
@@ -172,6 +172,19 @@ class BlockingClient:
 
         params = {"workspace_id": workspace_id} | ({"title": title} if title is not None else {})
         return record(Session, self.call("session.create", params))
+
+    def list_sessions(self, workspace_id: str) -> list[Session]:
+        """session.list: the workspace's sessions, most recently updated first."""
+        from agentctl._records import Session, record
+
+        return [record(Session, s) for s in self.call("session.list", {"workspace_id": workspace_id})]
+
+    def wait_run(self, run_id: str, timeout: float | None = None) -> RunComplete:
+        """run.wait: the run's RunComplete, once it has one (RpcError code 6 after `timeout` seconds)."""
+        from agentctl._records import RunComplete, record
+
+        params: dict[str, Any] = {"run_id": run_id} | ({"timeout": timeout} if timeout is not None else {})
+        return record(RunComplete, self.call("run.wait", params))
 
     def cancel(self, workspace_id: str, session_id: str, run_id: str | None = None) -> dict[str, Any]:
         """agent.cancel: the run `run_id`, or without it the session's running run and its queue."""

@@ -37,6 +37,7 @@ from agentctl._records import (
     AsyncPermissionCallback,
     Event,
     PermissionRequest,
+    RunComplete,
     RunResult,
     Session,
     Workspace,
@@ -71,6 +72,7 @@ __all__ = [
     "Event",
     "PermissionRequest",
     "RpcError",
+    "RunComplete",
     "RunResult",
     "Session",
     "Subscription",
@@ -149,6 +151,15 @@ class Client:
         """session.create: a new session; untitled, its first prompt names it."""
         params = {"workspace_id": workspace_id} | ({"title": title} if title is not None else {})
         return record(Session, await self.call("session.create", params))
+
+    async def list_sessions(self, workspace_id: str) -> list[Session]:
+        """session.list: the workspace's sessions, most recently updated first."""
+        return [record(Session, s) for s in await self.call("session.list", {"workspace_id": workspace_id})]
+
+    async def wait_run(self, run_id: str, timeout: float | None = None) -> RunComplete:
+        """run.wait: the run's RunComplete, once it has one (RpcError code 6 after `timeout` seconds)."""
+        params: dict[str, Any] = {"run_id": run_id} | ({"timeout": timeout} if timeout is not None else {})
+        return record(RunComplete, await self.call("run.wait", params))
 
     async def cancel(self, workspace_id: str, session_id: str, run_id: str | None = None) -> dict[str, Any]:
         """agent.cancel: the run `run_id`, or without it the session's running run and its queue."""

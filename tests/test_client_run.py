@@ -140,8 +140,17 @@ async def test_cancelling_the_callers_scope_cancels_the_run_in_the_daemon(daemon
                     on_text=cancel_on_text,
                 )
             assert scope.cancelled_caught
-        complete = await ws.client.call("run.wait", {"run_id": "left", "timeout": WAIT})
-    assert complete["cancelled"] is True
+        complete = await ws.client.wait_run("left", WAIT)
+    assert complete.cancelled and complete.run_id == "left"
+
+
+async def test_run_raises_connection_lost_when_the_daemon_goes_first(daemon: Daemon, ws: Workspace) -> None:
+    session = await ws.new_session()
+    with trio.fail_after(WAIT), pytest.raises(ConnectionLost):
+        async with daemon.client() as client:
+            await client.run(
+                ws.id, session, script(chunks=["a"], hang=True), model="scripted", on_text=lambda _: daemon.proc.kill()
+            )
 
 
 async def test_permission_is_asked_of_the_callback_while_the_run_waits(ws: Workspace, project: Path) -> None:
@@ -431,6 +440,8 @@ def blocking_subscribe(socket: Path, project: Path) -> tuple[list[Any], list[Any
                 seen.append(event)
                 if event.type == "run.complete":
                     break
+        assert [s.id for s in client.list_sessions(ws.id)] == [session.id]
+        assert client.wait_run(result.run_id, 0).text == "hello"
         first = next(e for e in seen if e.type == "message.created")
         with client.subscribe(ws.id, since=first.seq - 1) as replay:
             again = [replay.get(WAIT) for _ in range(replay.replayed)]
