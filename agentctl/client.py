@@ -291,10 +291,10 @@ class Client:
             await self.call("permission.grant", params)
 
     async def _abandon_run(self, workspace_id: str, session_id: str, run_id: str) -> None:
-        """The caller left before the run ended: cancel it, unless it is over already or the connection is gone.
+        """The caller left before the run ended: cancel it, unless the connection is gone.
 
-        Harmless when the send never went out: a run_id that is neither
-        running nor queued is a no-op for agent.cancel.
+        Harmless when the run had just ended or the send never went out:
+        agent.cancel of a run_id that is neither running nor queued is a no-op.
         """
         if not self.connected:
             return

@@ -75,6 +75,14 @@ async def test_a_refused_prompt_raises_and_starts_no_run(ws: Workspace) -> None:
         await ws.client.call("run.get", {"run_id": "refused-run"})
 
 
+async def test_allow_rules_given_as_one_string_are_refused_before_anything_is_sent(ws: Workspace) -> None:
+    session = await ws.new_session()
+    with pytest.raises(TypeError, match=r"\['write'\]"):
+        await ws.client.run(ws.id, session, "hi", allow="write", run_id="never-sent")
+    with pytest.raises(RpcError):
+        await ws.client.call("run.get", {"run_id": "never-sent"})
+
+
 async def test_foreign_run_error_does_not_end_our_run(daemon: Daemon, ws: Workspace) -> None:
     ours, theirs = await ws.new_session("ours"), await ws.new_session("theirs")
     asked, go = trio.Event(), trio.Event()
