@@ -179,6 +179,10 @@ class Client:
         of an earlier one), the daemon first replays what was logged after it;
         a replay that cannot promise every event starts with an `events.gap`
         that has a `reason`. Leaving the block unsubscribes.
+
+        Read it while the block lasts: its events wait for the reader, and
+        once NOTIFICATION_BUFFER of them wait, the whole connection does
+        (calls too), rather than memory growing.
         """
         params: dict[str, Any] = {"workspace_id": workspace_id}
         if since is not None:
