@@ -28,7 +28,7 @@ from types import FrameType, SimpleNamespace
 from agentctl._permissions import Answers
 from agentctl._sessions import not_here, resolve_session
 from agentctl._version import version_mismatch
-from agentctl.autostart import DaemonUnavailable, ensure_daemon
+from agentctl.autostart import DaemonUnavailable
 from agentctl.blocking import BlockingClient
 from agentctl.errors import ConnectionLost, RpcError
 from agentctl.runstream import (
@@ -37,8 +37,10 @@ from agentctl.runstream import (
     EXIT_RUN_ERROR,
     EXIT_USAGE,
     Outcome,
+    RunFollower,
     RunStream,
-    event_params,
+    new_run_id,
+    send_params,
 )
 from agentd import __version__
 from agentd import event_types as events
@@ -220,8 +222,7 @@ class RunCommand:
         # Attaching follows a run that exists (`run_id`, else the latest here)
         # instead of sending one.
         self.attach = attach
-        # As random as uuid4, without importing uuid on the way to the first byte.
-        self.run_id = run_id or os.urandom(16).hex()
+        self.run_id = run_id or new_run_id()
         self._find_latest = attach and run_id is None
         # With --json, the last line is the run's run.complete, or else an error line.
         self._printed_complete = False
@@ -296,12 +297,7 @@ class RunCommand:
         return self._finish(outcome)
 
     def _connect(self) -> BlockingClient:
-        """Connect, starting the daemon only if nothing answers: the common case is one connect."""
-        try:
-            return BlockingClient.connect(self.socket_path)
-        except OSError:
-            ensure_daemon(self.socket_path)
-        return BlockingClient.connect(self.socket_path)
+        return BlockingClient.connect(self.socket_path, start_daemon=True)
 
     def _start(self, client: BlockingClient) -> str:
         """Open the workspace, pick the session, subscribe, send: three round trips.
@@ -315,16 +311,7 @@ class RunCommand:
         mismatch = version_mismatch(server.get("version"))
         if mismatch is not None:
             self._note(mismatch)
-        params: dict[str, Any] = {
-            "workspace_id": workspace["id"],
-            "session_id": "",
-            "prompt": self.prompt,
-            "run_id": self.run_id,
-        }
-        if self.model:
-            params["model"] = self.model
-        if self.allow:
-            params["allow"] = self.allow
+        params = send_params(workspace["id"], "", self.prompt, self.run_id, self.model, self.allow)
         self._check_size(params, server.get("max_message_size"))
         # The daemon words it: only it knows the environment it started with and its configuration.
         note = server.get("default_model_note")
@@ -500,6 +487,7 @@ class RunCommand:
         stream = self.stream
         assert stream is not None
         answers = self._permission_answers()
+        follower = RunFollower(stream, subscription_id, self._last_seq)
         give_up_at: float | None = None
         while True:
             if self._interrupts and not stream.cancel_requested:
@@ -529,14 +517,10 @@ class RunCommand:
                 if answers is None or answers.asking is None:
                     self._spin()
                 continue
-            method, params = item
-            event = event_params(params) if method == "event" else None
-            if event is None or event.get("subscription_id") != subscription_id:
+            event, text, outcome = follower.take(*item)
+            if event is None:
                 continue
-            seq = event.get("seq")
-            if isinstance(seq, int) and event.get("type") != events.EVENTS_GAP:
-                self._last_seq = max(self._last_seq, seq)
-            text, outcome = stream.handle(event)
+            self._last_seq = follower.last_seq
             if answers is not None and event.get("type") in _PERMISSION_EVENTS:
                 try:
                     answers.handle(client, self._workspace_id, event)

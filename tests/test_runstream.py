@@ -12,7 +12,9 @@ from agentctl.runstream import (
     EXIT_OK,
     EXIT_RUN_ERROR,
     Outcome,
+    RunFollower,
     RunStream,
+    SubscriptionPosition,
 )
 
 SESSION = "ses_ours"
@@ -398,3 +400,58 @@ def test_deltas_past_a_hole_are_not_kept_unless_attached() -> None:
     stream = RunStream(SESSION, RUN)
     assert feed(stream, [delta("a", 0), delta("c", 2)]) == ("a", None)
     assert not stream.behind and stream.gaps == 1
+
+
+# --- a program's stream, and RunFollower -----------------------------------------------
+
+
+def test_a_programs_stream_gets_the_text_as_it_is_with_no_line_end_added() -> None:
+    stream = RunStream(SESSION, RUN, end_line=False)
+    assert feed(stream, [delta("no newline", 0)]) == ("no newline", None)
+    text, outcome = stream.handle(complete("no newline, then the rest"))
+    assert text == ", then the rest" and outcome is not None and outcome.exit_code == EXIT_OK
+
+
+def permission(kind: str, request_id: str, run_id: str = RUN) -> dict[str, Any]:
+    return envelope(kind, {"request_id": request_id, "session_id": SESSION, "run_id": run_id})
+
+
+def test_the_follower_takes_its_subscriptions_events_only() -> None:
+    follower = RunFollower(RunStream(SESSION, RUN), "sub_1", seq=5)
+    elsewhere = {**delta("not ours", 0), "subscription_id": "sub_2"}
+    assert follower.take("event", [elsewhere]) == (None, "", None)
+    assert follower.take("not_an_event", [delta("x", 0)]) == (None, "", None)
+    event, text, outcome = follower.take("event", [delta("ours", 0)])
+    assert event is not None and text == "ours" and outcome is None
+    assert follower.last_seq == event["seq"] and follower.complete is None
+    done = complete("ours")
+    assert follower.take_event(done)[2] is not None and follower.complete == done["payload"]
+
+
+def test_the_follower_does_not_resume_from_a_gaps_seq() -> None:
+    follower = RunFollower(RunStream(SESSION, RUN), "sub_1", seq=5)
+    follower.take_event({**envelope("events.gap", {"reason": "too_old"}), "seq": 10**9})
+    assert follower.last_seq == 5
+
+
+def test_each_permission_request_of_our_run_is_answered_once_and_others_are_not_ours() -> None:
+    follower = RunFollower(RunStream(SESSION, RUN), "sub_1")
+    first = permission("permission.request", "req_1")
+    assert follower.permission_request(first) == first["payload"]
+    # A resubscribe hands a pending request out again.
+    assert follower.permission_request(permission("permission.request", "req_1")) is None
+    assert follower.permission_request(permission("permission.request", "req_2", run_id=OTHER_RUN)) is None
+    assert follower.permission_request(delta("x", 0)) is None and follower.permission_request(None) is None
+    assert follower.permission_resolved(permission("permission.resolved", "req_1")) == "req_1"
+    assert follower.permission_resolved(permission("permission.resolved", "req_2", run_id=OTHER_RUN)) is None
+
+
+def test_a_subscription_ends_at_a_live_workspace_closed_only() -> None:
+    position = SubscriptionPosition({"subscription_id": "sub_1", "seq": 50, "replayed": 2})
+    position.note({**envelope("events.gap", {"reason": "lost"}), "seq": 10})
+    assert position.gaps == 1 and position.last_seq == 50
+    # Replayed from an earlier opening of the workspace: the subscription goes on.
+    position.note({**envelope("workspace.closed", {"workspace_id": "ws_1", "reason": "idle"}), "seq": 20})
+    assert not position.over and position.last_seq == 50
+    position.note({**envelope("workspace.closed", {"workspace_id": "ws_1", "reason": "shutdown"}), "seq": 51})
+    assert position.over and position.last_seq == 51
