@@ -9,7 +9,9 @@ from typing import Any
 
 import attrs
 import pytest
+from support import DaemonFactory, Events, open_workspace
 
+from agentd.protocol import EVENT_PAYLOADS
 from agentd.server._methods import Methods
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
@@ -74,3 +76,88 @@ def test_every_event_type_is_documented_with_its_delivery_class_and_nothing_else
     except_clause = re.search(r"Every type except (.+?) is also written", section, re.S)
     assert except_clause is not None
     assert set(re.findall(r"`([a-z_.]+)`", except_clause.group(1))) == set(EVENT_TYPES) - LOGGED
+
+
+# --- event payloads --------------------------------------------------------------
+
+EVENT_TABLE = DOC.split("### 5.2 Event types", 1)[1].split("\n### ", 1)[0]
+_parts = re.split(r"^#### `([a-z_.]+)`$", EVENT_TABLE, flags=re.M)
+PAYLOAD_SECTIONS = dict(zip(_parts[1::2], _parts[2::2], strict=True))
+
+
+def _table_fields(text: str) -> set[str]:
+    """The field names a section's tables document: the first cell of each row."""
+    return set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
+
+
+def _record_section(cls: type) -> str | None:
+    """§3's section for a payload that is a record (Session, Message, RunComplete), else None."""
+    return METHOD_SECTIONS.get(cls.__name__)
+
+
+@pytest.mark.parametrize("kind", sorted(EVENT_PAYLOADS))
+def test_every_event_payload_field_is_documented_and_nothing_else_is(kind: str) -> None:
+    fields = {f.name for cls in EVENT_PAYLOADS[kind] for f in attrs.fields(cls)}
+    (record,) = {_record_section(cls) for cls in EVENT_PAYLOADS[kind]}
+    row = re.search(rf"^\| `{re.escape(kind)}` \| (.*?) \|", EVENT_TABLE, re.M)
+    assert row is not None, f"{kind} has no row in §5.2"
+    if record is not None:
+        # A record is documented once, in §3, and the row links it.
+        (cls,) = EVENT_PAYLOADS[kind]
+        assert f"[{cls.__name__}](#{cls.__name__.lower()})" in row.group(1), kind
+        documented = _table_fields(record)
+    else:
+        assert kind in PAYLOAD_SECTIONS, f"docs/protocol.md has no '#### `{kind}`' section in §5.2"
+        assert f"(#{kind.replace('.', '')})" in row.group(1), f"{kind}'s row does not link its section"
+        documented = _table_fields(PAYLOAD_SECTIONS[kind])
+    assert documented - fields == set(), f"{kind}: documented fields the payload does not have"
+    assert fields - documented == set(), f"{kind}: payload fields not documented"
+
+
+def test_no_payload_section_documents_an_event_the_daemon_does_not_publish() -> None:
+    assert set(PAYLOAD_SECTIONS) - set(EVENT_PAYLOADS) == set()
+
+
+def _payload_fields(kind: str) -> list[set[str]]:
+    return [{f.name for f in attrs.fields(cls)} for cls in EVENT_PAYLOADS[kind]]
+
+
+async def test_the_events_a_daemon_sends_carry_exactly_their_payload_types_fields(
+    start_daemon: DaemonFactory, project: Path
+) -> None:
+    # Every event a run, a permission, a failure, a replay and an idle close
+    # publish, as a real daemon sends them. Not reached here: `run.retry`
+    # (tests/test_models_e2e.py) and the live `events.gap` (tests/test_fanout.py),
+    # whose tests check their keys.
+    daemon = start_daemon("--idle-grace", "0.1")
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session = await ws.new_session("")
+        script = {
+            "steps": [
+                {"tool_calls": [{"name": "write", "arguments": {"path": "a.txt", "content": "x"}}]},
+                {"chunks": ["done"]},
+            ]
+        }
+        run = await ws.send(session, script)
+        request = await ws.events.until(lambda e: e["type"] == "permission.request")
+        await client.call(
+            "permission.grant",
+            {"workspace_id": ws.id, "request_id": request["payload"]["request_id"], "action": "allow"},
+        )
+        assert (await ws.events.until_complete(run["run_id"]))["error"] is None
+        failed = await ws.send(session, {"error": "boom"})
+        await ws.events.until(lambda e: e["type"] == "agent.error" and e["payload"]["run_id"] == failed["run_id"])
+        await ws.events.until(lambda e: e["type"] == "session.updated" and not e["payload"]["busy"])
+        await client.call("session.delete", {"workspace_id": ws.id, "session_id": session})
+        await ws.events.until(lambda e: e["type"] == "session.deleted")
+        replay = await client.call("events.subscribe", {"workspace_id": ws.id, "since": 10**9})
+        replayed = Events(client, replay["subscription_id"])
+        await replayed.until(lambda e: e["type"] == "events.gap")
+        await client.call("workspace.close", {"workspace_id": ws.id})
+        await ws.events.until(lambda e: e["type"] == "workspace.closed")
+
+    seen = ws.events.seen + replayed.seen
+    assert {e["type"] for e in seen} == set(EVENT_PAYLOADS) - {"run.retry"}
+    wrong = [(e["type"], sorted(e["payload"])) for e in seen if set(e["payload"]) not in _payload_fields(e["type"])]
+    assert wrong == []
