@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import typing
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from support import DaemonFactory, Events, open_workspace
 
 from agentd.protocol import EVENT_PAYLOADS
-from agentd.server._methods import Methods
+from agentd.rpc import ErrorCode
+from agentd.server._methods import _CODES, Methods
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
 METHODS = Methods(None)  # type: ignore[arg-type]  # the table only; nothing is called
@@ -161,3 +163,76 @@ async def test_the_events_a_daemon_sends_carry_exactly_their_payload_types_field
     assert {e["type"] for e in seen} == set(EVENT_PAYLOADS) - {"run.retry"}
     wrong = [(e["type"], sorted(e["payload"])) for e in seen if set(e["payload"]) not in _payload_fields(e["type"])]
     assert wrong == []
+
+
+# --- errors ----------------------------------------------------------------------
+
+ERROR_CODES = {code: name.lower().replace("_", " ") for name, code in vars(ErrorCode).items() if name.isupper()}
+METHODS_INTRO = DOC.split("## 4. Methods", 1)[1].split("\n### ", 1)[0]
+
+
+def _raised_messages() -> list[tuple[re.Pattern[str], int]]:
+    """Every message the daemon gives a domain error, as a pattern (`.+` for what it fills in), with its wire code."""
+    codes = {kind.__name__: code for kind, code in _CODES.items()}
+    found = []
+    for path in (Path(__file__).parent.parent / "agentd").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in codes):
+                continue
+            if not node.args:
+                continue
+            message = node.args[0]
+            if isinstance(message, ast.Constant) and isinstance(message.value, str):
+                pattern = re.escape(message.value)
+            elif isinstance(message, ast.JoinedStr):
+                pattern = "".join(
+                    re.escape(str(part.value)) if isinstance(part, ast.Constant) else ".+" for part in message.values
+                )
+            else:
+                continue
+            found.append((re.compile(pattern), codes[node.func.id]))
+    return found
+
+
+RAISED = _raised_messages()
+
+
+def _documented_errors(text: str) -> list[tuple[int, str]]:
+    """The `- **N** `message`` bullets of a section."""
+    return [(int(code), message) for code, message in re.findall(r"^- \*\*(\d+)\*\* `([^`]+)`", text, re.M)]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_states_its_errors_with_real_codes(name: str) -> None:
+    section = METHOD_SECTIONS[name]
+    assert re.search(r"^Errors\b", section, re.M), f"{name}: no 'Errors' paragraph"
+    codes = {int(code) for code in re.findall(r"\*\*(\d+)\*\*", section)}
+    assert codes <= set(ERROR_CODES), f"{name}: codes that do not exist: {sorted(codes - set(ERROR_CODES))}"
+
+
+def test_the_error_table_names_every_code_as_the_code_does() -> None:
+    table = DOC.split("## 2. Errors", 1)[1].split("**Validation messages.**", 1)[0]
+    assert {int(code): name for code, name in re.findall(r"^\| (\d+) \| ([a-z ]+) \|", table, re.M)} == ERROR_CODES
+
+
+@pytest.mark.parametrize("name", ["4. Methods", *METHODS.names()])
+def test_every_documented_error_message_is_one_the_daemon_gives_with_that_code(name: str) -> None:
+    section = METHODS_INTRO if name == "4. Methods" else METHOD_SECTIONS[name]
+    wrong = []
+    for code, message in _documented_errors(section):
+        # `<id>`, `<path>`...: what the request named, as the daemon fills it in.
+        sample = re.sub(r"<[^>]+>", "X", message)
+        raised = {c for pattern, c in RAISED if pattern.fullmatch(sample)}
+        if code not in raised:
+            wrong.append((code, message, sorted(raised)))
+    assert wrong == [], f"{name}: documented errors the daemon does not give (code, message, codes it gives): {wrong}"
+
+
+def test_every_error_message_the_daemon_gives_is_documented() -> None:
+    # As a method's error (§4), or among the params problems §2 lists.
+    errors = DOC.split("## 2. Errors", 1)[1].split("\n## ", 1)[0]
+    listed = [line for block in re.findall(r"^```\n(.*?)^```$", errors, re.M | re.S) for line in block.splitlines()]
+    documented = [m for text in [METHODS_INTRO, *METHOD_SECTIONS.values()] for _, m in _documented_errors(text)]
+    samples = [re.sub(r"<[^>]+>", "X", message) for message in documented] + listed
+    undocumented = [p.pattern for p, _ in RAISED if not any(p.fullmatch(sample) for sample in samples)]
+    assert undocumented == []
