@@ -236,3 +236,35 @@ def test_every_error_message_the_daemon_gives_is_documented() -> None:
     samples = [re.sub(r"<[^>]+>", "X", message) for message in documented] + listed
     undocumented = [p.pattern for p, _ in RAISED if not any(p.fullmatch(sample) for sample in samples)]
     assert undocumented == []
+
+
+# --- argument tables -------------------------------------------------------------
+
+# How the docs write a params type: msgpack's names (§ "Types" at the top), nil for None.
+_DOC_TYPES = {
+    "str": "str",
+    "str | None": "str|nil",
+    "bool": "bool",
+    "int | None": "int|nil",
+    # A float argument takes an integer too.
+    "float | None": "int|float|nil",
+    "list[str] | None": "[str]|nil",
+}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_argument_row_gives_its_type_whether_required_and_its_default(name: str) -> None:
+    rows = {
+        field: (kind.replace("\\", ""), required, default)
+        for field, kind, required, default in re.findall(
+            r"^\| `([a-z_]+)` \| ([^|]*(?:\\\|[^|]*)*) \| (yes|no) \| (.*?) ?\|$", METHOD_SECTIONS[name], re.M
+        )
+    }
+    for field in attrs.fields(METHODS.method(name).params_type):
+        assert field.name in rows, f"{name}: no argument row for {field.name}"
+        kind, required, default = rows[field.name]
+        assert kind == _DOC_TYPES[str(field.type)], f"{name}.{field.name}: documented as {kind}, is {field.type}"
+        assert required == ("yes" if field.default is attrs.NOTHING else "no"), f"{name}.{field.name}: required?"
+        if field.default is not attrs.NOTHING:
+            shown = {None: "nil", False: "false"}[field.default]
+            assert default.strip("`").startswith(shown), f"{name}.{field.name}: default is {shown}, not {default}"
