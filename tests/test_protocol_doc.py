@@ -268,3 +268,8 @@ def test_every_argument_row_gives_its_type_whether_required_and_its_default(name
         if field.default is not attrs.NOTHING:
             shown = {None: "nil", False: "false"}[field.default]
             assert default.strip("`").startswith(shown), f"{name}.{field.name}: default is {shown}, not {default}"
+
+
+def test_the_methods_answered_by_the_reader_are_those_that_never_wait() -> None:
+    listed = DOC.split("Methods that never wait (", 1)[1].split(") are answered", 1)[0]
+    assert set(re.findall(r"`([a-z_.]+)`", listed)) == {n for n in METHODS.names() if METHODS.method(n).immediate}
