@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import typing
 from pathlib import Path
@@ -273,3 +274,76 @@ def test_every_argument_row_gives_its_type_whether_required_and_its_default(name
 def test_the_methods_answered_by_the_reader_are_those_that_never_wait() -> None:
     listed = DOC.split("Methods that never wait (", 1)[1].split(") are answered", 1)[0]
     assert set(re.findall(r"`([a-z_.]+)`", listed)) == {n for n in METHODS.names() if METHODS.method(n).immediate}
+
+
+# --- the examples on the wire ----------------------------------------------------
+
+
+def _wire_examples() -> list[Any]:
+    """Every `→ [...]` / `← [...]` message of the doc's examples, decoded from its JSON."""
+    messages = []
+    for block in _code_blocks(""):
+        for text in re.split(r"^[→←] ", block, flags=re.M)[1:]:
+            messages.append(json.loads(text))
+    return messages
+
+
+def _code_blocks(language: str) -> list[str]:
+    """The doc's fenced blocks marked `language` ("" for none), read fence by fence."""
+    blocks: list[str] = []
+    current: list[str] = []
+    opened: str | None = None
+    for line in DOC.splitlines():
+        if line.startswith("```"):
+            if opened is None:
+                opened, current = line[3:].strip(), []
+            else:
+                if opened == language:
+                    blocks.append("\n".join(current) + "\n")
+                opened = None
+        elif opened is not None:
+            current.append(line)
+    return blocks
+
+
+WIRE_EXAMPLES = _wire_examples()
+
+
+def _shape_problems(value: Any, kind: Any, where: str) -> list[str]:
+    """Where `value` does not have the fields of `kind` (an attrs class, a list of one, or anything else)."""
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return [p for i, v in enumerate(value) for p in _shape_problems(v, item, f"{where}[{i}]")]
+    if not (isinstance(kind, type) and attrs.has(kind)):
+        return []
+    if set(value) != {f.name for f in attrs.fields(kind)}:
+        return [f"{where}: {sorted(value)} is not a {kind.__name__} {sorted(f.name for f in attrs.fields(kind))}"]
+    hints = typing.get_type_hints(kind)
+    return [p for name, v in value.items() for p in _shape_problems(v, hints[name], f"{where}.{name}")]
+
+
+def test_there_are_wire_examples_of_requests_replies_and_events() -> None:
+    assert {message[0] for message in WIRE_EXAMPLES} == {0, 1, 2}
+
+
+def test_every_wire_example_has_the_fields_of_its_type() -> None:
+    from agentd.protocol import EventEnvelope
+
+    problems = []
+    methods: dict[int, str] = {}
+    for message in WIRE_EXAMPLES:
+        if message[0] == 0:
+            _, msgid, name, params = message
+            methods[msgid] = name
+            fields = {f.name for f in attrs.fields(METHODS.method(name).params_type)}
+            problems += [f"{name} params: {sorted(p)}" for p in params if not set(p) <= fields]
+        elif message[0] == 1 and message[2] is None:
+            name = methods[message[1]]
+            problems += _shape_problems(message[3], METHODS.method(name).result_type, f"{name} reply")
+        elif message[0] == 2:
+            (envelope,) = message[2]
+            problems += _shape_problems({**envelope, "payload": {}}, EventEnvelope, "event")
+            kind = envelope["type"]
+            if set(envelope["payload"]) not in _payload_fields(kind):
+                problems.append(f"{kind} payload: {sorted(envelope['payload'])}")
+    assert problems == []
