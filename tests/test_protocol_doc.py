@@ -347,3 +347,10 @@ def test_every_wire_example_has_the_fields_of_its_type() -> None:
             if set(envelope["payload"]) not in _payload_fields(kind):
                 problems.append(f"{kind} payload: {sorted(envelope['payload'])}")
     assert problems == []
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_a_methods_json_result_example_has_the_fields_of_its_reply(name: str) -> None:
+    section = METHOD_SECTIONS[name]
+    for example in re.findall(r"^```json\n(.*?)^```$", section, re.M | re.S):
+        assert _shape_problems(json.loads(example), METHODS.method(name).result_type, name) == []
