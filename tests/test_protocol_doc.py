@@ -354,3 +354,15 @@ def test_a_methods_json_result_example_has_the_fields_of_its_reply(name: str) ->
     section = METHOD_SECTIONS[name]
     for example in re.findall(r"^```json\n(.*?)^```$", section, re.M | re.S):
         assert _shape_problems(json.loads(example), METHODS.method(name).result_type, name) == []
+
+
+def test_every_link_within_the_doc_names_a_heading() -> None:
+    slugs: dict[str, int] = {}
+    anchors = set()
+    for title in re.findall(r"^#{1,6} (.+)$", DOC, re.M):
+        # GitHub's anchors: lower case, punctuation dropped but for - and _, spaces as -, repeats numbered.
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        anchors.add(slug if slug not in slugs else f"{slug}-{slugs[slug]}")
+        slugs[slug] = slugs.get(slug, 0) + 1
+    links = set(re.findall(r"\]\(#([^)]+)\)", DOC))
+    assert links - anchors == set()
