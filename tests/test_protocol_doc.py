@@ -366,3 +366,30 @@ def test_every_link_within_the_doc_names_a_heading() -> None:
         slugs[slug] = slugs.get(slug, 0) + 1
     links = set(re.findall(r"\]\(#([^)]+)\)", DOC))
     assert links - anchors == set()
+
+
+def _nested_fields(kind: Any) -> set[str]:
+    """The field names of `kind` and of every attrs type inside it."""
+    if typing.get_origin(kind) in (list, typing.Union) or type(kind).__name__ == "UnionType":
+        return {name for arg in typing.get_args(kind) for name in _nested_fields(arg)}
+    if not (isinstance(kind, type) and attrs.has(kind)):
+        return set()
+    hints = typing.get_type_hints(kind)
+    return {f.name for f in attrs.fields(kind)} | {n for f in attrs.fields(kind) for n in _nested_fields(hints[f.name])}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_no_reply_table_documents_a_field_the_reply_does_not_have(name: str) -> None:
+    section = METHOD_SECTIONS[name]
+    if "Result" not in section:
+        return
+    replied = _table_fields(section.split("Result", 1)[1].split("Errors", 1)[0])
+    assert replied - _nested_fields(METHODS.method(name).result_type) == set()
+
+
+@pytest.mark.parametrize("record", ["Workspace", "Session", "Message", "RunComplete", "QueuedPrompt"])
+def test_each_record_table_documents_exactly_its_fields(record: str) -> None:
+    import agentd.protocol
+
+    kind = getattr(agentd.protocol, record)
+    assert _table_fields(METHOD_SECTIONS[record]) == {f.name for f in attrs.fields(kind)}
