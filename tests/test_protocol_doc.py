@@ -253,6 +253,17 @@ _DOC_TYPES = {
 }
 
 
+def _type_name(kind: Any) -> str:
+    """A type as its annotation writes it: `str | None`, `list[str]`."""
+    if kind is type(None):
+        return "None"
+    if typing.get_origin(kind) is list:
+        return f"list[{', '.join(_type_name(a) for a in typing.get_args(kind))}]"
+    if typing.get_args(kind):
+        return " | ".join(_type_name(a) for a in typing.get_args(kind))
+    return str(kind.__name__)
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_argument_row_gives_its_type_whether_required_and_its_default(name: str) -> None:
     rows = {
@@ -264,7 +275,8 @@ def test_every_argument_row_gives_its_type_whether_required_and_its_default(name
     for field in attrs.fields(METHODS.method(name).params_type):
         assert field.name in rows, f"{name}: no argument row for {field.name}"
         kind, required, default = rows[field.name]
-        assert kind == _DOC_TYPES[str(field.type)], f"{name}.{field.name}: documented as {kind}, is {field.type}"
+        real = _type_name(typing.get_type_hints(METHODS.method(name).params_type)[field.name])
+        assert kind == _DOC_TYPES[real], f"{name}.{field.name}: documented as {kind}, is {real}"
         assert required == ("yes" if field.default is attrs.NOTHING else "no"), f"{name}.{field.name}: required?"
         if field.default is not attrs.NOTHING:
             shown = {None: "nil", False: "false"}[field.default]
