@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 import typing
@@ -13,6 +14,7 @@ import attrs
 import pytest
 from support import DaemonFactory, Events, open_workspace
 
+from agentd import event_types
 from agentd.protocol import EVENT_PAYLOADS
 from agentd.rpc import ErrorCode
 from agentd.server._methods import _CODES, Methods
@@ -405,3 +407,38 @@ def test_each_record_table_documents_exactly_its_fields(record: str) -> None:
 
     kind = getattr(agentd.protocol, record)
     assert _table_fields(METHOD_SECTIONS[record]) == {f.name for f in attrs.fields(kind)}
+
+
+def _publishing(node: ast.Call) -> bool:
+    """A call that publishes an event: `broker.publish(...)`, `publish_must_deliver(...)`, `Event(...)`."""
+    name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+    return name in {"publish", "publish_must_deliver", "Event"}
+
+
+def test_every_payload_is_built_from_its_events_payload_type_where_it_is_published() -> None:
+    # `publish(events.X, unstructure(Type(...)))`: the type is one the table gives X,
+    # and no payload is a map written out by hand. (One passed as a variable is
+    # checked on a real daemon's events, above.)
+    built, by_hand = [], []
+    for path in (Path(__file__).parent.parent / "agentd").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and _publishing(node)):
+                continue
+            for kind, payload in itertools.pairwise(node.args):
+                if not (
+                    isinstance(kind, ast.Attribute) and isinstance(kind.value, ast.Name) and kind.value.id == "events"
+                ):
+                    continue
+                where = f"{path.name}:{node.lineno}"
+                if not (isinstance(payload, ast.Call) and ast.unparse(payload.func).endswith("unstructure")):
+                    by_hand.append(where)
+                    continue
+                inner = payload.args[0]
+                if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name):
+                    built.append((where, getattr(event_types, kind.attr), inner.func.id))
+    assert by_hand == []
+    assert {kind for _, kind, _ in built} >= {event_types.RUN_RETRY, event_types.EVENTS_GAP}
+    wrong = [
+        (where, kind, made) for where, kind, made in built if made not in {c.__name__ for c in EVENT_PAYLOADS[kind]}
+    ]
+    assert wrong == []
