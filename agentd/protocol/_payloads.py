@@ -2,8 +2,8 @@
 
 The publishers build each payload from its type here (`unstructure(RunStarted(...))`),
 docs/protocol.md §5.2 documents the same fields, and tests/test_protocol_doc.py
-holds the three together: the doc against this table, and the events a real
-daemon sends against it.
+holds the three together: the doc against this table, each publish call in
+agentd/ against it, and the events a real daemon sends against it.
 """
 
 from __future__ import annotations
