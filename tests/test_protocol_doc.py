@@ -6,6 +6,7 @@ import ast
 import itertools
 import json
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -261,9 +262,9 @@ def _type_name(kind: Any) -> str:
         return "None"
     if typing.get_origin(kind) is list:
         return f"list[{', '.join(_type_name(a) for a in typing.get_args(kind))}]"
-    if typing.get_args(kind):
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(kind))
-    return str(kind.__name__)
+    return str(getattr(kind, "__name__", kind)) if typing.get_origin(kind) is None else str(kind)
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -442,3 +443,54 @@ def test_every_payload_is_built_from_its_events_payload_type_where_it_is_publish
         (where, kind, made) for where, kind, made in built if made not in {c.__name__ for c in EVENT_PAYLOADS[kind]}
     ]
     assert wrong == []
+
+
+# How the docs write a field's scalar type; other types (maps, arrays, records) are described in words.
+_SCALAR_DOC_TYPES = {
+    "str": "str",
+    "str | None": "str|nil",
+    "int": "int",
+    "bool": "bool",
+    "float": "float",
+    "float | None": "float|nil",
+}
+
+
+def _scalar_name(kind: Any) -> str:
+    if typing.get_origin(kind) is typing.Literal:
+        return "str"  # ToolStatus, PermissionOutcome: one of some strings
+    return _type_name(kind)
+
+
+def _typed_rows(text: str) -> dict[str, str]:
+    """`field: type` of each `| `field` | type | description |` row."""
+    rows = re.findall(r"^\| `([a-z_]+)` \| ((?:[^|\\]|\\\|)+?) \| [^|]", text, re.M)
+    return {field: kind.replace("\\", "") for field, kind in rows}
+
+
+def _type_problems(kind: type, text: str, where: str) -> list[str]:
+    hints = typing.get_type_hints(kind)
+    rows = _typed_rows(text)
+    problems = []
+    for field in attrs.fields(kind):
+        expected = _SCALAR_DOC_TYPES.get(_scalar_name(hints[field.name]))
+        if expected is not None and field.name in rows and rows[field.name] != expected:
+            problems.append(f"{where}.{field.name}: documented as {rows[field.name]}, is {expected}")
+    return problems
+
+
+def test_every_scalar_field_is_documented_with_its_type() -> None:
+    import agentd.protocol
+
+    problems = []
+    for record in ("Workspace", "Session", "Message", "RunComplete", "QueuedPrompt"):
+        problems += _type_problems(getattr(agentd.protocol, record), METHOD_SECTIONS[record], record)
+    for kind, section in PAYLOAD_SECTIONS.items():
+        for payload in EVENT_PAYLOADS[kind]:
+            problems += _type_problems(payload, section, kind)
+    for name in METHODS.names():
+        reply = _attrs_class(METHODS.method(name).result_type)
+        section = METHOD_SECTIONS[name]
+        if reply is not None and "Result" in section:
+            problems += _type_problems(reply, section.split("Result", 1)[1], name)
+    assert problems == []
