@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
-from support import DaemonFactory, Events, open_workspace
+from support import DaemonFactory, Events, Workspace, open_workspace
 
 from agentd import event_types
 from agentd.protocol import EVENT_PAYLOADS
@@ -494,3 +494,39 @@ def test_every_scalar_field_is_documented_with_its_type() -> None:
         if reply is not None and "Result" in section:
             problems += _type_problems(reply, section.split("Result", 1)[1], name)
     assert problems == []
+
+
+# --- §5.3 on a real daemon -------------------------------------------------------
+
+_TOOL_TURN = {"steps": [{"tool_calls": [{"name": "ls", "arguments": {"path": "."}}]}, {"chunks": ["x"]}]}
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            {"chunks": ["a", "b"]},
+            ["session.updated", "message.created", "run.started", "message.created"]
+            + ["message.delta", "message.delta", "message.updated", "run.complete", "session.updated"],
+        ),
+        (
+            _TOOL_TURN,
+            ["session.updated", "message.created", "run.started", "message.created", "message.updated"]
+            + ["tool.started", "tool.finished", "message.created", "message.created"]
+            + ["message.delta", "message.updated", "run.complete", "session.updated"],
+        ),
+        (
+            {"chunks": ["a"], "error": "boom"},
+            ["session.updated", "message.created", "run.started", "message.created"]
+            + ["message.delta", "message.updated", "run.complete", "agent.error", "session.updated"],
+        ),
+    ],
+    ids=["plain", "tool_calls", "model_fails"],
+)
+async def test_a_runs_events_come_in_the_order_section_5_3_gives(
+    ws: Workspace, script: dict[str, Any], expected: list[str]
+) -> None:
+    session = await ws.new_session("titled")
+    await ws.send(session, script)
+    await ws.events.until(lambda e: e["type"] == "session.updated" and not e["payload"]["busy"])
+    assert [e["type"] for e in ws.events.seen if e["type"] != "session.created"] == expected
