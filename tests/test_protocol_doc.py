@@ -1,4 +1,12 @@
-"""docs/protocol.md and the method table agree: every method, each argument and each reply field is documented."""
+"""docs/protocol.md and the code agree, both ways.
+
+Every method with its arguments (type, required, default), its reply fields and
+its errors (each documented message is one a raise site gives, with that code,
+and each raise site's message is documented); every event type with its
+delivery class and its payload's fields (against `EVENT_PAYLOADS`, the publish
+calls in agentd/, and the events a real daemon sends); the wire examples, the
+links, and the order of a run's events.
+"""
 
 from __future__ import annotations
 
