@@ -538,3 +538,12 @@ async def test_a_runs_events_come_in_the_order_section_5_3_gives(
     await ws.send(session, script)
     await ws.events.until(lambda e: e["type"] == "session.updated" and not e["payload"]["busy"])
     assert [e["type"] for e in ws.events.seen if e["type"] != "session.created"] == expected
+
+
+def test_the_doc_names_the_version_and_protocol_it_describes() -> None:
+    import agentd
+
+    assert (
+        f"implemented by agentd {agentd.__version__}. `initialize` reports protocol version `{agentd.PROTOCOL_VERSION}`."
+        in DOC.replace("\n", " ")
+    )
