@@ -104,9 +104,9 @@ def _table_fields(text: str) -> set[str]:
     return set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
 
 
-def _record_section(cls: type) -> str | None:
+def _record_section(payload: type) -> str | None:
     """§3's section for a payload that is a record (Session, Message, RunComplete), else None."""
-    return METHOD_SECTIONS.get(cls.__name__)
+    return METHOD_SECTIONS.get(payload.__name__)
 
 
 @pytest.mark.parametrize("kind", sorted(EVENT_PAYLOADS))
@@ -142,7 +142,7 @@ async def test_the_events_a_daemon_sends_carry_exactly_their_payload_types_field
     # Every event a run, a permission, a failure, a replay and an idle close
     # publish, as a real daemon sends them. Not reached here: `run.retry`
     # (tests/test_models_e2e.py) and the live `events.gap` (tests/test_fanout.py),
-    # whose tests check their keys.
+    # whose tests check their keys, as the check of the publish calls below does.
     daemon = start_daemon("--idle-grace", "0.1")
     async with daemon.client() as client:
         ws = await open_workspace(client, project)
