@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 from loopback_http import Reply, Streamed, start_loopback_server
 from support import WAIT, DaemonFactory, configure_loopback, open_workspace, run_agentctl
 
 from agentctl.client import RpcError
+from agentd.protocol import RunRetry
 
 KEY_ENV = "AGENTD_E2E_KEY"
 KEY = "sk-e2e-3f9a-NEVER-PRINT-THIS"
@@ -76,6 +78,7 @@ async def test_a_rate_limited_run_retries_visibly_and_then_answers(
             assert b"trying again" in result.stderr and b"429" in result.stderr
             retry = await ws.events.until(lambda e: e["type"] == "run.retry")
             assert retry["payload"]["attempt"] == 2
+            assert set(retry["payload"]) == {f.name for f in attrs.fields(RunRetry)}
         assert len(server.requests) == 2
         nursery.cancel_scope.cancel()
 

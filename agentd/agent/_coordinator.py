@@ -21,7 +21,7 @@ from agentd.changes import RunChanges
 from agentd.models import DEFAULT_MAX_STEPS, Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, ToolCall, Turn
 from agentd.models import Model as ModelProtocol
 from agentd.permissions import Permissions
-from agentd.protocol import MessageDelta, RunStarted, ToolResultPart, events, unstructure
+from agentd.protocol import MessageDelta, RunRetry, RunStarted, ToolResultPart, events, unstructure
 from agentd.pubsub import Broker
 from agentd.runs import Run, RunTerminal, describe_error
 from agentd.store import Store
@@ -212,13 +212,7 @@ class SessionAgent:
                     elif isinstance(part, Retrying):
                         broker.publish(
                             events.RUN_RETRY,
-                            {
-                                "session_id": run.session_id,
-                                "run_id": run.id,
-                                "attempt": part.attempt,
-                                "delay": part.delay,
-                                "reason": part.reason,
-                            },
+                            unstructure(RunRetry(run.session_id, run.id, part.attempt, part.delay, part.reason)),
                         )
         finally:
             outcome.text = "".join(text_parts)

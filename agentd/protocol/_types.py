@@ -32,6 +32,7 @@ __all__ = [
     "RunComplete",
     "RunChangesParams",
     "RunGetParams",
+    "RunRetry",
     "RunRevertParams",
     "RunStarted",
     "RunWaitParams",
@@ -148,6 +149,19 @@ class MessageDelta:
 class RunStarted:
     session_id: str
     run_id: str
+
+
+@attrs.frozen
+class RunRetry:
+    """`run.retry` (lossy): the provider refused for now; the run waits `delay` seconds, then tries again."""
+
+    session_id: str
+    run_id: str
+    # The attempt about to be made: 2 for the first retry.
+    attempt: int
+    delay: float
+    # The refusal in short: "rate limited (429)", "HTTP 503", "connection lost".
+    reason: str
 
 
 @attrs.frozen
