@@ -232,11 +232,11 @@ def test_a_range_goes_with_the_prompt_with_its_file_and_lines(
     (project / ".git").mkdir()
     (project / "src").mkdir()
     (project / "src" / "app.py").write_text("import os\ndef f():\n    return '```'\nprint(f())\n")
-    steps = f"""
-    agentd.setup({{ socket = config.setup.socket, model = 'echo' }})  -- echo answers with the prompt it got
+    steps = """
+    agentd.setup({ socket = config.setup.socket, model = 'echo' })  -- echo answers with the prompt it got
     vim.cmd.edit('src/app.py')
-    vim.api.nvim_buf_set_mark(0, '<', 2, 0, {{}})
-    vim.api.nvim_buf_set_mark(0, '>', 3, 0, {{}})
+    vim.api.nvim_buf_set_mark(0, '<', 2, 0, {})
+    vim.api.nvim_buf_set_mark(0, '>', 3, 0, {})
     vim.cmd("'<,'>Agent explain this")
     wait_for('the run to end', ended)
     record('visual', agentd.status().run.text)
@@ -468,34 +468,42 @@ def test_the_float_picker_answers_by_key(daemon: Daemon, env: dict[str, str], pr
     assert not (project / "notes.txt").exists()  # denied
 
 
-async def test_a_resubscribe_does_not_ask_again_about_a_request_it_asked(
+async def test_a_request_sent_again_is_not_asked_again_and_an_answer_is_repeated(
     daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
 ) -> None:
+    # A resubscribe sends the requests still pending again: one being asked
+    # about is not asked twice, and one answered (the answer may have been lost
+    # with the connection) gets the same answer again.
     steps = f"""
     local asked = 0
-    local held
+    local held, request
     vim.ui.select = function(items, opts, on_choice)
       asked = asked + 1
-      held = function() on_choice(items[1]) end
+      held = function() on_choice(items[2]) end
     end
     local permissions = require('agentd.permissions')
     vim.api.nvim_create_autocmd('User', {{
       pattern = 'AgentdEvent',
       callback = function(args)
         if args.data.type == 'permission.request' then
-          permissions.on_event(args.data)  -- as a resubscribe's replay would deliver it again
+          request = args.data
+          permissions.on_event(args.data)
         end
       end,
     }})
     vim.cmd('Agent ' .. {WRITE_NOTES})
+    watch_requests()
     wait_for('the question', function() return held ~= nil end)
     held()
+    permissions.on_event(request)
     wait_for('the run to end', ended)
     record('asked', asked)
     """
     result = await trio.to_thread.run_sync(run, short_tmp, env, daemon, project, steps)
     assert result["recorded"]["asked"] == 1
+    assert result["recorded"]["sent"].count("permission.grant") == 2
     assert result["status"]["run"]["state"] == "done"
+    assert not [m for m in result["recorded"]["said"] if "ended before" in m]
 
 
 # --- :help ------------------------------------------------------------------------
@@ -519,4 +527,3 @@ def test_help_has_every_command(env: dict[str, str], project: Path, short_tmp: P
     """
     result = run_nvim(short_tmp, env, None, project, steps)
     assert result["recorded"]["found"] == dict.fromkeys(tags, "agentd.txt")
-

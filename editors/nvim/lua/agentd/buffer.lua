@@ -13,7 +13,6 @@ local LINE_CHARS = 160 -- a summary or an output line, clipped
 
 local buffers = {} ---@type table<string, integer> session id -> its buffer
 local roots = {} ---@type table<integer, string> a session buffer -> its project root
-local live = {} ---@type table<integer, agentd.Turn> a session buffer -> the turn a run is writing
 
 local function edit(buf, first, last, lines)
   vim.bo[buf].modifiable = true
@@ -58,12 +57,6 @@ end
 ---@return string|nil
 function M.root_of(buf)
   return roots[buf]
-end
-
---- Whether a run is writing into `buf` now: then it is not refilled under it.
-function M.is_live(buf)
-  local turn = live[buf]
-  return turn ~= nil and not turn.done
 end
 
 --- Show `buf` in a split, unless a window shows it already.
@@ -221,7 +214,6 @@ function M.fill(buf, messages)
     end
   end
   close_turn()
-  live[buf] = nil
   edit(buf, 0, -1, lines)
 end
 
@@ -248,14 +240,12 @@ function M.begin_turn(buf, prompt)
     table.insert(lines, 1, '')
   end
   edit(buf, empty and 0 or count, -1, lines)
-  local turn = setmetatable({
+  return setmetatable({
     buf = buf,
     body = vim.api.nvim_buf_line_count(buf) - 1,
     items = { { kind = 'text', text = '' } },
     done = false,
   }, Turn)
-  live[buf] = turn
-  return turn
 end
 
 function Turn:_redraw()

@@ -118,7 +118,10 @@ function M.diff(conn, target)
   conn:request('run.changes', target, function(err, listed)
     if err then
       local nothing = nothing_to_do(err, 'diff')
-      return notify(nothing or ('run.changes: ' .. link.error_text(err)), nothing and vim.log.levels.INFO or vim.log.levels.ERROR)
+      if nothing then
+        return notify(nothing)
+      end
+      return notify('run.changes: ' .. link.error_text(err), vim.log.levels.ERROR)
     end
     local files = listed.files or {}
     if #files == 0 then
@@ -142,7 +145,8 @@ function M.diff(conn, target)
       vim.bo[buf].swapfile = false
     end
     vim.bo[buf].modifiable = true
-    vim.api.nvim_buf_set_lines(buf, 0, -1, false, vim.split((table.concat(text):gsub('\n$', '')), '\n', { plain = true }))
+    local lines = vim.split((table.concat(text):gsub('\n$', '')), '\n', { plain = true })
+    vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
     vim.bo[buf].modifiable = false
     vim.bo[buf].filetype = 'diff'
     if vim.fn.bufwinid(buf) == -1 then

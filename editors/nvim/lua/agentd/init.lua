@@ -178,9 +178,10 @@ local function reload_changed(envelope)
   if not root or type(payload) ~= 'table' then
     return
   end
-  if envelope.type == 'tool.finished' and payload.status == 'ok' and (payload.name == 'write' or payload.name == 'edit') then
+  local kind = envelope.type
+  if kind == 'tool.finished' and payload.status == 'ok' and (payload.name == 'write' or payload.name == 'edit') then
     changes.reload(root)
-  elseif envelope.type == 'run.complete' and type(payload.changes) == 'number' and payload.changes > 0 then
+  elseif kind == 'run.complete' and type(payload.changes) == 'number' and payload.changes > 0 then
     local conn = link.conn()
     if conn then
       changes.reload_run(conn, root, payload.run_id)
@@ -336,18 +337,24 @@ function M.cancel()
   )
 end
 
+--- Whether the run we follow is writing into `session_id`'s buffer now: then it is not refilled under it.
+local function run_writes(session_id)
+  local run = state.run
+  return run ~= nil and run.state == 'running' and run.session_id == session_id
+end
+
 --- Make `session` current and show its buffer, filled from what the daemon stored.
 local function show_session(conn, ws, root, session_id)
   make_current(root, ws.id, session_id)
   local buf = buffer.get(session_id, root)
-  if buffer.is_live(buf) then
-    return buffer.show(buf) -- a run is writing it: what it shows is newer than what is stored
+  if run_writes(session_id) then
+    return buffer.show(buf) -- what it shows is newer than what is stored
   end
   conn:request('session.messages', { workspace_id = ws.id, session_id = session_id }, function(err, messages)
     if err then
       return fail_loudly('session.messages: ' .. error_text(err))
     end
-    if not buffer.is_live(buf) then
+    if not run_writes(session_id) then
       buffer.fill(buf, messages)
     end
     buffer.show(buf)
@@ -377,7 +384,8 @@ function M.sessions()
       if #sessions == 0 then
         return notify(('no sessions in %s yet; :Agent starts one'):format(root))
       end
-      vim.ui.select(sessions, { prompt = 'agentd session', kind = 'agentd.session', format_item = session_label }, function(session)
+      local opts = { prompt = 'agentd session', kind = 'agentd.session', format_item = session_label }
+      vim.ui.select(sessions, opts, function(session)
         if session then
           show_session(conn, ws, root, session.id)
         end
@@ -401,7 +409,7 @@ function M.new_session()
   end)
 end
 
---- The last run of the current buffer's project's session: its diff (`undo = false`), or put back.
+--- `act(conn, target, root)` with the target naming the last run of the current buffer's project's session.
 local function last_run(command, act)
   local root = project_root()
   open(root, fail_loudly, function(conn, ws)
@@ -506,7 +514,11 @@ function M.setup(opts)
   command('AgentDiff', M.diff, { nargs = 0, desc = "Show the changes of the session's last run" })
   command('AgentUndo', function(cmd)
     M.undo(cmd.bang)
-  end, { nargs = 0, bang = true, desc = "Put back the files the session's last run changed (!: also those changed since)" })
+  end, {
+    nargs = 0,
+    bang = true,
+    desc = "Put back the files the session's last run changed (!: also those changed since)",
+  })
 end
 
 -- Without setup() too: require('agentd').ask() works with the defaults.

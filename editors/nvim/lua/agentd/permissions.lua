@@ -23,7 +23,10 @@ M.answers = {
 local state = {
   waiting = {}, ---@type {workspace_id: string, request: table}[]
   asking = nil, ---@type {workspace_id: string, request: table, close: fun()|nil, ended: boolean}|nil
-  seen = {}, ---@type table<string, true> request ids asked about or ended: a replayed request is not asked again
+  -- Each request id this connection's workspaces issued: `waiting`, `asking`, `ended`, or the action we answered.
+  -- A request the daemon sends again (a resubscribe replays the pending ones) is not asked about twice;
+  -- one we answered is answered again, in case the answer was lost with the connection.
+  known = {}, ---@type table<string, string>
 }
 
 local function notify(message, level)
@@ -62,6 +65,7 @@ local function float_select(items, opts, on_choice)
     title_pos = 'center',
   })
   vim.wo[win].cursorline = true
+  vim.cmd.stopinsert() -- the answers are keys of normal mode
   local done = false
   local function close()
     done = true
@@ -110,7 +114,8 @@ local function float_select(items, opts, on_choice)
   return close
 end
 
-local function grant(workspace_id, request, action)
+--- Send our answer; `again` when it repeats one that may have been lost, so its refusal says nothing new.
+local function grant(workspace_id, request, action, again)
   local conn = link.conn()
   if not conn then
     return notify(('cannot answer %s: not connected'):format(request.description), vim.log.levels.ERROR)
@@ -119,7 +124,7 @@ local function grant(workspace_id, request, action)
   conn:request('permission.grant', params, function(err, result)
     if err then
       notify('permission.grant: ' .. link.error_text(err), vim.log.levels.ERROR)
-    elseif type(result) == 'table' and result.resolved == false then
+    elseif type(result) == 'table' and result.resolved == false and not again then
       notify(('%s: the request had ended before your answer'):format(request.description), vim.log.levels.WARN)
     end
   end)
@@ -144,7 +149,9 @@ local function ask(entry)
     entry.ended = true
     state.asking = nil
     -- Dismissing the question is no answer, and no answer is a no (as agentctl's Ctrl-D).
-    grant(entry.workspace_id, request, answer and answer.action or 'deny')
+    local action = answer and answer.action or 'deny'
+    state.known[request.request_id] = action
+    grant(entry.workspace_id, request, action)
     ask_next()
   end
   if builtin_select() then
@@ -158,7 +165,9 @@ ask_next = function()
   if state.asking or #state.waiting == 0 then
     return
   end
-  ask(table.remove(state.waiting, 1))
+  local entry = table.remove(state.waiting, 1)
+  state.known[entry.request.request_id] = 'asking'
+  ask(entry)
 end
 
 local function how_it_ended(payload)
@@ -179,16 +188,17 @@ function M.on_event(envelope)
     return
   end
   local request_id = payload.request_id
+  local known = state.known[request_id]
   if envelope.type == 'permission.request' then
-    -- A resubscribe replays requests still pending: each is asked about once.
-    if state.seen[request_id] then
-      return
+    if known == nil then
+      state.known[request_id] = 'waiting'
+      table.insert(state.waiting, { workspace_id = envelope.workspace_id, request = payload, ended = false })
+      ask_next()
+    elseif known ~= 'waiting' and known ~= 'asking' and known ~= 'ended' then
+      grant(envelope.workspace_id, payload, known, true)
     end
-    state.seen[request_id] = true
-    table.insert(state.waiting, { workspace_id = envelope.workspace_id, request = payload, ended = false })
-    ask_next()
   elseif envelope.type == 'permission.resolved' then
-    state.seen[request_id] = true
+    state.known[request_id] = 'ended'
     local entry = state.asking
     if entry and entry.request.request_id == request_id then
       if entry.ended then
