@@ -52,8 +52,13 @@ end
 """
 
 
-def tool_step(name: str, **arguments: Any) -> dict[str, Any]:
-    return {"tool_calls": [{"name": name, "arguments": arguments}]}
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+def tool_step(*calls: dict[str, Any]) -> dict[str, Any]:
+    """A model turn of the scripted model that makes these tool calls."""
+    return {"tool_calls": list(calls)}
 
 
 def steps_prompt(*steps: dict[str, Any]) -> str:
@@ -101,7 +106,7 @@ def test_tool_calls_and_their_results_stream_into_the_buffer(
 ) -> None:
     (project / "notes.txt").write_text("alpha\nbeta\ngamma\ndelta\nepsilon\n")
     prompt = steps_prompt(
-        {"chunks": ["looking"], **tool_step("view", path="notes.txt")},
+        {"chunks": ["looking"], **tool_step(call("view", path="notes.txt"))},
         {"chunks": ["five lines"]},
     )
     steps = f"""
@@ -134,7 +139,7 @@ async def test_agent_sessions_picks_a_session_and_shows_it_stored(
         other = await ws.new_session("not this one")
         await ws.events.until_complete((await ws.send(other, {"chunks": ["no"]}))["run_id"])
         chosen = await ws.new_session("this one")
-        script = {"steps": [tool_step("view", path="notes.txt"), {"chunks": ["it says one line"]}]}
+        script = {"steps": [tool_step(call("view", path="notes.txt")), {"chunks": ["it says one line"]}]}
         await ws.events.until_complete((await ws.send(chosen, script))["run_id"])
     steps = f"""
     local offered
@@ -212,7 +217,7 @@ def test_agent_status_says_connection_workspace_session_and_run(
     result = run(short_tmp, env, daemon, project, steps)
     status = result["status"]
     said = [m for m in result["recorded"]["said"] if m.startswith("agentd: ") and "\n" in m]
-    assert said[0] == "agentd: not connected\nno workspace yet (:Agent opens the project's)\n"[:-1]
+    assert said[0] == "agentd: not connected\nno workspace yet (:Agent opens the project's)"
     assert said[1] == "\n".join(
         [
             f"agentd: connected to {daemon.socket_path}",
@@ -255,7 +260,9 @@ def test_a_range_goes_with_the_prompt_with_its_file_and_lines(
 
 # --- changed files, diff and undo ------------------------------------------------
 
-WRITE_NOTES = steps_prompt(tool_step("write", path="notes.txt", content="new content, longer\n"), {"chunks": ["wrote"]})
+WRITE_NOTES = steps_prompt(
+    tool_step(call("write", path="notes.txt", content="new content, longer\n")), {"chunks": ["wrote"]}
+)
 
 ALLOW_ONCE = """
 local asked = {}
@@ -274,16 +281,24 @@ def test_a_run_that_writes_a_file_reloads_its_open_buffer(
 ) -> None:
     (project / "notes.txt").write_text("old\n")
     (project / "other.txt").write_text("mine\n")
+    write_both = steps_prompt(
+        tool_step(
+            call("write", path="notes.txt", content="new content, longer\n"),
+            call("write", path="other.txt", content="the run's\n"),
+        ),
+        {"chunks": ["wrote"]},
+    )
     steps = f"""
     {ALLOW_ONCE}
     vim.cmd.edit('other.txt')
     vim.api.nvim_buf_set_lines(0, 0, -1, false, {{ 'unsaved typing' }})
     vim.cmd.edit('notes.txt')
-    vim.cmd('Agent ' .. {WRITE_NOTES})
+    vim.cmd('Agent ' .. {write_both})
     wait_for('the run to end', ended)
     wait_for('the buffer to show the new content', function()
       return lines_of('notes.txt')[1] == 'new content, longer'
     end)
+    wait_for('the warning', was_said('other.txt'))
     record('notes', lines_of('notes.txt'))
     record('other', lines_of('other.txt'))
     """
@@ -292,7 +307,12 @@ def test_a_run_that_writes_a_file_reloads_its_open_buffer(
     assert (project / "notes.txt").read_text() == "new content, longer\n"
     assert result["recorded"]["notes"] == ["new content, longer"]
     assert result["recorded"]["other"] == ["unsaved typing"]  # a modified buffer is never reloaded under you
-    assert result["recorded"]["asked"] == [
+    assert (
+        "agentd: the run changed other.txt, which you have unsaved changes to; :checktime to choose"
+        in (result["recorded"]["said"])
+    )
+    assert result["recorded"]["asked"][1]["prompt"] == "agentd: write other.txt"
+    assert result["recorded"]["asked"][:1] == [
         {
             "prompt": "agentd: write notes.txt",
             "kind": "agentd.permission",
