@@ -329,17 +329,20 @@ def test_a_run_that_writes_a_file_reloads_its_open_buffer(
 def test_diff_shows_the_last_runs_changes_and_undo_puts_them_back(
     daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
 ) -> None:
+    (project / ".git").mkdir()
     (project / "notes.txt").write_text("old\n")
     steps = f"""
     {ALLOW_ONCE}
     vim.cmd.edit('notes.txt')
     vim.cmd('Agent ' .. {WRITE_NOTES})
     wait_for('the run to end', ended)
+    vim.cmd.wincmd('p')
+    vim.cmd.cd({lua_string(str(short_tmp))})  -- elsewhere: the project is the buffers' own
     vim.cmd('AgentDiff')
     wait_for('the diff', function() return vim.bo.filetype == 'diff' end)
     record('diff_name', vim.api.nvim_buf_get_name(0))
     record('diff', vim.api.nvim_buf_get_lines(0, 0, -1, false))
-    vim.cmd('AgentUndo')
+    vim.cmd('AgentUndo')  -- typed in the diff's buffer
     wait_for('the undo', was_said('undid run'))
     wait_for('the buffer to show the old content', function() return lines_of('notes.txt')[1] == 'old' end)
     vim.cmd('AgentUndo')

@@ -12,7 +12,7 @@ local OUTPUT_LINES = 3 -- of a tool's output, shown under its line
 local LINE_CHARS = 160 -- a summary or an output line, clipped
 
 local buffers = {} ---@type table<string, integer> session id -> its buffer
-local roots = {} ---@type table<integer, string> a session buffer -> its project root
+local roots = {} ---@type table<integer, string> one of our buffers -> its project root
 
 local function edit(buf, first, last, lines)
   vim.bo[buf].modifiable = true
@@ -52,11 +52,18 @@ function M.get(session_id, root)
   return buf
 end
 
---- The project root of a session buffer, nil for any other buffer.
+--- The project root of one of our buffers (a session's, a diff), nil for any other buffer.
 ---@param buf integer
 ---@return string|nil
 function M.root_of(buf)
   return roots[buf]
+end
+
+--- Say which project one of our other buffers belongs to: commands typed in it act there.
+---@param buf integer
+---@param root string
+function M.set_root(buf, root)
+  roots[buf] = root
 end
 
 --- Show `buf` in a split, unless a window shows it already.

@@ -3,6 +3,7 @@
 --- Diff and undo name the run as `agentctl diff` and `agentctl undo` do by
 --- default: the last run of a session (`run.changes` / `run.revert` given
 --- `workspace_id` and `session_id`), and say the same things.
+local buffer = require('agentd.buffer')
 local link = require('agentd.link')
 
 local M = {}
@@ -114,7 +115,8 @@ end
 --- Show the last run's changes in a scratch buffer (filetype `diff`).
 ---@param conn agentd.Connection
 ---@param target {workspace_id: string, session_id: string}
-function M.diff(conn, target)
+---@param root string the workspace's root: :AgentUndo typed in the diff's buffer undoes that run
+function M.diff(conn, target, root)
   conn:request('run.changes', target, function(err, listed)
     if err then
       local nothing = nothing_to_do(err, 'diff')
@@ -143,6 +145,7 @@ function M.diff(conn, target)
       vim.bo[buf].buftype = 'nofile'
       vim.bo[buf].bufhidden = 'wipe'
       vim.bo[buf].swapfile = false
+      buffer.set_root(buf, root)
     end
     vim.bo[buf].modifiable = true
     local lines = vim.split((table.concat(text):gsub('\n$', '')), '\n', { plain = true })
