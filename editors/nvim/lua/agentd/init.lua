@@ -67,7 +67,7 @@ end
 --- latest one's, as `run.complete`'s `text` will be.
 local function add_delta(run, payload)
   local text, offset, message_id = payload.text, payload.offset, payload.message_id
-  if type(text) ~= 'string' or type(offset) ~= 'number' then
+  if type(text) ~= 'string' or type(offset) ~= 'number' or type(message_id) ~= 'string' then
     return
   end
   local message = run.messages[message_id]
@@ -158,8 +158,10 @@ local function run_event(envelope)
   end
   if kind == 'message.delta' then
     add_delta(run, payload)
-  elseif kind == 'message.updated' and payload.role == 'assistant' and type(payload.text) == 'string' then
-    set_message_text(run, payload.id, payload.text)
+  elseif kind == 'message.updated' and payload.role == 'assistant' then
+    if type(payload.text) == 'string' and type(payload.id) == 'string' then
+      set_message_text(run, payload.id, payload.text)
+    end
   elseif kind == 'message.created' and payload.role == 'tool' then
     run.turn:tool_results(payload.parts)
   elseif kind == 'tool.started' then
