@@ -491,6 +491,31 @@ def test_the_float_picker_answers_by_key(daemon: Daemon, env: dict[str, str], pr
     assert not (project / "notes.txt").exists()  # denied
 
 
+def test_cancelling_the_run_closes_its_question(
+    daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    steps = f"""
+    local function picker_open()
+      for _, win in ipairs(vim.api.nvim_list_wins()) do
+        if vim.bo[vim.api.nvim_win_get_buf(win)].filetype == 'agentd_permission' then return true end
+      end
+      return false
+    end
+    vim.cmd('Agent ' .. {WRITE_NOTES})
+    wait_for('the question', picker_open)
+    vim.cmd('AgentStatus')
+    vim.cmd('AgentCancel')
+    wait_for('the run to end', ended)
+    wait_for('the question to close', function() return not picker_open() end)
+    wait_for('the reason', was_said('the run was cancelled'))
+    """
+    result = run(short_tmp, env, daemon, project, steps)
+    assert result["status"]["run"]["state"] == "cancelled"
+    said = result["recorded"]["said"]
+    assert any(m.endswith("\nwaiting for your answer: write notes.txt") for m in said), said
+    assert "agentd: write notes.txt: the run was cancelled" in said
+
+
 async def test_a_request_sent_again_is_not_asked_again_and_an_answer_is_repeated(
     daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
 ) -> None:
