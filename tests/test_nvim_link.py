@@ -596,3 +596,24 @@ def test_a_reply_lost_with_the_connection_does_not_fail_the_run(
     assert result["recorded"]["dropped_while"] == "running"
     assert result["status"]["run"]["state"] == "done", result["status"]
     assert result["status"]["run"]["text"] == "made it"
+
+
+def test_the_lua_example_of_the_protocol_reference_runs(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    doc = (PLUGIN.parent.parent / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("### 11.2 ") :]
+    begin = section.index("```lua\n") + len("```lua\n")
+    example = section[begin : section.index("\n```", begin)]
+    hook = "  if ev.type == 'message.delta' then"
+    assert hook in example
+    example = example.replace(hook, "  table.insert(seen, ev.type)\n" + hook)
+    daemon = start_daemon("--model", "echo")
+    steps = f"""
+    local seen = {{}}
+    {example}
+    wait_for('the run.complete of the example', function() return vim.tbl_contains(seen, 'run.complete') end)
+    record('seen', seen)
+    """
+    result = run_nvim(short_tmp, {**env, "AGENTD_SOCKET": str(daemon.socket_path)}, None, project, steps)
+    assert "message.delta" in result["recorded"]["seen"]
