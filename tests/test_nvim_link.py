@@ -238,7 +238,7 @@ def test_another_agentd_holding_the_path_is_waited_for_within_a_bound(
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         steps = f"""
-        require('agentd.start').READY_TIMEOUT_MS = 1500
+        require('agentd.start').OTHER_READY_TIMEOUT_MS = 500
         vim.cmd('Agent ' .. {lua_string(scripted(chunks=["x"]))})
         wait_for('the run to fail', ended)
         """
@@ -246,7 +246,7 @@ def test_another_agentd_holding_the_path_is_waited_for_within_a_bound(
         error = run_nvim(short_tmp, env, socket, project, steps, options)["status"]["run"]["error"]
     finally:
         os.close(lock)
-    assert error.startswith(f"another agentd holds {socket} but did not start listening within 1"), error
+    assert error.startswith(f"another agentd holds {socket} but did not start listening within 0.5s"), error
     assert "already running" in (short_tmp / "state" / "agentd" / "agentd.log").read_text()
 
 
@@ -617,3 +617,37 @@ def test_the_lua_example_of_the_protocol_reference_runs(
     """
     result = run_nvim(short_tmp, {**env, "AGENTD_SOCKET": str(daemon.socket_path)}, None, project, steps)
     assert "message.delta" in result["recorded"]["seen"]
+
+
+async def test_disconnect_stops_reconnecting(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    daemon = start_daemon()
+    steps = (
+        NOTES
+        + f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["a"], hang=True))})
+    wait_for('the connection to be lost', noted('reconnecting'))
+    record('running_while_away', run_state())
+    link.disconnect()
+    record('reconnecting', link.reconnecting())
+    local timers = 0
+    vim.uv.walk(function(h) if h:get_type() == 'timer' and not h:is_closing() then timers = timers + 1 end end)
+    record('timers', timers)
+    """
+    )
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            async with daemon.client() as client:
+                _ws_id, events = await watch(client, project)
+                result = await nvim_with(
+                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"auto_start": False}
+                )
+                await events.until(lambda e: e["type"] == "message.delta")
+            await kill9(daemon)
+    out = result()
+    assert out["recorded"]["running_while_away"] == "running"
+    assert out["recorded"]["reconnecting"] is False
+    assert out["recorded"]["timers"] == 0
+    assert out["status"]["run"]["state"] == "error"
+    assert out["status"]["run"]["error"] == "disconnected from agentd"

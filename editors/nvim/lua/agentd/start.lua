@@ -11,6 +11,8 @@ local M = {}
 local uv = vim.uv
 
 M.READY_TIMEOUT_MS = 15000
+-- After ours exited 75, how long the agentd that holds the path has to start listening.
+M.OTHER_READY_TIMEOUT_MS = 15000
 local EX_TEMPFAIL = 75 -- agentd: another agentd holds the socket path
 local PROBE_MS = 100
 
@@ -105,7 +107,7 @@ function M.start(socket_path, cmd, callback)
 
   local ready = assert(uv.new_pipe(false))
   local timer = assert(uv.new_timer())
-  local deadline = uv.now() + M.READY_TIMEOUT_MS
+  local deadline -- of the wait for another agentd, once ours has found one
   local done, exited = false, false
   local handle
 
@@ -133,7 +135,7 @@ function M.start(socket_path, cmd, callback)
     if uv.now() >= deadline then
       return finish(('another agentd holds %s but did not start listening within %gs (log: %s)'):format(
         socket_path,
-        M.READY_TIMEOUT_MS / 1000,
+        M.OTHER_READY_TIMEOUT_MS / 1000,
         log_path
       ))
     end
@@ -157,6 +159,8 @@ function M.start(socket_path, cmd, callback)
       return
     end
     if code == EX_TEMPFAIL then
+      timer:stop()
+      deadline = uv.now() + M.OTHER_READY_TIMEOUT_MS
       return wait_for_other()
     end
     local how = signal ~= 0 and ('was killed by signal %d'):format(signal) or ('exited with status %d'):format(code)
