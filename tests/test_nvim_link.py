@@ -250,6 +250,30 @@ def test_another_agentd_holding_the_path_is_waited_for_within_a_bound(
     assert "already running" in (short_tmp / "state" / "agentd" / "agentd.log").read_text()
 
 
+async def test_two_editors_starting_the_daemon_at_once_share_one(
+    env: dict[str, str], project: Path, short_tmp: Path, started_by_plugin: Callable[[Path], None]
+) -> None:
+    # Both find no daemon and start one: the second agentd exits 75, and its editor uses the first.
+    socket = short_tmp / "agentd.sock"
+    started_by_plugin(socket)
+    steps = f"""
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["shared"]))})
+    wait_for('the run to end', ended)
+    """
+    results = []
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            for name in ("one", "two"):
+                tmp = short_tmp / name
+                tmp.mkdir()
+                results.append(await nvim_with(nursery, tmp, env, socket, project, steps, {"agentd_cmd": AGENTD_CMD}))
+    for result in results:
+        assert result()["status"]["run"]["text"] == "shared"
+    pid = _daemon_pid(socket)
+    async with open_client(socket) as client:
+        assert (await client.call("server.status"))["pid"] == pid
+
+
 # --- reconnecting -----------------------------------------------------------------
 
 
