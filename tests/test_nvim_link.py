@@ -100,7 +100,7 @@ async def nvim_with(
     nursery: trio.Nursery,
     tmp: Path,
     env: dict[str, str],
-    socket: Path,
+    socket: Path | None,
     project: Path,
     steps: str,
     options: dict[str, Any] | None = None,
@@ -511,23 +511,53 @@ def _help_example(tag: str) -> str:
     return "\n".join(line.removeprefix("    ") for line in block.splitlines())
 
 
-async def test_the_statusline_example_of_the_help_works(
-    daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
+async def test_the_statusline_example_of_the_help_works_across_a_restart(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
 ) -> None:
+    # Neovim waits at a fifo while the test stops the daemon, and at a second one while it starts the next.
+    down, up = short_tmp / "down", short_tmp / "up"
+    os.mkfifo(down)
+    os.mkfifo(up)
     example = _help_example("agentd-statusline")
     steps = f"""
     {example}
-    record('idle', vim.api.nvim_eval_statusline(vim.o.statusline, {{}}).str)
+    local function line() return vim.api.nvim_eval_statusline(vim.o.statusline, {{}}).str end
+    record('idle', line())
     vim.cmd('Agent ' .. {lua_string(scripted(chunks=["a"], hang=True))})
     wait_for('the first delta', function() return agentd.status().run.text == 'a' end)
-    record('busy', vim.api.nvim_eval_statusline(vim.o.statusline, {{}}).str)
+    record('busy', line())
     vim.cmd('AgentCancel')
     wait_for('the run to end', ended)
+    local function hold(fifo) -- until the test closes its end
+      local f = io.open(fifo, 'r')
+      f:read('*a')
+      f:close()
+    end
+    hold({lua_string(str(down))})
+    record('down', line())
+    hold({lua_string(str(up))})
+    record('again', line())
     """
+    daemon = start_daemon()
     env_socket = {**env, "AGENTD_SOCKET": str(daemon.socket_path)}
-    result = await trio.to_thread.run_sync(run_nvim, short_tmp, env_socket, None, project, steps)
-    assert result["recorded"]["idle"].endswith("agentd: 0 run(s)"), result["recorded"]
-    assert result["recorded"]["busy"].endswith("agentd: 1 run(s)"), result["recorded"]
+
+    def reached(fifo: Path) -> Any:
+        return open(fifo, "w")  # returns once Neovim has opened it to read: it waits there until closed
+
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            result = await nvim_with(nursery, short_tmp, env_socket, None, project, steps)
+            held = await trio.to_thread.run_sync(reached, down, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(daemon.terminate)
+            held.close()
+            held = await trio.to_thread.run_sync(reached, up, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(start_daemon)
+            held.close()
+    recorded = result()["recorded"]
+    assert recorded["idle"].endswith("agentd: 0 run(s)"), recorded
+    assert recorded["busy"].endswith("agentd: 1 run(s)"), recorded
+    assert recorded["down"].endswith("agentd: off"), recorded
+    assert recorded["again"].endswith("agentd: 0 run(s)"), recorded
 
 
 def test_help_tags_of_starting_and_reconnecting(env: dict[str, str], project: Path, short_tmp: Path) -> None:
