@@ -278,9 +278,14 @@ async def test_two_editors_starting_the_daemon_at_once_share_one(
 
 
 async def test_the_plugin_survives_a_daemon_restart(
-    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+    start_daemon: DaemonFactory,
+    env: dict[str, str],
+    project: Path,
+    short_tmp: Path,
+    started_by_plugin: Callable[[Path], None],
 ) -> None:
     daemon = start_daemon()
+    started_by_plugin(daemon.socket_path)  # only if it wrongly starts one
     steps = (
         NOTES
         + f"""
@@ -324,6 +329,48 @@ async def test_the_plugin_survives_a_daemon_restart(
     ], notes
 
 
+async def test_after_a_shutdown_only_a_command_starts_the_daemon_again(
+    start_daemon: DaemonFactory,
+    env: dict[str, str],
+    project: Path,
+    short_tmp: Path,
+    started_by_plugin: Callable[[Path], None],
+) -> None:
+    # Stopped on purpose, and nobody starts it: retries only look for it, and give up;
+    # the next :Agent starts one.
+    daemon = start_daemon()
+    started_by_plugin(daemon.socket_path)
+    steps = (
+        NOTES
+        + f"""
+    link.reconnect.for_ms = 1000
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["before"]))})
+    wait_for('the run to end', ended)
+    wait_for('the retries to give up', noted('could not reconnect'))
+    record('listening', vim.uv.fs_stat({lua_string(str(daemon.socket_path))}) ~= nil)
+    vim.cmd.wincmd('p')
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["after"]))})
+    wait_for('the run to end', ended)
+    """
+    )
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            async with daemon.client() as client:
+                _ws_id, events = await watch(client, project)
+                result = await nvim_with(
+                    nursery, short_tmp, with_agentd_on_path(env), daemon.socket_path, project, steps
+                )
+                await events.until(lambda e: e["type"] == "run.complete")
+            await trio.to_thread.run_sync(daemon.terminate)
+    out = result()
+    assert out["recorded"]["listening"] is False  # the socket went with the daemon, and none came back
+    assert out["status"]["run"]["text"] == "after"
+    notes = notes_of(out)
+    assert notes[0] == "agentd: agentd closed the connection; reconnecting"
+    assert notes[1].startswith("agentd: could not reconnect within 1s"), notes
+    assert _daemon_pid(daemon.socket_path) != daemon.proc.pid  # the command started a new one
+
+
 async def test_a_run_cut_off_by_a_crash_ends_as_the_next_daemon_says(
     start_daemon: DaemonFactory,
     env: dict[str, str],
@@ -363,13 +410,18 @@ async def test_a_run_cut_off_by_a_crash_ends_as_the_next_daemon_says(
 
 
 async def test_events_missed_while_disconnected_are_replayed(
-    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+    start_daemon: DaemonFactory,
+    env: dict[str, str],
+    project: Path,
+    short_tmp: Path,
+    started_by_plugin: Callable[[Path], None],
 ) -> None:
     # Neovim stops at a fifo, its loop blocked, while the daemon is restarted and
     # another run goes by; when it reads on, only `since` can bring it that run's events.
     fifo = short_tmp / "hold"
     os.mkfifo(fifo)
     daemon = start_daemon()
+    started_by_plugin(daemon.socket_path)  # only if it wrongly starts one
     steps = (
         NOTES
         + f"""
