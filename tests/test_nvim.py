@@ -110,15 +110,18 @@ def lua_string(text: str) -> str:
 
 
 def nvim_command(
-    tmp: Path, env: dict[str, str], socket: Path | None, steps: str
+    tmp: Path, env: dict[str, str], socket: Path | None, steps: str, options: dict[str, Any] | None = None
 ) -> tuple[list[str], dict[str, str], Path]:
-    """Neovim's command line and environment; the plugin gets `socket` from setup(), or finds it itself when None."""
+    """Neovim's command line and environment; the plugin gets `socket` from setup(), or finds it itself when None.
+
+    `options` are more of setup()'s.
+    """
     assert NVIM is not None
     script = tmp / "steps.lua"
     script.write_text(PRELUDE + steps + EPILOGUE)
     out = tmp / "result.json"
     config = tmp / "config.json"
-    setup: dict[str, str] = {"model": "scripted"}
+    setup: dict[str, Any] = {"model": "scripted", **(options or {})}
     if socket is not None:
         setup["socket"] = str(socket)
     config.write_text(json.dumps({"setup": setup, "out": str(out), "wait_ms": LUA_WAIT_MS}))
@@ -137,8 +140,15 @@ def read_result(returncode: int, stderr: str, out: Path) -> dict[str, Any]:
     return result
 
 
-def run_nvim(tmp: Path, env: dict[str, str], socket: Path | None, project: Path, steps: str) -> dict[str, Any]:
-    argv, nvim_env, out = nvim_command(tmp, env, socket, steps)
+def run_nvim(
+    tmp: Path,
+    env: dict[str, str],
+    socket: Path | None,
+    project: Path,
+    steps: str,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    argv, nvim_env, out = nvim_command(tmp, env, socket, steps, options)
     proc = subprocess.run(argv, env=nvim_env, cwd=project, capture_output=True, text=True, timeout=3 * WAIT)
     return read_result(proc.returncode, proc.stdout + proc.stderr, out)
 
@@ -266,7 +276,7 @@ def test_no_daemon_is_an_error_naming_the_socket(env: dict[str, str], project: P
     vim.cmd('Agent ' .. {lua_string(scripted(chunks=["x"]))})
     wait_for('the run to fail', ended)
     """
-    result = run_nvim(short_tmp, env, socket, project, steps)
+    result = run_nvim(short_tmp, env, socket, project, steps, {"auto_start": False})
     assert result["status"]["run"]["state"] == "error"
     assert str(socket) in result["status"]["run"]["error"]
     assert result["status"]["connected"] is False
@@ -399,6 +409,6 @@ def test_setup_names_a_bad_option(env: dict[str, str], project: Path, short_tmp:
     record('errors', errors)
     """
     errors = run_nvim(short_tmp, env, None, project, steps)["recorded"]["errors"]
-    assert 'unknown option "sokcet" (known: auto_start, model, socket)' in errors["unknown"]
+    assert 'unknown option "sokcet" (known: agentd_cmd, auto_start, model, socket)' in errors["unknown"]
     assert "model must be a string, not 5" in errors["wrong_type"]
     assert "expected a table of options, got string" in errors["not_a_table"]

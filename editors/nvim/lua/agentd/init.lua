@@ -14,7 +14,7 @@ local permissions = require('agentd.permissions')
 
 local M = {}
 
-local config = { socket = nil, model = nil, auto_start = true }
+local config = { socket = nil, model = nil, auto_start = true, agentd_cmd = nil }
 
 local state = {
   current = {}, ---@type table<string, string> project root -> its current session
@@ -200,14 +200,48 @@ local function on_event(envelope)
   vim.api.nvim_exec_autocmds('User', { pattern = 'AgentdEvent', modeline = false, data = envelope })
 end
 
---- The connection dropped: the run we follow cannot be followed any more.
+--- The connection is gone and the link has stopped seeking it: the run we follow cannot be followed any more.
+--- (A drop the link recovers from is not this: it says so itself, and `on_resumed` follows.)
 local function on_lost(reason)
   local run = state.run
   if run and run.state == 'running' then
     run.state = 'error'
     run.error = reason
+    if run.turn then
+      run.turn:finish()
+    end
+    notify(reason, vim.log.levels.WARN)
   end
-  notify(reason, vim.log.levels.WARN)
+end
+
+local NOT_FOUND = 2 -- agentd's code for an unknown id
+
+--- agent.send for `run`; a reply lost with the connection is not the run's failure: on_resumed asks how it went.
+local function send(conn, run)
+  conn:request('agent.send', run.send_args, function(err)
+    if err and run.state == 'running' and not link.is_lost(err) then
+      run.fail('agent.send: ' .. error_text(err))
+    end
+  end)
+end
+
+--- Back after a drop, subscribed again: the run we follow may have ended meanwhile,
+--- and the replay may not hold its run.complete (§9.5), so ask. Asked after subscribing,
+--- its end cannot fall between the two; a run.complete seen twice ends it once.
+local function on_resumed(conn)
+  local run = state.run
+  if not run or run.state ~= 'running' or not run.workspace_id then
+    return
+  end
+  conn:request('run.get', { run_id = run.id }, function(err, got)
+    if err and err[1] == NOT_FOUND and run.send_args then
+      -- agent.send went down with the connection before agentd read it: the same
+      -- request again, with the same run_id, starts it once (§9.5).
+      send(conn, run)
+    elseif got and type(got.complete) == 'table' then
+      run_event({ workspace_id = run.workspace_id, type = 'run.complete', payload = got.complete })
+    end
+  end)
 end
 
 -- Workspace and session --------------------------------------------------------
@@ -311,11 +345,8 @@ function M.ask(prompt, range)
       if config.model then
         args.model = config.model
       end
-      conn:request('agent.send', args, function(aerr)
-        if aerr and run.state == 'running' then
-          fail('agent.send: ' .. error_text(aerr))
-        end
-      end)
+      run.send_args, run.fail = args, fail
+      send(conn, run)
     end)
   end)
 end
@@ -324,8 +355,11 @@ end
 function M.cancel()
   local run = state.run
   local conn = link.conn()
-  if not run or run.state ~= 'running' or not run.session_id or not conn then
+  if not run or run.state ~= 'running' or not run.session_id then
     return notify('no run to cancel')
+  end
+  if not conn then
+    return notify('not connected to agentd (reconnecting): cannot cancel the run now', vim.log.levels.WARN)
   end
   run.cancel_requested = true
   conn:request(
@@ -480,9 +514,20 @@ function M.show_status()
   notify(table.concat(lines, '\n'))
 end
 
-local option_types = { socket = 'string', model = 'string', auto_start = 'boolean' }
+local function configure_link()
+  link.configure({
+    socket = config.socket,
+    auto_start = config.auto_start,
+    agentd_cmd = config.agentd_cmd,
+    on_event = on_event,
+    on_lost = on_lost,
+    on_resumed = on_resumed,
+  })
+end
 
----@param opts {socket: string|nil, model: string|nil, auto_start: boolean|nil}|nil
+local option_types = { socket = 'string', model = 'string', auto_start = 'boolean', agentd_cmd = 'table' }
+
+---@param opts {socket: string|nil, model: string|nil, auto_start: boolean|nil, agentd_cmd: string[]|nil}|nil
 function M.setup(opts)
   opts = opts or {}
   if type(opts) ~= 'table' then
@@ -491,16 +536,23 @@ function M.setup(opts)
   for key, value in pairs(opts) do
     local expected = option_types[key]
     if not expected then
-      error(('agentd.setup: unknown option %s (known: auto_start, model, socket)'):format(vim.inspect(key)), 2)
+      local known = vim.tbl_keys(option_types)
+      table.sort(known)
+      error(('agentd.setup: unknown option %s (known: %s)'):format(vim.inspect(key), table.concat(known, ', ')), 2)
     end
     if type(value) ~= expected then
       error(('agentd.setup: %s must be a %s, not %s'):format(key, expected, vim.inspect(value)), 2)
+    end
+    if key == 'agentd_cmd' and (#value == 0 or #vim.tbl_filter(function(arg)
+      return type(arg) ~= 'string'
+    end, value) > 0) then
+      error(('agentd.setup: agentd_cmd must be a list of strings, not %s'):format(vim.inspect(value)), 2)
     end
   end
   for key, value in pairs(opts) do
     config[key] = value
   end
-  link.configure({ socket = config.socket, auto_start = config.auto_start, on_event = on_event, on_lost = on_lost })
+  configure_link()
   local command = vim.api.nvim_create_user_command
   command('Agent', function(cmd)
     M.ask(cmd.args, cmd.range > 0 and { first = cmd.line1, last = cmd.line2 } or nil)
@@ -524,6 +576,6 @@ function M.setup(opts)
 end
 
 -- Without setup() too: require('agentd').ask() works with the defaults.
-link.configure({ socket = config.socket, auto_start = config.auto_start, on_event = on_event, on_lost = on_lost })
+configure_link()
 
 return M

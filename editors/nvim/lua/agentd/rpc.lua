@@ -76,10 +76,16 @@ Connection.__index = Connection
 
 local MAX_MSGID = 4294967295
 
---- Connect to `path`; `on_connect(err)` is called once, with nil on success.
+--- The error code of a request the connection failed: `[LOST, reason]`. Not one of
+--- agentd's codes (those are >= 0): the request may or may not have reached it.
+M.LOST = -1
+
+--- Connect to `path`; `on_connect(err, nobody)` is called once, with nil on success.
+--- `nobody` is true when nothing listens there (no socket file, or a stale one):
+--- the case in which starting a daemon can help.
 ---@param path string
 ---@param handlers {on_event: fun(envelope: table), on_close: fun(reason: string)|nil}
----@param on_connect fun(err: string|nil)
+---@param on_connect fun(err: string|nil, nobody: boolean|nil)
 ---@return agentd.Connection
 function M.connect(path, handlers, on_connect)
   local self = setmetatable({
@@ -103,9 +109,10 @@ function M.connect(path, handlers, on_connect)
   self.pipe = assert(uv.new_pipe(false))
   self.pipe:connect(path, function(err)
     if err then
+      local nobody = vim.startswith(err, 'ENOENT') or vim.startswith(err, 'ECONNREFUSED')
       self:_close(('cannot connect to agentd at %s: %s'):format(path, err), true)
       vim.schedule(function()
-        on_connect(('cannot connect to agentd at %s: %s'):format(path, err))
+        on_connect(('cannot connect to agentd at %s: %s'):format(path, err), nobody)
       end)
       return
     end
@@ -179,7 +186,7 @@ function Connection:request(method, args, callback)
   callback = callback or function() end
   if not self.connected then
     vim.schedule(function()
-      callback({ -1, 'not connected to agentd' }, nil)
+      callback({ M.LOST, 'not connected to agentd' }, nil)
     end)
     return
   end
@@ -207,7 +214,7 @@ function Connection:_close(reason, quiet)
   end
   vim.schedule(function()
     for _, callback in pairs(pending) do
-      callback({ -1, reason }, nil)
+      callback({ M.LOST, reason }, nil)
     end
     self.on_close(reason)
   end)
