@@ -531,6 +531,35 @@ async def test_a_daemon_that_stays_away_ends_the_run_within_the_bound(
     assert len(notes) == 3  # and the run's end, as a warning
 
 
+async def test_cancel_while_reconnecting_says_it_cannot_cancel_now(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    daemon = start_daemon()
+    steps = (
+        NOTES
+        + f"""
+    link.reconnect.for_ms = 3000
+    vim.cmd('Agent ' .. {lua_string(scripted(chunks=["a"], hang=True))})
+    wait_for('the link to be reconnecting', function() return link.reconnecting() end)
+    vim.cmd('AgentCancel')
+    record('state_after_cancel', run_state())
+    wait_for('the run to end', ended)
+    """
+    )
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            async with daemon.client() as client:
+                _ws_id, events = await watch(client, project)
+                result = await nvim_with(
+                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"auto_start": False}
+                )
+                await events.until(lambda e: e["type"] == "message.delta")
+            await kill9(daemon)
+    out = result()
+    assert out["recorded"]["state_after_cancel"] == "running"
+    assert "agentd: not connected to agentd (reconnecting): cannot cancel the run now" in notes_of(out)
+
+
 # --- sockconnect ------------------------------------------------------------------
 
 
