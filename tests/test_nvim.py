@@ -249,6 +249,7 @@ def test_our_runs_failure_is_its_error(daemon: Daemon, env: dict[str, str], proj
     assert run["state"] == "error"
     assert "the model broke" in run["error"]
     assert run["text"] == "half"
+    assert result["buffer"][-3:] == ["half", "", f"[error: {run['error']}]"]
 
 
 def test_the_socket_comes_from_the_environment_without_setup(
@@ -311,7 +312,8 @@ def test_cancel_ends_the_run(daemon: Daemon, env: dict[str, str], project: Path,
     result = run_nvim(short_tmp, env, daemon.socket_path, project, steps)
     assert result["recorded"]["before_cancel"] == "running"
     assert result["status"]["run"]["state"] == "cancelled"
-    assert result["buffer"][-1] == "a"
+    # What came before the cancel stays; the buffer says how the run ended.
+    assert result["buffer"][-3:] == ["a", "", "[cancelled]"]
 
 
 async def test_foreign_run_error_does_not_end_ours(

@@ -181,6 +181,31 @@ async def test_agent_sessions_picks_a_session_and_shows_it_stored(
     assert result["buffer"][-1] == "continued"
 
 
+async def test_a_stored_run_that_did_not_finish_shows_how_it_ended(
+    daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
+) -> None:
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session = await ws.new_session()
+        failed = await ws.send(session, {"chunks": ["half"], "error": "broke"})
+        await ws.events.until_complete(failed["run_id"])
+        hung = await ws.send(session, {"chunks": ["waiting"], "hang": True})
+        await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["run_id"] == hung["run_id"])
+        await ws.cancel(session)
+        await ws.events.until_complete(hung["run_id"])
+    steps = f"""
+    vim.ui.select = function(items, _opts, on_choice) on_choice(items[1]) end
+    vim.cmd('AgentSessions')
+    wait_for('its buffer to fill', function()
+      local buf = vim.fn.bufnr('agentd://' .. {lua_string(session)})
+      return buf ~= -1 and #vim.api.nvim_buf_get_lines(buf, 0, -1, false) > 1
+    end)
+    """
+    result = await trio.to_thread.run_sync(run, short_tmp, env, daemon, project, steps)
+    assert [line for line in result["buffer"] if line.startswith("[")] == ["[failed]", "[cancelled]"]
+    assert result["buffer"][-3:] == ["waiting", "", "[cancelled]"]
+
+
 def test_agent_new_starts_a_session_that_becomes_current(
     daemon: Daemon, env: dict[str, str], project: Path, short_tmp: Path
 ) -> None:

@@ -123,6 +123,9 @@ end
 --- streaming into a last text item is appended to the buffer's last line.
 ---@param items (agentd.TextItem|agentd.ToolItem)[]
 ---@return string[]
+-- How a stored assistant message that did not finish shows its end (its run's error is not stored with it).
+local STORED_ENDINGS = { cancelled = '[cancelled]', error = '[failed]' }
+
 local function render_items(items)
   local lines = {}
   local previous = nil
@@ -131,6 +134,8 @@ local function render_items(items)
     if item.kind == 'text' then
       -- An empty message that only called tools takes no room; the last one is where text will stream.
       these = (item.text ~= '' or i == #items) and vim.split(item.text, '\n', { plain = true }) or {}
+    elseif item.kind == 'end' then
+      these = { item.text }
     else
       these = tool_lines(item)
     end
@@ -206,6 +211,7 @@ function M.fill(buf, messages)
       items = items or {}
       if message.role == 'assistant' then
         table.insert(items, { kind = 'text', message_id = message.id, text = text })
+        local ending = STORED_ENDINGS[message.finish_reason]
         for _, part in ipairs(type(message.parts) == 'table' and message.parts or {}) do
           if type(part) == 'table' and part.type == 'tool_call' then
             local args = part.arguments
@@ -214,6 +220,9 @@ function M.fill(buf, messages)
             end
             table.insert(items, { kind = 'tool', call_id = part.call_id, what = ('%s %s'):format(part.name, args) })
           end
+        end
+        if ending then
+          table.insert(items, { kind = 'end', text = ending })
         end
       elseif message.role == 'tool' then
         add_results(items, message.parts)
@@ -329,8 +338,14 @@ function Turn:tool_results(parts)
   self:_redraw()
 end
 
-function Turn:finish()
+--- The run is over; `ending` (`[cancelled]`, `[error: ...]`) closes its turn when it did not simply finish.
+---@param ending string|nil
+function Turn:finish(ending)
   self.done = true
+  if ending then
+    table.insert(self.items, { kind = 'end', text = ending })
+    self:_redraw()
+  end
 end
 
 return M

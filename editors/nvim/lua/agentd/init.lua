@@ -106,7 +106,6 @@ local function finish(run, payload)
     end
     run.text = payload.text
   end
-  run.turn:finish()
   local err = payload.error
   if payload.cancelled == true then
     run.state = 'cancelled'
@@ -120,6 +119,8 @@ local function finish(run, payload)
   else
     run.state = 'done'
   end
+  -- The buffer says how the run ended too, for whoever reads it later.
+  run.turn:finish(run.state == 'cancelled' and '[cancelled]' or run.state == 'error' and ('[error: ' .. run.error .. ']') or nil)
   if run.state ~= 'done' then
     notify(run.error, vim.log.levels.WARN)
   end
@@ -208,7 +209,7 @@ local function on_lost(reason)
     run.state = 'error'
     run.error = reason
     if run.turn then
-      run.turn:finish()
+      run.turn:finish('[error: ' .. reason .. ']')
     end
     notify(reason, vim.log.levels.WARN)
   end
@@ -327,7 +328,7 @@ function M.ask(prompt, range)
     run.state = 'error'
     run.error = message
     if run.turn then
-      run.turn:finish()
+      run.turn:finish('[error: ' .. message .. ']')
     end
     notify(message, vim.log.levels.ERROR)
   end
