@@ -137,6 +137,26 @@ async def kill9(daemon: Daemon) -> None:
     await daemon.exited()
 
 
+async def nvim_killing_the_daemon(
+    daemon: Daemon,
+    tmp: Path,
+    env: dict[str, str],
+    project: Path,
+    steps: str,
+    options: dict[str, Any] | None,
+    when: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any]:
+    """Neovim on `steps`, the daemon killed (-9) once it has published an event `when` accepts; Neovim's result."""
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            async with daemon.client() as client:
+                _ws_id, events = await watch(client, project)
+                result = await nvim_with(nursery, tmp, env, daemon.socket_path, project, steps, options)
+                await events.until(when)
+            await kill9(daemon)
+    return result()
+
+
 def notes_of(result: dict[str, Any]) -> list[str]:
     return [n["message"] for n in result["recorded"]["notes"]]
 
@@ -390,17 +410,16 @@ async def test_a_run_cut_off_by_a_crash_ends_as_the_next_daemon_says(
     wait_for('the connection to be back', connected)
     """
     )
-    with trio.fail_after(3 * WAIT):
-        async with trio.open_nursery() as nursery:
-            async with daemon.client() as client:
-                _ws_id, events = await watch(client, project)
-                result = await nvim_with(
-                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"agentd_cmd": AGENTD_CMD}
-                )
-                # The text so far is saved about once a second: the second chunk follows a save.
-                await events.until(lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "off")
-            await kill9(daemon)
-    out = result()
+    # The text so far is saved about once a second: the second chunk follows a save.
+    out = await nvim_killing_the_daemon(
+        daemon,
+        short_tmp,
+        env,
+        project,
+        steps,
+        {"agentd_cmd": AGENTD_CMD},
+        lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "off",
+    )
     run = out["status"]["run"]
     assert run["state"] == "error"
     assert run["error"] == "interrupted: daemon restarted"
@@ -511,16 +530,9 @@ async def test_a_daemon_that_stays_away_ends_the_run_within_the_bound(
     record('reconnecting', link.reconnecting())
     """
     )
-    with trio.fail_after(3 * WAIT):
-        async with trio.open_nursery() as nursery:
-            async with daemon.client() as client:
-                _ws_id, events = await watch(client, project)
-                result = await nvim_with(
-                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"auto_start": False}
-                )
-                await events.until(lambda e: e["type"] == "message.delta")
-            await kill9(daemon)
-    out = result()
+    out = await nvim_killing_the_daemon(
+        daemon, short_tmp, env, project, steps, {"auto_start": False}, lambda e: e["type"] == "message.delta"
+    )
     run = out["status"]["run"]
     assert run["state"] == "error"
     assert run["error"].startswith("agentd closed the connection; could not reconnect: cannot connect to agentd")
@@ -546,16 +558,9 @@ async def test_cancel_while_reconnecting_says_it_cannot_cancel_now(
     wait_for('the run to end', ended)
     """
     )
-    with trio.fail_after(3 * WAIT):
-        async with trio.open_nursery() as nursery:
-            async with daemon.client() as client:
-                _ws_id, events = await watch(client, project)
-                result = await nvim_with(
-                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"auto_start": False}
-                )
-                await events.until(lambda e: e["type"] == "message.delta")
-            await kill9(daemon)
-    out = result()
+    out = await nvim_killing_the_daemon(
+        daemon, short_tmp, env, project, steps, {"auto_start": False}, lambda e: e["type"] == "message.delta"
+    )
     assert out["recorded"]["state_after_cancel"] == "running"
     assert "agentd: not connected to agentd (reconnecting): cannot cancel the run now" in notes_of(out)
 
@@ -697,17 +702,16 @@ async def test_a_run_whose_end_the_replay_cannot_give_is_ended_by_run_get(
     wait_for('the run to end', ended)
     """
     )
-    with trio.fail_after(3 * WAIT):
-        async with trio.open_nursery() as nursery:
-            async with daemon.client() as client:
-                _ws_id, events = await watch(client, project)
-                result = await nvim_with(
-                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"agentd_cmd": AGENTD_CMD}
-                )
-                # The second run's: the seq was set before it was sent.
-                await events.until(lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "cut")
-            await kill9(daemon)
-    out = result()
+    # The second run's: the seq was set before it was sent.
+    out = await nvim_killing_the_daemon(
+        daemon,
+        short_tmp,
+        env,
+        project,
+        steps,
+        {"agentd_cmd": AGENTD_CMD},
+        lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "cut",
+    )
     assert out["recorded"]["gaps"] == ["too_old"]
     assert out["status"]["run"]["state"] == "error"
     assert out["status"]["run"]["error"] == "interrupted: daemon restarted"
@@ -771,16 +775,9 @@ async def test_disconnect_stops_reconnecting(
     record('timers', timers)
     """
     )
-    with trio.fail_after(3 * WAIT):
-        async with trio.open_nursery() as nursery:
-            async with daemon.client() as client:
-                _ws_id, events = await watch(client, project)
-                result = await nvim_with(
-                    nursery, short_tmp, env, daemon.socket_path, project, steps, {"auto_start": False}
-                )
-                await events.until(lambda e: e["type"] == "message.delta")
-            await kill9(daemon)
-    out = result()
+    out = await nvim_killing_the_daemon(
+        daemon, short_tmp, env, project, steps, {"auto_start": False}, lambda e: e["type"] == "message.delta"
+    )
     assert out["recorded"]["running_while_away"] == "running"
     assert out["recorded"]["reconnecting"] is False
     assert out["recorded"]["timers"] == 0
