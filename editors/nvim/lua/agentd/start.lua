@@ -46,10 +46,28 @@ end
 
 --- The daemon's log opened for appending, 0600 (run errors in it are nobody else's to read), never through a symlink.
 ---@return integer|nil fd, string|nil err
+local function make_dirs(dir)
+  local parent = vim.fs.dirname(dir)
+  if parent ~= dir and not uv.fs_stat(parent) then
+    local ok, err = make_dirs(parent)
+    if not ok then
+      return nil, err
+    end
+  end
+  -- Not vim.fn.mkdir(dir, 'p'): it fails (E739) when another editor, starting
+  -- the daemon at the same moment, makes the folder between its check and its mkdir.
+  local ok, err, name = uv.fs_mkdir(dir, tonumber('700', 8))
+  if not ok and name ~= 'EEXIST' then
+    return nil, err
+  end
+  return true
+end
+
 local function open_log(path)
   local dir = vim.fs.dirname(path)
-  if vim.fn.isdirectory(dir) == 0 and vim.fn.mkdir(dir, 'p', tonumber('700', 8)) == 0 then
-    return nil, ('cannot prepare the daemon\'s log folder %s'):format(dir)
+  local made, why = make_dirs(dir)
+  if not made then
+    return nil, ('cannot prepare the daemon\'s log folder %s: %s'):format(dir, why)
   end
   local stat = uv.fs_lstat(path)
   if stat and stat.type ~= 'file' then
