@@ -284,3 +284,13 @@ async def test_stop_reasons_of_real_runs(ws: Workspace) -> None:
     ended = await ws.events.until_complete(reply["run_id"])
     assert stop_reason({**ended, "cancelled": False, "stop_reason": "refusal"}) == "refusal"
     assert stop_reason({**ended, "cancelled": False, "stop_reason": "length"}) == "max_tokens"
+
+
+async def test_events_of_what_a_load_told_already_are_not_told_again(ws: Workspace, project: Path) -> None:
+    session_id = await ws.new_session()
+    envelopes = await streamed_run(ws, session_id, {"chunks": ["Hel", "lo"]})
+    messages = await ws.client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    view = SessionView(session_id, str(project))
+    assert chunks(acp_checked(session_id, view.replay(messages))) == ["Hello"]
+    # Subscribed before the messages were read: the run's events come after the replay.
+    assert feed(view, session_id, envelopes) == []

@@ -58,6 +58,8 @@ class SessionView:
         self.session_id = session_id
         self.root = root
         self._own_runs: set[str] = set()
+        # Prompts told already (replayed), by message id: a load's events may repeat them.
+        self._told_prompts: set[str] = set()
         # Characters of each assistant message sent as chunks, by message id.
         self._sent: dict[str, int] = {}
         # The run of each message in `_sent`, so a finished run's entries can go.
@@ -108,6 +110,8 @@ class SessionView:
             role, text, message_id = message.get("role"), message.get("text"), message.get("id")
             if role == "user" and isinstance(text, str) and text:
                 updates.append(_chunk("user_message_chunk", text, message_id))
+                if isinstance(message_id, str):
+                    self._told_prompts.add(message_id)
             elif role == "assistant":
                 if isinstance(text, str) and isinstance(message_id, str):
                     updates += self._tail(message_id, message.get("run_id"), text)
@@ -154,7 +158,9 @@ class SessionView:
         role = payload.get("role")
         if role == "user":
             text = payload.get("text")
-            if payload.get("run_id") in self._own_runs or not isinstance(text, str) or not text:
+            if payload.get("run_id") in self._own_runs or payload.get("id") in self._told_prompts:
+                return []
+            if not isinstance(text, str) or not text:
                 return []
             return [_chunk("user_message_chunk", text, payload.get("id"))]
         if role == "tool":
