@@ -294,3 +294,30 @@ async def test_events_of_what_a_load_told_already_are_not_told_again(ws: Workspa
     assert chunks(acp_checked(session_id, view.replay(messages))) == ["Hello"]
     # Subscribed before the messages were read: the run's events come after the replay.
     assert feed(view, session_id, envelopes) == []
+
+
+async def test_a_call_a_load_told_is_not_made_again_by_its_live_events(ws: Workspace, project: Path) -> None:
+    (project / "a.txt").write_text("a\n")
+    session_id = await ws.new_session()
+    calls = [{"name": "view", "arguments": {"path": "a.txt"}, "id": "v"}]
+    envelopes = await streamed_run(ws, session_id, {"steps": [{"tool_calls": calls}, {"chunks": ["done"]}]})
+    messages = await ws.client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    tool_events = [e for e in envelopes if e["type"] in ("tool.started", "tool.finished")]
+    assert [e["type"] for e in tool_events] == ["tool.started", "tool.finished"]
+
+    # Loaded once the call was over: its late events do not set it running again.
+    done = SessionView(session_id, str(project))
+    [told] = [u for u in acp_checked(session_id, done.replay(messages)) if u["sessionUpdate"] == "tool_call"]
+    assert told["status"] == "completed"
+    assert feed(done, session_id, tool_events) == []
+
+    # Loaded while it ran (no result stored yet): its start updates the call the replay made.
+    running = SessionView(session_id, str(project))
+    stored = [m for m in messages if m["role"] != "tool"]
+    [told] = [u for u in acp_checked(session_id, running.replay(stored)) if u["sessionUpdate"] == "tool_call"]
+    assert told["status"] == "in_progress"
+    updates = feed(running, session_id, tool_events)
+    assert [(u["sessionUpdate"], u["status"]) for u in updates] == [
+        ("tool_call_update", "in_progress"),
+        ("tool_call_update", "completed"),
+    ]

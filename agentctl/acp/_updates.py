@@ -67,6 +67,9 @@ class SessionView:
         # Tool calls by call id: (tool name, decoded arguments). The arguments come
         # in the assistant message's parts, before the call starts.
         self._calls: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        # Calls a load told already, by call id: True once told in their final state.
+        # Their live events may follow the replay; a call is made once, and never goes back to running.
+        self._replayed_calls: dict[str, bool] = {}
 
     def started(self, run_id: str) -> None:
         """Mark a run this bridge sent: the editor shows its prompt already."""
@@ -117,7 +120,9 @@ class SessionView:
                     updates += self._tail(message_id, message.get("run_id"), text)
                 self._note_calls(message.get("parts"))
                 for part in _parts(message.get("parts"), "tool_call"):
-                    updates.append(self._stored_call(part, results.get(part["call_id"])))
+                    result = results.get(part["call_id"])
+                    updates.append(self._stored_call(part, result))
+                    self._replayed_calls[part["call_id"]] = result is not None
         return updates
 
     # --- text ---------------------------------------------------------------
@@ -178,10 +183,13 @@ class SessionView:
         call_id, name = payload.get("call_id"), payload.get("name")
         if not isinstance(call_id, str) or not isinstance(name, str):
             return []
+        replayed = self._replayed_calls.get(call_id)
+        if replayed:
+            return []
         _name, args = self._calls.get(call_id, (name, None))
         summary = payload.get("summary")
         update: dict[str, Any] = {
-            "sessionUpdate": "tool_call",
+            "sessionUpdate": "tool_call" if replayed is None else "tool_call_update",
             "toolCallId": call_id,
             "title": summary if isinstance(summary, str) and summary else _tools.title(name, args),
             "kind": _tools.tool_kind(name),
@@ -194,7 +202,7 @@ class SessionView:
 
     def _tool_finished(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         call_id = payload.get("call_id")
-        if not isinstance(call_id, str):
+        if not isinstance(call_id, str) or self._replayed_calls.get(call_id):
             return []
         summary = payload.get("summary")
         return [self._finished(call_id, payload.get("name"), payload.get("status"), summary)]
