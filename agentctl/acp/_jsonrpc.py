@@ -63,7 +63,7 @@ class Notification:
 class Response:
     """The answer to a request we sent: `result`, or `error` (the error object) when it failed."""
 
-    id: int | str
+    id: int
     result: Any = None
     error: dict[str, Any] | None = None
 
@@ -112,7 +112,7 @@ class Connection:
 
     # --- incoming
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if self._skipping:
             newline = data.find(b"\n")
             if newline < 0:
