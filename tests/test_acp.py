@@ -276,6 +276,72 @@ async def test_embedded_resources_become_context_with_their_uris(
     await in_editor(scenario)
 
 
+class SlowEditor(Editor):
+    """An editor whose user answers only once `release` is set: after another client did."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(answer)
+        self.release = asyncio.Event()
+
+    async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
+        self.asked.append((session_id, tool_call, options))
+        self._changed.set()
+        await self.release.wait()
+        return acp.RequestPermissionResponse(
+            outcome=acp.schema.AllowedOutcome(outcome="selected", option_id=str(self.answer))
+        )
+
+
+async def test_late_answer_after_another_client_answered_is_void(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    quick, slow = Editor(answer="allow"), SlowEditor(answer="deny_session")
+    call = {"name": "bash", "arguments": {"command": "echo ran"}}
+    steps = [{"tool_calls": [call]}, {"chunks": ["done"]}]
+
+    async def scenario() -> None:
+        async with bridge(quick, env, project) as (conn1, _), bridge(slow, env, project) as (conn2, _):
+            session_id = await start(conn1, project)
+            await conn2.initialize(protocol_version=1)
+            await conn2.load_session(cwd=str(project), session_id=session_id, mcp_servers=[])
+            assert (await conn1.prompt(session_id=session_id, prompt=script(steps=steps))).stop_reason == "end_turn"
+            await slow.until(lambda: len(slow.asked) == 1)
+            # The request is over; the slow user's "always reject" comes too late to count.
+            slow.release.set()
+            assert (await conn2.prompt(session_id=session_id, prompt=script(steps=steps))).stop_reason == "end_turn"
+            assert len(quick.asked) == 2
+
+    await in_editor(scenario)
+    async with daemon.client() as client:
+        ws = await client.open_workspace(project)
+        (session,) = await client.list_sessions(ws.id)
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session.id})
+    statuses = [p["status"] for m in messages if m["role"] == "tool" for p in m["parts"]]
+    assert statuses == ["ok", "ok"]
+
+
+async def test_mcp_servers_are_accepted_and_reported_on_stderr(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    stderr = b""
+
+    async def scenario() -> None:
+        nonlocal stderr
+        server = acp.schema.McpServerStdio(name="files", command="/bin/true", args=[], env=[])
+        client: Any = Editor()
+        async with acp.spawn_agent_process(
+            client, ACP[0], *ACP[1:], env=env, cwd=project, transport_kwargs={"stderr": subprocess.PIPE}
+        ) as (conn, process):
+            await conn.initialize(protocol_version=1)
+            await conn.new_session(cwd=str(project), mcp_servers=[server])
+            await conn.new_session(cwd=str(project), mcp_servers=[server])
+        assert process.stderr is not None
+        stderr = await process.stderr.read()
+
+    await in_editor(scenario)
+    assert stderr.count(b"mcpServers (files): kept with the session, but not yet supported") == 1, stderr
+
+
 # --- raw bytes on the bridge's stdin
 
 

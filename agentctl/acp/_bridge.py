@@ -189,6 +189,14 @@ class Prompt:
         self.done.set()
 
 
+class Then:
+    """A handler's result and what to do once it is written: session/load goes live only after its answer."""
+
+    def __init__(self, result: Any, after: Callable[[], Awaitable[None]]) -> None:
+        self.result = result
+        self.after = after
+
+
 class Session:
     def __init__(self, session_id: str, workspace_id: str, cwd: str, model: str, mcp_servers: list[Any]) -> None:
         self.id = session_id
@@ -200,6 +208,8 @@ class Session:
         self.prompts: dict[str, Prompt] = {}
         # request_id -> the scope of its session/request_permission, cancelled when another client answers.
         self.asking: dict[str, trio.CancelScope] = {}
+        #: While session/load replays, live events wait here (None once live): the spec puts the replay first.
+        self.held: list[dict[str, Any]] | None = None
 
 
 class Bridge:
@@ -309,7 +319,11 @@ class Bridge:
             traceback.print_exc(file=sys.stderr)
             await self.write(self.rpc.error(request.id, INTERNAL_ERROR, f"internal error: {exc}"))
         else:
-            await self.write(self.rpc.result(request.id, result))
+            if isinstance(result, Then):
+                await self.write(self.rpc.result(request.id, result.result))
+                await result.after()
+            else:
+                await self.write(self.rpc.result(request.id, result))
 
     async def _guarded(self, handler: Callable[[Any], Awaitable[Any]], params: Any) -> None:
         """A notification's handler: no one to answer, so a failure is only logged."""
@@ -386,7 +400,8 @@ class Bridge:
     def _note_mcp(self, servers: list[Any]) -> None:
         if servers and not self._mcp_reported:
             self._mcp_reported = True
-            log(f"{len(servers)} MCP server(s) given by the editor are kept, but agentd does not run MCP servers yet")
+            names = ", ".join(str(server.get("name")) for server in servers if isinstance(server, dict))
+            log(f"mcpServers ({names}): kept with the session, but not yet supported: agentd runs no MCP servers yet")
 
     async def _open(self, client: Client, cwd: str) -> str:
         try:
@@ -407,7 +422,7 @@ class Bridge:
         self._note_mcp(servers)
         return {"sessionId": created.id, "configOptions": self._config_options(names, current)}
 
-    async def session_load(self, params: Any) -> None:
+    async def session_load(self, params: Any) -> Then:
         session_id: str = _field(params, "sessionId", str)
         cwd = _cwd(params)
         servers = _mcp_servers(params)
@@ -419,12 +434,25 @@ class Bridge:
         except RpcError as exc:
             raise RpcFailure(INVALID_PARAMS, f"sessionId: {exc}") from None
         _, current = await self._models(client)
+        session = Session(session_id, workspace_id, cwd, current, servers)
+        # Known before the replay, so that no live event falls between the two; held until the answer.
+        session.held = []
+        self.sessions[session_id] = session
+        # Requests that wait already were handed out when the feed subscribed, before this session was known.
+        waiting = await client.call("permission.list", {"workspace_id": workspace_id})
         for update in replay(messages):
             await self.notify_update(session_id, update)
-        # Live from here: the feed hands its events to the session once it is known.
-        self.sessions[session_id] = Session(session_id, workspace_id, cwd, current, servers)
         self._note_mcp(servers)
-        return None
+
+        async def go_live() -> None:
+            held, session.held = session.held or [], None
+            for payload in waiting:
+                if payload.get("session_id") == session_id:
+                    await self._dispatch({"type": events.PERMISSION_REQUEST, "payload": payload})
+            for envelope in held:
+                await self._dispatch(envelope)
+
+        return Then(None, go_live)
 
     async def session_list(self, params: Any) -> dict[str, Any]:
         cwd = _field(params, "cwd", str, required=False) if params is not None else None
@@ -518,6 +546,9 @@ class Bridge:
             return
         session = self.sessions.get(str(payload.get("session_id")))
         if session is None:
+            return
+        if session.held is not None:
+            session.held.append(envelope)
             return
         for update in session.view.take(envelope):
             await self.notify_update(session.id, update)
