@@ -9,6 +9,7 @@ script). The raw tests write bytes on the bridge's stdin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ import pytest
 import trio
 from acp.exceptions import RequestError
 from support import WAIT, Daemon, agentctl_command
+
+from agentctl.blocking import BlockingClient
 
 ACP = [*agentctl_command(), "acp", "--model", "scripted"]
 
@@ -48,6 +51,12 @@ class Editor:
 
     def texts(self, session_id: str, kind: str = "agent_message_chunk") -> str:
         return "".join(u.content.text for s, u in self.updates if s == session_id and u.session_update == kind)
+
+    async def saw(self, session_id: str, text: str, kind: str = "agent_message_chunk") -> None:
+        """The updates add up to `text`, soon: the SDK hands notifications to tasks of their own."""
+        with contextlib.suppress(TimeoutError):
+            await self.until(lambda: self.texts(session_id, kind) == text)
+        assert self.texts(session_id, kind) == text
 
     async def until(self, predicate: Callable[[], bool]) -> None:
         async with asyncio.timeout(WAIT):
@@ -115,7 +124,7 @@ async def test_prompt_streams_text_and_ends_end_turn(daemon: Daemon, env: dict[s
             assert {"echo", "scripted"} <= {o.value for o in option.options}
             reply = await conn.prompt(session_id=session.session_id, prompt=script(chunks=["Hello", ", world"]))
             assert reply.stop_reason == "end_turn"
-            assert editor.texts(session.session_id) == "Hello, world"
+            await editor.saw(session.session_id, "Hello, world")
 
     await in_editor(scenario)
 
@@ -153,7 +162,7 @@ async def test_model_config_option_switches_the_model(daemon: Daemon, env: dict[
             reply = await conn.set_config_option(config_id="model", session_id=session_id, value="echo")
             assert reply.config_options[0].current_value == "echo"
             await conn.prompt(session_id=session_id, prompt=[acp.text_block("plain words")])
-            assert editor.texts(session_id) == "plain words"
+            await editor.saw(session_id, "plain words")
             with pytest.raises(RequestError, match="no model 'nope'"):
                 await conn.set_config_option(config_id="model", session_id=session_id, value="nope")
 
@@ -214,11 +223,11 @@ async def test_load_replays_an_earlier_session_and_list_finds_it(
             assert [s.session_id for s in listed.sessions] == [session_id]
             assert listed.sessions[0].cwd == str(project)
             await conn.load_session(cwd=str(project), session_id=session_id, mcp_servers=[])
-            assert second.texts(session_id, "user_message_chunk") == prompt
-            assert second.texts(session_id) == "Hello, world"
+            await second.saw(session_id, prompt, "user_message_chunk")
+            await second.saw(session_id, "Hello, world")
             # And live from there on.
             await conn.prompt(session_id=session_id, prompt=script(chunks=["more"]))
-            assert second.texts(session_id) == "Hello, worldmore"
+            await second.saw(session_id, "Hello, worldmore")
 
     await in_editor(scenario)
 
@@ -269,6 +278,7 @@ async def test_embedded_resources_become_context_with_their_uris(
                 acp.resource_link_block("b.md", "file:///b.md"),
             ]
             await conn.prompt(session_id=session_id, prompt=blocks)
+            await editor.until(lambda: "file:///b.md" in editor.texts(session_id))
             said = editor.texts(session_id)
             assert said.startswith("look") and "file:///a.py" in said and "print(1)" in said
             assert "file:///b.md" in said
@@ -276,26 +286,70 @@ async def test_embedded_resources_become_context_with_their_uris(
     await in_editor(scenario)
 
 
+def send_elsewhere(socket_path: Path, project: Path, session_id: str, prompt: dict[str, Any]) -> str:
+    """agent.send from another client: what `agentctl run` or Neovim would do on the same session."""
+    with BlockingClient.connect(socket_path) as client:
+        ws = client.open_workspace(project)
+        params = {"workspace_id": ws.id, "session_id": session_id, "prompt": json.dumps(prompt), "model": "scripted"}
+        return str(client.call("agent.send", params)["run_id"])
+
+
+async def test_another_clients_failing_run_does_not_end_our_prompt(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    editor = Editor()
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            session_id = await start(conn, project)
+            foreign = {"chunks": ["theirs "], "delay_ms": 200, "error": "their failure"}
+            await asyncio.to_thread(send_elsewhere, daemon.socket_path, project, session_id, foreign)
+            # Ours queues behind theirs in the session; their error is not our prompt's ending.
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["ours"]))
+            assert reply.stop_reason == "end_turn"
+            # And their run streamed to this editor too.
+            await editor.saw(session_id, "theirs ours")
+
+    await in_editor(scenario)
+
+
 class SlowEditor(Editor):
-    """An editor whose user answers only once `release` is set: after another client did."""
+    """An editor whose user answers the first request only once `release` is set, and no later one."""
 
     def __init__(self, answer: str) -> None:
         super().__init__(answer)
         self.release = asyncio.Event()
+        self.first_asked = asyncio.Event()
+        self._never = asyncio.Event()
 
     async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
         self.asked.append((session_id, tool_call, options))
         self._changed.set()
-        await self.release.wait()
+        self.first_asked.set()
+        await (self.release if len(self.asked) == 1 else self._never).wait()
         return acp.RequestPermissionResponse(
             outcome=acp.schema.AllowedOutcome(outcome="selected", option_id=str(self.answer))
         )
 
 
+class AfterEditor(Editor):
+    """An editor that answers its first request only once `other` was asked it too: both see it, this one wins."""
+
+    def __init__(self, answer: str, other: SlowEditor) -> None:
+        super().__init__(answer)
+        self.other = other
+
+    async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
+        if not self.asked:
+            await self.other.first_asked.wait()
+        return await super().request_permission(session_id, tool_call, options, **kwargs)
+
+
 async def test_late_answer_after_another_client_answered_is_void(
     daemon: Daemon, env: dict[str, str], project: Path
 ) -> None:
-    quick, slow = Editor(answer="allow"), SlowEditor(answer="deny_session")
+    slow = SlowEditor(answer="deny_session")
+    quick = AfterEditor("allow", slow)
     call = {"name": "bash", "arguments": {"command": "echo ran"}}
     steps = [{"tool_calls": [call]}, {"chunks": ["done"]}]
 
@@ -305,10 +359,10 @@ async def test_late_answer_after_another_client_answered_is_void(
             await conn2.initialize(protocol_version=1)
             await conn2.load_session(cwd=str(project), session_id=session_id, mcp_servers=[])
             assert (await conn1.prompt(session_id=session_id, prompt=script(steps=steps))).stop_reason == "end_turn"
-            await slow.until(lambda: len(slow.asked) == 1)
             # The request is over; the slow user's "always reject" comes too late to count.
             slow.release.set()
             assert (await conn2.prompt(session_id=session_id, prompt=script(steps=steps))).stop_reason == "end_turn"
+            # Asked again: the void "always reject" did not stick to the session.
             assert len(quick.asked) == 2
 
     await in_editor(scenario)
