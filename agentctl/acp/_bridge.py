@@ -36,9 +36,14 @@ from agentctl.acp._jsonrpc import (
     Response,
     RpcFailure,
 )
-from agentctl.client import Client, ConnectionLost, RpcError, open_client
+from agentctl.errors import ConnectionLost
 from agentctl.runstream import RunStream, new_run_id
 from agentd import event_types as events
+from agentd.rpc import RpcError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentctl.client import Client
 
 __all__ = ["PROTOCOL_VERSION", "serve"]
 
@@ -46,6 +51,8 @@ PROTOCOL_VERSION = 1
 READ_SIZE = 65536
 # How long the daemon gets to answer before a request says it cannot be reached.
 CONNECT_TIMEOUT = 30.0
+# How long the daemon's connection waits for the editor's first request to be answered.
+CONNECT_DELAY = 0.2
 
 
 # --- stand-in for agentctl.acp._updates (text only), until that module lands; the merge swaps it
@@ -222,6 +229,7 @@ class Bridge:
         self._client: Client | None = None
         self._connect_error: str | None = None
         self._connected = trio.Event()
+        self._first_answered = trio.Event()
         self.sessions: dict[str, Session] = {}
         self._feeds: dict[str, trio.Event] = {}
         self._calls: dict[int, tuple[trio.Event, list[Response]]] = {}
@@ -246,7 +254,13 @@ class Bridge:
             nursery.cancel_scope.cancel()
 
     async def _connect(self) -> None:
+        # The client library costs more to import than the rest of the bridge; the editor's
+        # first request (initialize) is answered before it is paid for.
+        with trio.move_on_after(CONNECT_DELAY):
+            await self._first_answered.wait()
         try:
+            from agentctl.client import open_client
+
             async with open_client(self._socket, start_daemon=True) as client:
                 await client.call("initialize", {"client_name": "agentctl acp", "client_version": agentd.__version__})
                 self._client = client
@@ -302,6 +316,12 @@ class Bridge:
         await self.write(self.rpc.notify("session/update", {"sessionId": session_id, "update": update}))
 
     async def _answer(self, request: Request) -> None:
+        try:
+            await self._answer_one(request)
+        finally:
+            self._first_answered.set()
+
+    async def _answer_one(self, request: Request) -> None:
         handler = self._methods.get(request.method)
         if handler is None:
             await self.write(self.rpc.error(request.id, METHOD_NOT_FOUND, f"method not found: {request.method}"))
