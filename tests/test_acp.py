@@ -313,6 +313,25 @@ async def test_another_clients_failing_run_does_not_end_our_prompt(
     await in_editor(scenario)
 
 
+async def test_daemon_gone_ends_the_prompt_with_an_error_and_the_bridge_lives(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    editor = Editor()
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            session_id = await start(conn, project)
+            prompt = asyncio.create_task(conn.prompt(session_id=session_id, prompt=script(chunks=["a"], hang=True)))
+            await editor.until(lambda: editor.texts(session_id) == "a")
+            daemon.proc.kill()
+            with pytest.raises(RequestError, match="agentd connection lost"):
+                await prompt
+            assert (await conn.initialize(protocol_version=1)).protocol_version == 1
+
+    await in_editor(scenario)
+    daemon.proc.wait()
+
+
 class SlowEditor(Editor):
     """An editor whose user answers the first request only once `release` is set, and no later one."""
 

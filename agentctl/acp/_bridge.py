@@ -183,6 +183,11 @@ class Prompt:
         self.answer: dict[str, Any] | None = None
         self.failure: str | None = None
 
+    def fail(self, reason: str) -> None:
+        if not self.done.is_set():
+            self.failure = reason
+            self.done.set()
+
     def take(self, envelope: dict[str, Any]) -> None:
         _, outcome = self.stream.handle(envelope)
         if outcome is None:
@@ -520,6 +525,9 @@ class Bridge:
         try:
             send = {"workspace_id": session.workspace_id, "session_id": session.id, "prompt": text}
             await client.call("agent.send", send | {"run_id": run_id, "model": session.model})
+            if prompt.stream.cancel_requested:
+                # The editor cancelled before the daemon had the run, when agent.cancel found nothing to end.
+                await client.cancel(session.workspace_id, session.id, run_id)
             await prompt.done.wait()
         finally:
             session.prompts.pop(run_id, None)
@@ -552,13 +560,22 @@ class Bridge:
                 while not subscription.over:
                     envelope = await subscription._next_envelope()
                     await self._dispatch(envelope)
+            reason = "the workspace closed"
         except ConnectionLost as exc:
-            log(f"agentd connection lost: {exc}")
-        except Exception:
+            reason = f"agentd connection lost: {exc}"
+        except Exception as exc:
             traceback.print_exc(file=sys.stderr)
+            reason = f"internal error: {exc}"
         finally:
             ready.set()
             self._feeds.pop(workspace_id, None)
+        log(reason)
+        # Their run.complete can no longer come this way: the prompts end with the feed, not never.
+        for session in list(self.sessions.values()):
+            if session.workspace_id == workspace_id:
+                del self.sessions[session.id]
+                for prompt in session.prompts.values():
+                    prompt.fail(reason)
 
     async def _dispatch(self, envelope: dict[str, Any]) -> None:
         payload = envelope.get("payload")
