@@ -534,7 +534,7 @@ def _dispatch(argv: list[str]) -> int:
 
         return restart(args)
     if args.command == "acp":
-        from agentctl.acp._bridge import main as acp_main
+        from agentctl.acp._early import main as acp_main
 
         return acp_main(args.model, args.socket)
     from agentctl import _admin

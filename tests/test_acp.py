@@ -465,3 +465,24 @@ async def test_malformed_json_and_unknown_method_get_errors_and_eof_exits_0(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_requests_piped_in_are_all_answered_before_eof_exits(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    # The first initialize is answered before the bridge starts; what came in the same read waits for the bridge.
+    lines = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}},
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}},
+        {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": str(project), "mcpServers": []}},
+    ]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    with trio.fail_after(WAIT * 2):
+        done = await trio.run_process(ACP, stdin=data, capture_stdout=True, env=env, cwd=project, check=False)
+    assert done.returncode == 0
+    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    assert replies[0]["id"] == 0 and "protocolVersion: required" in replies[0]["error"]["message"]
+    assert replies[1]["id"] == 1 and replies[1]["result"]["protocolVersion"] == 1
+    # stdin ended right after it: what was asked is answered all the same, daemon and all.
+    assert replies[2]["id"] == 2 and replies[2]["result"]["sessionId"].startswith("ses_")
+    assert len(replies) == 3

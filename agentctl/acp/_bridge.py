@@ -1,16 +1,19 @@
 """The trio adapter of `agentctl acp`: ACP on stdin/stdout, agentd on its socket.
 
-    serve(model)                         one function holds the whole life:
+    Bridge.run holds the whole life:
       nursery
       ├── connect: open_client(start_daemon=True), held until stdin ends
-      ├── read stdin → one task per editor request (a prompt lasts a run)
+      ├── requests nursery: read stdin → one task per editor request (a prompt
+      │   lasts its run); at stdin's end, given EOF_GRACE, prompts let go
       └── one feed per workspace: events.subscribe → each session's updates,
           its prompts' endings, its permission requests
 
 Nothing but ACP goes to stdout: the bridge keeps a duplicate of fd 1 for
 itself and points fd 1 at stderr, so a stray print cannot corrupt the stream.
-`initialize` is answered without the daemon, which connects meanwhile. stdin's
-end cancels the nursery; runs go on in the daemon, as with every client.
+The first `initialize` is answered before trio is imported (`_early`), and
+the daemon connects after it. At stdin's end the requests asked are answered,
+within EOF_GRACE, pending prompts let go, and the rest is cancelled; runs go
+on in the daemon, as with every client.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import trio
 
 import agentd
+from agentctl.acp._early import field, initialize_result
 from agentctl.acp._jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -45,14 +49,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from agentctl.client import Client
 
-__all__ = ["PROTOCOL_VERSION", "serve"]
+__all__ = ["main", "serve"]
 
-PROTOCOL_VERSION = 1
 READ_SIZE = 65536
+Event = Request | Notification | Response | Invalid
 # How long the daemon gets to answer before a request says it cannot be reached.
 CONNECT_TIMEOUT = 30.0
 # How long the daemon's connection waits for the editor's first request to be answered.
 CONNECT_DELAY = 0.2
+# How long requests asked just before stdin ended get to be answered.
+EOF_GRACE = 5.0
 
 
 # --- stand-in for agentctl.acp._updates (text only), until that module lands; the merge swaps it
@@ -119,29 +125,15 @@ def log(message: str) -> None:
     print(f"agentctl acp: {message}", file=sys.stderr, flush=True)
 
 
-def _field(params: Any, name: str, kind: type, *, required: bool = True) -> Any:
-    """params[name], checked: a wrong or missing one is -32602 naming it."""
-    if not isinstance(params, dict):
-        raise RpcFailure(INVALID_PARAMS, "params must be an object")
-    if name not in params or params[name] is None:
-        if required:
-            raise RpcFailure(INVALID_PARAMS, f"{name}: required")
-        return None
-    value = params[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RpcFailure(INVALID_PARAMS, f"{name}: must be {'a string' if kind is str else kind.__name__}")
-    return value
-
-
 def _cwd(params: Any) -> str:
-    cwd: str = _field(params, "cwd", str)
+    cwd: str = field(params, "cwd", str)
     if not os.path.isabs(cwd):
         raise RpcFailure(INVALID_PARAMS, f"cwd: must be an absolute path, not {cwd!r}")
     return cwd
 
 
 def _mcp_servers(params: Any) -> list[Any]:
-    servers: list[Any] = _field(params, "mcpServers", list, required=False) or []
+    servers: list[Any] = field(params, "mcpServers", list, required=False) or []
     return servers
 
 
@@ -225,8 +217,10 @@ class Session:
 
 
 class Bridge:
-    def __init__(self, stdout: trio.abc.SendStream, *, model: str | None, socket: str | None) -> None:
-        self.rpc = Connection()
+    def __init__(
+        self, stdout: trio.abc.SendStream, *, model: str | None, socket: str | None, rpc: Connection | None = None
+    ) -> None:
+        self.rpc = rpc or Connection()
         self._stdout = stdout
         self._write_lock = trio.Lock()
         self._model = model
@@ -251,11 +245,22 @@ class Bridge:
 
     # --- the life
 
-    async def run(self, stdin: trio.abc.ReceiveStream) -> None:
+    async def run(self, stdin: trio.abc.ReceiveStream, first: Event | None = None, *, answered: bool = False) -> None:
+        """Serve until stdin ends; `first` is a message read already, `answered` says initialize was answered."""
+        if answered:
+            self._first_answered.set()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._connect)
-            await self._read(stdin, nursery)
+            async with trio.open_nursery() as requests:
+                if first is not None:
+                    await self._take(first, requests)
+                await self._read(stdin, requests)
+                # The editor asked, then closed stdin (a script piping requests in): what it asked is
+                # answered, within a bound. A prompt is not waited for: its run goes on in the daemon.
+                requests.cancel_scope.deadline = trio.current_time() + EOF_GRACE
+                for prompt in self._prompts():
+                    prompt.fail("stdin closed")
             nursery.cancel_scope.cancel()
 
     async def _connect(self) -> None:
@@ -286,6 +291,9 @@ class Bridge:
 
     async def _read(self, stdin: trio.abc.ReceiveStream, nursery: trio.Nursery) -> None:
         while True:
+            # What was read before the bridge began comes first.
+            while (event := self.rpc.next_event()) is not None:
+                await self._take(event, nursery)
             try:
                 data = await stdin.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -293,22 +301,26 @@ class Bridge:
             if not data:
                 return
             self.rpc.receive_data(data)
-            while (event := self.rpc.next_event()) is not None:
-                if isinstance(event, Request):
-                    nursery.start_soon(self._answer, event)
-                elif isinstance(event, Notification):
-                    if event.method == "session/cancel":
-                        nursery.start_soon(self._guarded, self.session_cancel, event.params)
-                    # Other notifications are for extensions this agent does not have: ignored, as the spec says.
-                elif isinstance(event, Response):
-                    waiting = self._calls.pop(event.id, None)
-                    if waiting is not None:
-                        waiting[1].append(event)
-                        waiting[0].set()
-                elif isinstance(event, Invalid):
-                    log(event.message)
-                    if event.answer:
-                        await self.write(self.rpc.error(event.id, event.code, event.message))
+
+    def _prompts(self) -> list[Prompt]:
+        return [prompt for session in self.sessions.values() for prompt in session.prompts.values()]
+
+    async def _take(self, event: Event, nursery: trio.Nursery) -> None:
+        if isinstance(event, Request):
+            nursery.start_soon(self._answer, event)
+        elif isinstance(event, Notification):
+            if event.method == "session/cancel":
+                nursery.start_soon(self._guarded, self.session_cancel, event.params)
+            # Other notifications are for extensions this agent does not have: ignored, as the spec says.
+        elif isinstance(event, Response):
+            waiting = self._calls.pop(event.id, None)
+            if waiting is not None:
+                waiting[1].append(event)
+                waiting[0].set()
+        else:
+            log(event.message)
+            if event.answer:
+                await self.write(self.rpc.error(event.id, event.code, event.message))
 
     async def write(self, data: bytes) -> None:
         async with self._write_lock:
@@ -378,24 +390,12 @@ class Bridge:
     # --- initialize
 
     async def initialize(self, params: Any) -> dict[str, Any]:
-        _field(params, "protocolVersion", int)
-        # Version 1 is the only one: asked for it, or for another, the answer is the one we speak.
-        return {
-            "protocolVersion": PROTOCOL_VERSION,
-            "agentInfo": {"name": "agentd", "title": "agentd", "version": agentd.__version__},
-            "agentCapabilities": {
-                "loadSession": True,
-                "promptCapabilities": {"image": False, "audio": False, "embeddedContext": True},
-                "mcpCapabilities": {"http": False, "sse": False},
-                "sessionCapabilities": {"list": {}},
-            },
-            "authMethods": [],
-        }
+        return initialize_result(params)
 
     # --- sessions
 
     def _session(self, params: Any) -> Session:
-        session_id: str = _field(params, "sessionId", str)
+        session_id: str = field(params, "sessionId", str)
         session = self.sessions.get(session_id)
         if session is None:
             raise RpcFailure(INVALID_PARAMS, f"sessionId: no session {session_id!r} here (session/new or session/load)")
@@ -448,7 +448,7 @@ class Bridge:
         return {"sessionId": created.id, "configOptions": self._config_options(names, current)}
 
     async def session_load(self, params: Any) -> Then:
-        session_id: str = _field(params, "sessionId", str)
+        session_id: str = field(params, "sessionId", str)
         cwd = _cwd(params)
         servers = _mcp_servers(params)
         client = await self.client()
@@ -480,7 +480,7 @@ class Bridge:
         return Then(None, go_live)
 
     async def session_list(self, params: Any) -> dict[str, Any]:
-        cwd = _field(params, "cwd", str, required=False) if params is not None else None
+        cwd = field(params, "cwd", str, required=False) if params is not None else None
         client = await self.client()
         found: list[tuple[str, dict[str, Any]]] = []
         if cwd is not None:
@@ -503,8 +503,8 @@ class Bridge:
 
     async def set_config_option(self, params: Any) -> dict[str, Any]:
         session = self._session(params)
-        config_id = _field(params, "configId", str)
-        value = _field(params, "value", str)
+        config_id = field(params, "configId", str)
+        value = field(params, "value", str)
         if config_id != "model":
             raise RpcFailure(INVALID_PARAMS, f"configId: no option {config_id!r} (there is 'model')")
         names, _ = await self._models(await self.client())
@@ -613,18 +613,19 @@ class Bridge:
             await client.call("permission.grant", grant)
 
 
-async def serve(model: str | None, socket: str | None) -> None:
+async def serve(model: str | None, socket: str | None, rpc: Connection, first: Event | None, answered: bool) -> None:
     stdin = trio.lowlevel.FdStream(os.dup(0))
     stdout = trio.lowlevel.FdStream(os.dup(1))
     # fd 1 now leads to stderr: whatever else writes there cannot break the editor's stream.
     os.dup2(2, 1)
     async with stdin, stdout:
-        await Bridge(stdout, model=model, socket=socket).run(stdin)
+        await Bridge(stdout, model=model, socket=socket, rpc=rpc).run(stdin, first, answered=answered)
 
 
-def main(model: str | None, socket: str | None) -> int:
+def main(model: str | None, socket: str | None, rpc: Connection, first: Event | None, answered: bool) -> int:
+    """The bridge, after `agentctl.acp._early` read the first message (`first`, unless it answered it)."""
     try:
-        trio.run(serve, model, socket)
+        trio.run(serve, model, socket, rpc, first, answered)
     except KeyboardInterrupt:
         return 130
     return 0
