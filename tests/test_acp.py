@@ -20,7 +20,7 @@ import acp
 import pytest
 import trio
 from acp.exceptions import RequestError
-from support import WAIT, Daemon, agentctl_command
+from support import WAIT, Daemon, DaemonFactory, agentctl_command
 
 from agentctl.blocking import BlockingClient
 
@@ -330,6 +330,23 @@ async def test_daemon_gone_ends_the_prompt_with_an_error_and_the_bridge_lives(
 
     await in_editor(scenario)
     daemon.proc.wait()
+
+
+async def test_prompt_over_the_daemons_limit_is_refused_and_the_connection_lives(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    start_daemon("--max-message-size", "65536")
+    editor = Editor()
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            session_id = await start(conn, project)
+            with pytest.raises(RequestError, match=r"prompt: 70000 bytes, more than agentd takes \(61440\)"):
+                await conn.prompt(session_id=session_id, prompt=[acp.text_block("x" * 70000)])
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["still here"]))
+            assert reply.stop_reason == "end_turn"
+
+    await in_editor(scenario)
 
 
 class SlowEditor(Editor):

@@ -57,6 +57,8 @@ Event = Request | Notification | Response | Invalid
 CONNECT_TIMEOUT = 30.0
 # How long the daemon's connection waits for the editor's first request to be answered.
 CONNECT_DELAY = 0.2
+# What agent.send needs besides its prompt, within the daemon's message limit.
+PROMPT_HEADROOM = 4096
 # How long requests asked just before stdin ended get to be answered.
 EOF_GRACE = 5.0
 
@@ -229,6 +231,8 @@ class Bridge:
         self._connect_error: str | None = None
         self._connected = trio.Event()
         self._first_answered = trio.Event()
+        # The daemon's limit on a message: one bigger would close the connection every session shares.
+        self._max_message = 0
         self.sessions: dict[str, Session] = {}
         self._feeds: dict[str, trio.Event] = {}
         self._calls: dict[int, tuple[trio.Event, list[Response]]] = {}
@@ -272,7 +276,8 @@ class Bridge:
             from agentctl.client import open_client
 
             async with open_client(self._socket, start_daemon=True) as client:
-                await client.call("initialize", {"client_name": "agentctl acp", "client_version": agentd.__version__})
+                hello = {"client_name": "agentctl acp", "client_version": agentd.__version__}
+                self._max_message = int((await client.call("initialize", hello)).get("max_message_size") or 0)
                 self._client = client
                 self._connected.set()
                 await trio.sleep_forever()
@@ -519,6 +524,10 @@ class Bridge:
         session = self._session(params)
         text = prompt_text(params.get("prompt"))
         client = await self.client()
+        size = len(text.encode())
+        if self._max_message and size > self._max_message - PROMPT_HEADROOM:
+            limit = self._max_message - PROMPT_HEADROOM
+            raise RpcFailure(INVALID_PARAMS, f"prompt: {size} bytes, more than agentd takes ({limit})")
         run_id = new_run_id()
         # Known before agent.send: the run's events may come before its reply.
         prompt = session.prompts[run_id] = Prompt(session.id, run_id)
