@@ -613,7 +613,8 @@ class Bridge:
     async def _ask(self, args: tuple[Session, dict[str, Any], trio.CancelScope]) -> None:
         session, payload, scope = args
         with scope:
-            response = await self.call_editor("session/request_permission", permission_params(payload))
+            params = {"sessionId": session.id} | permission_params(payload)
+            response = await self.call_editor("session/request_permission", params)
             outcome = response.result.get("outcome") if isinstance(response.result, dict) else None
             action = grant_action(outcome) if response.error is None else "deny"
             client = await self.client()
