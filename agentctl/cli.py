@@ -278,6 +278,18 @@ def _add_daemon_and_restart(sub: Any) -> None:
     restart.add_argument("--now", action="store_true", help="cancel the active runs instead of waiting for them")
 
 
+def _add_acp(sub: Any) -> None:
+    acp = _add_command(
+        sub,
+        "acp",
+        "serve an editor the Agent Client Protocol on stdin and stdout",
+        "An ACP agent (protocol version 1) that an editor starts: its sessions are agentd's, shared with every"
+        " client. Only ACP goes to stdout; notes go to stderr. Exits 0 when stdin closes; runs go on in the daemon.",
+        "  agentctl acp\n  agentctl acp --model scripted\n",
+    )
+    acp.add_argument("-m", "--model", help="model of new sessions (default: the daemon's default)")
+
+
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "attach": _add_attach,
@@ -292,6 +304,7 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "undo": _add_diff_and_undo,
     "daemon": _add_daemon_and_restart,
     "restart": _add_daemon_and_restart,
+    "acp": _add_acp,
 }
 
 
@@ -520,6 +533,10 @@ def _dispatch(argv: list[str]) -> int:
         from agentctl._restart import restart
 
         return restart(args)
+    if args.command == "acp":
+        from agentctl.acp._early import main as acp_main
+
+        return acp_main(args.model, args.socket)
     from agentctl import _admin
 
     handler = {

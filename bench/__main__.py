@@ -21,7 +21,7 @@ from typing import Any
 
 from ._common import Row
 
-SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history", "changes")
+SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history", "changes", "acp")
 
 
 def _suite(name: str) -> Any:
