@@ -27,10 +27,19 @@ from agentctl.blocking import BlockingClient
 ACP = [*agentctl_command(), "acp", "--model", "scripted"]
 
 
-class Editor:
-    """An ACP client that records every session/update and answers permission requests with `answer`."""
+def option_of_kind(options: list[Any], kind: str) -> str:
+    """The id of the offered option of `kind` (`allow_once`...), as an editor's user picks one: by what it does."""
+    (option_id,) = [o.option_id for o in options if o.kind == kind]
+    return str(option_id)
 
-    def __init__(self, answer: str | None = "allow") -> None:
+
+class Editor:
+    """An ACP client recording every session/update, answering permission requests with the option of kind `answer`.
+
+    None: it cancels them.
+    """
+
+    def __init__(self, answer: str | None = "allow_once") -> None:
         self.answer = answer
         self.updates: list[tuple[str, Any]] = []
         self.asked: list[Any] = []
@@ -42,7 +51,7 @@ class Editor:
         if self.answer is None:
             return acp.RequestPermissionResponse(outcome=acp.schema.DeniedOutcome(outcome="cancelled"))
         return acp.RequestPermissionResponse(
-            outcome=acp.schema.AllowedOutcome(outcome="selected", option_id=self.answer)
+            outcome=acp.schema.AllowedOutcome(outcome="selected", option_id=option_of_kind(options, self.answer))
         )
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
@@ -170,7 +179,7 @@ async def test_model_config_option_switches_the_model(daemon: Daemon, env: dict[
 
 
 async def test_tool_call_permission_round_trip(daemon: Daemon, env: dict[str, str], project: Path) -> None:
-    editor = Editor(answer="allow")
+    editor = Editor(answer="allow_once")
     (project / "notes.txt").write_text("seen\n")
     call = {"name": "bash", "arguments": {"command": "cat notes.txt"}}
 
@@ -191,6 +200,33 @@ async def test_tool_call_permission_round_trip(daemon: Daemon, env: dict[str, st
         messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session.id})
     (result,) = [p for m in messages if m["role"] == "tool" for p in m["parts"]]
     assert result["status"] == "ok" and "seen" in result["output"]
+
+
+async def test_an_edit_reaches_the_editor_as_a_tool_call_with_its_diff(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    editor = Editor(answer="allow_once")
+    (project / "notes.txt").write_text("old line\n")
+    call = {"name": "edit", "arguments": {"path": "notes.txt", "old_string": "old", "new_string": "new"}}
+
+    def finished() -> list[Any]:
+        return [u for _, u in editor.updates if u.session_update == "tool_call_update" and u.status == "completed"]
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            session_id = await start(conn, project)
+            reply = await conn.prompt(session_id=session_id, prompt=script(steps=[{"tool_calls": [call]}]))
+            assert reply.stop_reason == "end_turn"
+            await editor.until(lambda: bool(finished()))
+        (started,) = [u for _, u in editor.updates if u.session_update == "tool_call"]
+        assert (started.kind, started.status) == ("edit", "in_progress")
+        assert [loc.path for loc in started.locations] == [str(project / "notes.txt")]
+        # Each update's content replaces the call's whole content: the last one holds the diff too.
+        diffs = [c for c in finished()[-1].content or [] if c.type == "diff"]
+        assert [(d.path, d.old_text, d.new_text) for d in diffs] == [(str(project / "notes.txt"), "old", "new")]
+
+    await in_editor(scenario)
+    assert (project / "notes.txt").read_text() == "new line\n"
 
 
 async def test_editor_cancelled_outcome_denies(daemon: Daemon, env: dict[str, str], project: Path) -> None:
@@ -364,7 +400,7 @@ class SlowEditor(Editor):
         self.first_asked.set()
         await (self.release if len(self.asked) == 1 else self._never).wait()
         return acp.RequestPermissionResponse(
-            outcome=acp.schema.AllowedOutcome(outcome="selected", option_id=str(self.answer))
+            outcome=acp.schema.AllowedOutcome(outcome="selected", option_id=option_of_kind(options, str(self.answer)))
         )
 
 
@@ -384,8 +420,8 @@ class AfterEditor(Editor):
 async def test_late_answer_after_another_client_answered_is_void(
     daemon: Daemon, env: dict[str, str], project: Path
 ) -> None:
-    slow = SlowEditor(answer="deny_session")
-    quick = AfterEditor("allow", slow)
+    slow = SlowEditor(answer="reject_always")
+    quick = AfterEditor("allow_once", slow)
     call = {"name": "bash", "arguments": {"command": "echo ran"}}
     steps = [{"tool_calls": [call]}, {"chunks": ["done"]}]
 

@@ -40,6 +40,7 @@ from agentctl.acp._jsonrpc import (
     Response,
     RpcFailure,
 )
+from agentctl.acp._updates import SessionView, grant_action, permission_params, stop_reason
 from agentctl.errors import ConnectionLost
 from agentctl.runstream import RunStream, new_run_id
 from agentd import event_types as events
@@ -61,66 +62,6 @@ CONNECT_DELAY = 0.2
 PROMPT_HEADROOM = 4096
 # How long requests asked just before stdin ended get to be answered.
 EOF_GRACE = 5.0
-
-
-# --- stand-in for agentctl.acp._updates (text only), until that module lands; the merge swaps it
-
-
-class SessionView:
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-
-    def take(self, envelope: dict[str, Any]) -> list[dict[str, Any]]:
-        payload = envelope.get("payload")
-        if envelope.get("type") == events.MESSAGE_DELTA and isinstance(payload, dict):
-            return [{"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": payload["text"]}}]
-        return []
-
-
-def replay(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    kinds = {"user": "user_message_chunk", "assistant": "agent_message_chunk"}
-    return [
-        {"sessionUpdate": kinds[m["role"]], "content": {"type": "text", "text": m["text"]}}
-        for m in messages
-        if m.get("role") in kinds and m.get("text")
-    ]
-
-
-_OPTIONS = [
-    ("allow", "Allow once", "allow_once"),
-    ("allow_session", "Always allow", "allow_always"),
-    ("deny", "Reject once", "reject_once"),
-    ("deny_session", "Always reject", "reject_always"),
-]
-
-
-def permission_params(payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "sessionId": payload["session_id"],
-        "toolCall": {"toolCallId": payload["call_id"], "title": payload["description"]},
-        "options": [{"optionId": o, "name": n, "kind": k} for o, n, k in _OPTIONS],
-    }
-
-
-def grant_action(outcome: Any) -> str:
-    if isinstance(outcome, dict) and outcome.get("outcome") == "selected":
-        chosen = outcome.get("optionId")
-        if chosen in {o for o, _, _ in _OPTIONS}:
-            return str(chosen)
-    return "deny"
-
-
-def stop_reason(rc: dict[str, Any]) -> str | None:
-    return {
-        "stop": "end_turn",
-        "length": "max_tokens",
-        "refusal": "refusal",
-        "step_limit": "max_turn_requests",
-        "cancelled": "cancelled",
-    }.get(str(rc.get("stop_reason")))
-
-
-# --- end of the stand-in
 
 
 def log(message: str) -> None:
@@ -204,13 +145,13 @@ class Then:
 
 
 class Session:
-    def __init__(self, session_id: str, workspace_id: str, cwd: str, model: str, mcp_servers: list[Any]) -> None:
+    def __init__(self, session_id: str, workspace_id: str, root: str, model: str, mcp_servers: list[Any]) -> None:
         self.id = session_id
         self.workspace_id = workspace_id
-        self.cwd = cwd
+        self.root = root
         self.model = model
         self.mcp_servers = mcp_servers
-        self.view = SessionView(session_id)
+        self.view = SessionView(session_id, root)
         self.prompts: dict[str, Prompt] = {}
         # request_id -> the scope of its session/request_permission, cancelled when another client answers.
         self.asking: dict[str, trio.CancelScope] = {}
@@ -433,22 +374,23 @@ class Bridge:
             names = ", ".join(str(server.get("name")) for server in servers if isinstance(server, dict))
             log(f"mcpServers ({names}): kept with the session, but not yet supported: agentd runs no MCP servers yet")
 
-    async def _open(self, client: Client, cwd: str) -> str:
+    async def _open(self, client: Client, cwd: str) -> tuple[str, str]:
+        """The workspace of `cwd`, fed: its id, and its root as the daemon resolved it (the updates' paths)."""
         try:
             workspace = await client.open_workspace(cwd)
         except RpcError as exc:
             raise RpcFailure(INVALID_PARAMS, f"cwd: {exc}") from None
         await self._ensure_feed(client, workspace.id)
-        return workspace.id
+        return workspace.id, workspace.path
 
     async def session_new(self, params: Any) -> dict[str, Any]:
         cwd = _cwd(params)
         servers = _mcp_servers(params)
         client = await self.client()
-        workspace_id = await self._open(client, cwd)
+        workspace_id, root = await self._open(client, cwd)
         created = await client.create_session(workspace_id)
         names, current = await self._models(client)
-        self.sessions[created.id] = Session(created.id, workspace_id, cwd, current, servers)
+        self.sessions[created.id] = Session(created.id, workspace_id, root, current, servers)
         self._note_mcp(servers)
         return {"sessionId": created.id, "configOptions": self._config_options(names, current)}
 
@@ -457,20 +399,20 @@ class Bridge:
         cwd = _cwd(params)
         servers = _mcp_servers(params)
         client = await self.client()
-        workspace_id = await self._open(client, cwd)
+        workspace_id, root = await self._open(client, cwd)
         ids = {"workspace_id": workspace_id, "session_id": session_id}
         try:
             messages = await client.call("session.messages", ids)
         except RpcError as exc:
             raise RpcFailure(INVALID_PARAMS, f"sessionId: {exc}") from None
         _, current = await self._models(client)
-        session = Session(session_id, workspace_id, cwd, current, servers)
+        session = Session(session_id, workspace_id, root, current, servers)
         # Known before the replay, so that no live event falls between the two; held until the answer.
         session.held = []
         self.sessions[session_id] = session
         # Requests that wait already were handed out when the feed subscribed, before this session was known.
         waiting = await client.call("permission.list", {"workspace_id": workspace_id})
-        for update in replay(messages):
+        for update in session.view.replay(messages):
             await self.notify_update(session_id, update)
         self._note_mcp(servers)
 
@@ -531,6 +473,7 @@ class Bridge:
         run_id = new_run_id()
         # Known before agent.send: the run's events may come before its reply.
         prompt = session.prompts[run_id] = Prompt(session.id, run_id)
+        session.view.started(run_id)
         try:
             send = {"workspace_id": session.workspace_id, "session_id": session.id, "prompt": text}
             await client.call("agent.send", send | {"run_id": run_id, "model": session.model})
@@ -613,7 +556,7 @@ class Bridge:
     async def _ask(self, args: tuple[Session, dict[str, Any], trio.CancelScope]) -> None:
         session, payload, scope = args
         with scope:
-            params = {"sessionId": session.id} | permission_params(payload)
+            params = {"sessionId": session.id} | permission_params(payload, session.root)
             response = await self.call_editor("session/request_permission", params)
             outcome = response.result.get("outcome") if isinstance(response.result, dict) else None
             action = grant_action(outcome) if response.error is None else "deny"
