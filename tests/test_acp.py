@@ -20,7 +20,9 @@ import acp
 import pytest
 import trio
 from acp.exceptions import RequestError
-from support import WAIT, Daemon, DaemonFactory, agentctl_command
+from loopback_http import Streamed, start_loopback_server
+from support import WAIT, Daemon, DaemonFactory, agentctl_command, configure_loopback
+from test_models_e2e import HELLO
 
 from agentctl.blocking import BlockingClient
 
@@ -539,3 +541,45 @@ async def test_requests_piped_in_are_all_answered_before_eof_exits(
     # stdin ended right after it: what was asked is answered all the same, daemon and all.
     assert replies[2]["id"] == 2 and replies[2]["result"]["sessionId"].startswith("ses_")
     assert len(replies) == 3
+
+
+async def test_a_prompt_answers_with_the_sessions_token_counts(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    editor = Editor()
+
+    async def scenario() -> tuple[Any, Any]:
+        async with bridge(editor, env, project, "--model", "quick") as (conn, _):
+            session_id = await start(conn, project)
+            first = await conn.prompt(session_id=session_id, prompt=[acp.text_block("hello?")])
+            second = await conn.prompt(session_id=session_id, prompt=[acp.text_block("again?")])
+            await editor.saw(session_id, "Hello thereHello there")
+            return first, second
+
+    answers: list[tuple[Any, Any]] = []
+
+    async def recorded() -> None:
+        answers.append(await scenario())
+
+    async with trio.open_nursery() as nursery:
+        server = await start_loopback_server(nursery)
+        configure_loopback(env, server.url, key_env="AGENTD_ACP_KEY", key="sk-acp-test-0001")
+        start_daemon()
+        # Each answer counts 12 prompt and 2 completion tokens: the usage is the session's, so far.
+        server.script(Streamed([HELLO]), Streamed([HELLO]))
+        await in_editor(recorded)
+        nursery.cancel_scope.cancel()
+    first, second = answers[0]
+    assert first.stop_reason == second.stop_reason == "end_turn"
+    assert (first.usage.input_tokens, first.usage.output_tokens, first.usage.total_tokens) == (12, 2, 14)
+    assert (second.usage.input_tokens, second.usage.output_tokens, second.usage.total_tokens) == (24, 4, 28)
+
+
+async def test_a_model_that_counts_no_tokens_gives_no_usage(daemon: Daemon, env: dict[str, str], project: Path) -> None:
+    async def scenario() -> None:
+        async with bridge(Editor(), env, project) as (conn, _):
+            session_id = await start(conn, project)
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["hi"]))
+            assert reply.stop_reason == "end_turn" and reply.usage is None
+
+    await in_editor(scenario)

@@ -486,7 +486,24 @@ class Bridge:
         if prompt.failure is not None:
             raise RpcFailure(INTERNAL_ERROR, prompt.failure)
         assert prompt.answer is not None
-        return prompt.answer
+        return prompt.answer | await self._usage(client, session)
+
+    async def _usage(self, client: Client, session: Session) -> dict[str, Any]:
+        """The session's token counts, as PromptResponse's `usage` (totals across the session's turns).
+
+        Not `usage_update`: that one needs the model's context window, which
+        agentd's configuration does not give. Nothing when the session's models
+        counted no tokens (the built-in ones), or when the daemon cannot say.
+        """
+        try:
+            got = await client.call("session.get", {"workspace_id": session.workspace_id, "session_id": session.id})
+        except (RpcError, ConnectionLost):
+            return {}
+        prompt_tokens, completion_tokens = got.get("prompt_tokens", 0), got.get("completion_tokens", 0)
+        if not prompt_tokens and not completion_tokens:
+            return {}
+        total = prompt_tokens + completion_tokens
+        return {"usage": {"totalTokens": total, "inputTokens": prompt_tokens, "outputTokens": completion_tokens}}
 
     async def session_cancel(self, params: Any) -> None:
         session = self._session(params)
