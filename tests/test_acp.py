@@ -270,6 +270,28 @@ async def test_load_replays_an_earlier_session_and_list_finds_it(
     await in_editor(scenario)
 
 
+async def test_load_replays_tool_calls_in_their_final_state(daemon: Daemon, env: dict[str, str], project: Path) -> None:
+    (project / "notes.txt").write_text("one\n")
+    later = Editor()
+    steps = [{"tool_calls": [{"name": "view", "arguments": {"path": "notes.txt"}}]}, {"chunks": ["read it"]}]
+
+    async def scenario() -> None:
+        async with bridge(Editor(), env, project) as (conn, _):
+            session_id = await start(conn, project)
+            assert (await conn.prompt(session_id=session_id, prompt=script(steps=steps))).stop_reason == "end_turn"
+        async with bridge(later, env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            await conn.load_session(cwd=str(project), session_id=session_id, mcp_servers=[])
+            await later.saw(session_id, "read it")
+        calls = [u for _, u in later.updates if u.session_update in ("tool_call", "tool_call_update")]
+        assert calls and all(u.tool_call_id == "call_1_1" for u in calls)
+        # Told as it ended, never as running: the load replays the stored result.
+        assert [u.status for u in calls][-1] == "completed" and "in_progress" not in [u.status for u in calls]
+        assert calls[0].kind == "read" and [loc.path for loc in calls[0].locations] == [str(project / "notes.txt")]
+
+    await in_editor(scenario)
+
+
 async def test_two_bridges_on_one_session_see_each_others_runs(
     daemon: Daemon, env: dict[str, str], project: Path
 ) -> None:
