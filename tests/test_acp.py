@@ -384,12 +384,75 @@ async def test_daemon_gone_ends_the_prompt_with_an_error_and_the_bridge_lives(
             prompt = asyncio.create_task(conn.prompt(session_id=session_id, prompt=script(chunks=["a"], hang=True)))
             await editor.until(lambda: editor.texts(session_id) == "a")
             daemon.proc.kill()
-            with pytest.raises(RequestError, match="agentd connection lost"):
+            with pytest.raises(RequestError, match="agentd connection lost .*: the prompt's run was interrupted"):
                 await prompt
             assert (await conn.initialize(protocol_version=1)).protocol_version == 1
 
     await in_editor(scenario)
     daemon.proc.wait()
+
+
+def bridge_with_stderr(editor: Editor, env: dict[str, str], cwd: Path) -> Any:
+    client: Any = editor
+    return acp.spawn_agent_process(
+        client, ACP[0], *ACP[1:], env=env, cwd=cwd, transport_kwargs={"stderr": subprocess.PIPE}
+    )
+
+
+async def test_after_a_daemon_restart_the_same_session_prompts_again(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    daemon = start_daemon()
+    editor = Editor()
+    stderr = b""
+
+    async def scenario() -> None:
+        nonlocal stderr
+        async with bridge_with_stderr(editor, env, project) as (conn, process):
+            session_id = await start(conn, project)
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["before"]))
+            assert reply.stop_reason == "end_turn"
+            await editor.saw(session_id, "before")
+            await asyncio.to_thread(daemon.terminate)
+            await asyncio.to_thread(start_daemon)
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=[" after"]))
+            assert reply.stop_reason == "end_turn"
+            await editor.saw(session_id, "before after")
+        assert process.stderr is not None
+        stderr = await process.stderr.read()
+
+    await in_editor(scenario)
+    assert stderr.count(b"agentd connection lost") == 1, stderr
+    assert stderr.count(b"reconnected to agentd") == 1, stderr
+
+
+async def test_after_a_kill_the_interrupted_prompt_fails_and_the_next_one_works(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    daemon = start_daemon()
+    editor = Editor()
+    stderr = b""
+
+    async def scenario() -> None:
+        nonlocal stderr
+        async with bridge_with_stderr(editor, env, project) as (conn, process):
+            session_id = await start(conn, project)
+            prompt = asyncio.create_task(conn.prompt(session_id=session_id, prompt=script(chunks=["a"], hang=True)))
+            await editor.until(lambda: editor.texts(session_id) == "a")
+            daemon.proc.kill()
+            with pytest.raises(RequestError, match="the prompt's run was interrupted"):
+                await prompt
+            await asyncio.to_thread(daemon.proc.wait)
+            await asyncio.to_thread(start_daemon)
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["b"]))
+            assert reply.stop_reason == "end_turn"
+            await editor.saw(session_id, "ab")
+        assert process.stderr is not None
+        stderr = await process.stderr.read()
+
+    await in_editor(scenario)
+    assert stderr.count(b"agentd connection lost") == 1, stderr
+    assert stderr.count(b"reconnected to agentd") == 1, stderr
 
 
 async def test_prompt_over_the_daemons_limit_is_refused_and_the_connection_lives(

@@ -2,7 +2,9 @@
 
     Bridge.run holds the whole life:
       nursery
-      ├── connect: open_client(start_daemon=True), held until stdin ends
+      ├── the daemon's connection: open_client(start_daemon=True), held until it
+      │   is lost or stdin ends; a lost one is made again by the next request
+      │   that needs it, which feeds each workspace again from the last seq seen
       ├── requests nursery: read stdin → one task per editor request (a prompt
       │   lasts its run); at stdin's end, given EOF_GRACE, prompts let go
       └── one feed per workspace: events.subscribe → each session's updates,
@@ -18,6 +20,7 @@ on in the daemon, as with every client.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
@@ -54,8 +57,6 @@ __all__ = ["main", "serve"]
 
 READ_SIZE = 65536
 Event = Request | Notification | Response | Invalid
-# How long the daemon gets to answer before a request says it cannot be reached.
-CONNECT_TIMEOUT = 30.0
 # How long the daemon's connection waits for the editor's first request to be answered.
 CONNECT_DELAY = 0.2
 # What agent.send needs besides its prompt, within the daemon's message limit.
@@ -169,13 +170,18 @@ class Bridge:
         self._model = model
         self._socket = socket
         self._client: Client | None = None
+        # Why the last connection attempt failed, said once on stderr until one succeeds.
         self._connect_error: str | None = None
-        self._connected = trio.Event()
+        self._connecting = trio.Lock()
+        # True from a connection's loss until the next one is made: that one is said too.
+        self._lost = False
         self._first_answered = trio.Event()
         # The daemon's limit on a message: one bigger would close the connection every session shares.
         self._max_message = 0
         self.sessions: dict[str, Session] = {}
         self._feeds: dict[str, trio.Event] = {}
+        # workspace_id -> the seq of the last event its feed handed out: the `since` of its next one.
+        self._last_seq: dict[str, int] = {}
         self._calls: dict[int, tuple[trio.Event, list[Response]]] = {}
         self._mcp_reported = False
         self._nursery: trio.Nursery | None = None
@@ -213,27 +219,71 @@ class Bridge:
         # first request (initialize) is answered before it is paid for.
         with trio.move_on_after(CONNECT_DELAY):
             await self._first_answered.wait()
-        try:
-            from agentctl.client import open_client
-
-            async with open_client(self._socket, start_daemon=True) as client:
-                hello = {"client_name": "agentctl acp", "client_version": agentd.__version__}
-                self._max_message = int((await client.call("initialize", hello)).get("max_message_size") or 0)
-                self._client = client
-                self._connected.set()
-                await trio.sleep_forever()
-        except Exception as exc:
-            self._connect_error = f"cannot reach agentd: {exc}"
-            log(self._connect_error)
-            self._connected.set()
+        with contextlib.suppress(RpcFailure):
+            await self.client()
 
     async def client(self) -> Client:
-        with trio.move_on_after(CONNECT_TIMEOUT):
-            await self._connected.wait()
-        if self._client is None or not self._client.connected:
-            reason = self._connect_error or (self._client.close_reason if self._client else "agentd did not answer")
-            raise RpcFailure(INTERNAL_ERROR, reason or "agentd connection lost")
-        return self._client
+        """The daemon's connection; a lost one is made again, as the first was, by the request that needs it.
+
+        Again on demand rather than by a background retry: no loop can outlast the
+        editor's interest, and a daemon stopped on purpose is started again only when
+        the editor asks for something.
+        """
+        async with self._connecting:
+            if self._client is None or not self._client.connected:
+                await self._reconnect()
+            assert self._client is not None
+            return self._client
+
+    async def _reconnect(self) -> None:
+        assert self._nursery is not None
+        try:
+            client: Client = await self._nursery.start(self._hold)
+            # Each workspace the editor's sessions are in, fed again from the last event seen:
+            # what happened while the daemon was away comes first.
+            self._feeds.clear()
+            for workspace_id, root in {s.workspace_id: s.root for s in self.sessions.values()}.items():
+                await self._reopen(client, workspace_id, root)
+        except Exception as exc:
+            if self._connect_error is None:
+                log(f"cannot reach agentd: {exc}")
+            self._connect_error = f"cannot reach agentd: {exc}"
+            raise RpcFailure(INTERNAL_ERROR, self._connect_error) from None
+        self._connect_error = None
+        if self._lost:
+            self._lost = False
+            log("reconnected to agentd")
+
+    async def _hold(self, task_status: trio.TaskStatus[Client] = trio.TASK_STATUS_IGNORED) -> None:
+        """One connection, held until it is lost: then its prompts end, and the next request connects again."""
+        from agentctl.client import open_client
+
+        async with open_client(self._socket, start_daemon=True) as client:
+            hello = {"client_name": "agentctl acp", "client_version": agentd.__version__}
+            self._max_message = int((await client.call("initialize", hello)).get("max_message_size") or 0)
+            self._client = client
+            task_status.started(client)
+            # The notifications no subscription takes (none are expected) end with the connection.
+            async for _ in client.notifications:
+                pass
+        self._lost = True
+        log(f"agentd connection lost ({client.close_reason}); reconnecting at the next request")
+        # Their run.complete can no longer come: the runs in flight were interrupted with the connection.
+        for prompt in self._prompts():
+            prompt.fail(f"agentd connection lost ({client.close_reason}): the prompt's run was interrupted")
+
+    async def _reopen(self, client: Client, workspace_id: str, root: str) -> None:
+        try:
+            workspace = await client.open_workspace(root)
+        except RpcError as exc:
+            workspace = None
+            log(f"{root}: cannot be opened again ({exc}): its sessions end here")
+        if workspace is None or workspace.id != workspace_id:
+            for session in [s for s in self.sessions.values() if s.workspace_id == workspace_id]:
+                del self.sessions[session.id]
+            self._last_seq.pop(workspace_id, None)
+            return
+        await self._ensure_feed(client, workspace_id)
 
     async def _read(self, stdin: trio.abc.ReceiveStream, nursery: trio.Nursery) -> None:
         while True:
@@ -524,20 +574,33 @@ class Bridge:
 
     async def _feed(self, client: Client, workspace_id: str, ready: trio.Event) -> None:
         try:
-            async with client.subscribe(workspace_id) as subscription:
+            closed: Any = None
+            async with client.subscribe(workspace_id, since=self._last_seq.get(workspace_id)) as subscription:
                 ready.set()
                 while not subscription.over:
                     envelope = await subscription._next_envelope()
+                    self._last_seq[workspace_id] = subscription.last_seq
+                    if envelope.get("type") == events.EVENTS_GAP and envelope["payload"].get("reason"):
+                        gap = envelope["payload"]["reason"]
+                        log(f"what happened while agentd was away could not all be replayed ({gap})")
                     await self._dispatch(envelope)
+                    closed = envelope["payload"] if envelope.get("type") == events.WORKSPACE_CLOSED else None
+            if isinstance(closed, dict) and closed.get("reason") == "shutdown":
+                # The daemon is going away, and the connection with it: its sessions are kept for the next one.
+                return
             reason = "the workspace closed"
-        except ConnectionLost as exc:
-            reason = f"agentd connection lost: {exc}"
+        except ConnectionLost:
+            # The connection's holder says so and ends the prompts; the next connection feeds this again.
+            return
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             reason = f"internal error: {exc}"
         finally:
             ready.set()
-            self._feeds.pop(workspace_id, None)
+            # A feed of an earlier connection must not take the place of the current one's.
+            if self._feeds.get(workspace_id) is ready:
+                del self._feeds[workspace_id]
+        self._last_seq.pop(workspace_id, None)
         log(reason)
         # Their run.complete can no longer come this way: the prompts end with the feed, not never.
         for session in list(self.sessions.values()):
