@@ -426,6 +426,34 @@ async def test_after_a_daemon_restart_the_same_session_prompts_again(
     assert stderr.count(b"reconnected to agentd") == 1, stderr
 
 
+def run_elsewhere(socket_path: Path, project: Path, session_id: str, prompt: dict[str, Any]) -> None:
+    """`send_elsewhere`, and wait for the run to end."""
+    run_id = send_elsewhere(socket_path, project, session_id, prompt)
+    with BlockingClient.connect(socket_path) as client:
+        client.call("run.wait", {"run_id": run_id, "timeout": WAIT})
+
+
+async def test_what_ran_while_the_bridge_was_away_is_replayed_at_its_return(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    daemon = start_daemon()
+    editor = Editor()
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            session_id = await start(conn, project)
+            await conn.prompt(session_id=session_id, prompt=script(chunks=["before "]))
+            await asyncio.to_thread(daemon.terminate)
+            again = await asyncio.to_thread(start_daemon)
+            # Another client's run in the new daemon, before the bridge has reconnected.
+            await asyncio.to_thread(run_elsewhere, again.socket_path, project, session_id, {"chunks": ["theirs "]})
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["ours"]))
+            assert reply.stop_reason == "end_turn"
+            await editor.saw(session_id, "before theirs ours")
+
+    await in_editor(scenario)
+
+
 async def test_after_a_kill_the_interrupted_prompt_fails_and_the_next_one_works(
     start_daemon: DaemonFactory, env: dict[str, str], project: Path
 ) -> None:
