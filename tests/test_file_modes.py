@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
@@ -153,3 +154,25 @@ async def test_agentctl_starts_no_daemon_when_its_state_folder_is_a_symlink(
     assert mode(elsewhere) == 0o755
     assert list(elsewhere.iterdir()) == []
     assert not (Path(default_env["XDG_RUNTIME_DIR"]) / "agentd" / "agentd.sock").exists()
+
+
+def test_open_private_makes_0600_narrows_a_wider_file_and_never_follows_a_symlink(short_tmp: Path) -> None:
+    from agentd.paths import open_private
+
+    new = short_tmp / "new.log"
+    os.close(open_private(new))
+    assert mode(new) == 0o600
+    wide = short_tmp / "wide.lock"
+    wide.write_text("")
+    os.chmod(wide, 0o644)
+    os.close(open_private(wide, os.O_RDWR))
+    assert mode(wide) == 0o600
+    # A symlink put where agentd's file goes is refused, and its target left alone.
+    target = short_tmp / "someone-elses"
+    target.write_text("theirs\n")
+    os.chmod(target, 0o644)
+    (short_tmp / "link.log").symlink_to(target)
+    with pytest.raises(OSError) as refused:
+        open_private(short_tmp / "link.log")
+    assert refused.value.errno == errno.ELOOP
+    assert (target.read_text(), mode(target)) == ("theirs\n", 0o644)

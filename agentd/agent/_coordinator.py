@@ -57,8 +57,9 @@ class Coordinator:
         model = await self._models.resolve(run.model)
         # Read per run: a changed configuration applies from the next run on.
         config = self._models.config
+        hidden = config.key_variables()
         shield = ToolShield(
-            environment={k: v for k, v in os.environ.items() if k not in config.key_variables()},
+            environment={k: v for k, v in os.environ.items() if k not in hidden},
             secrets=config.tool_secrets(os.environ),
         )
         await self._agent.run(run, model, config.agent.max_steps, shield)
