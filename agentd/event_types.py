@@ -14,6 +14,7 @@ __all__ = [
     "LOGGED",
     "MESSAGE_CREATED",
     "MESSAGE_DELTA",
+    "MCP_STATUS",
     "MESSAGE_UPDATED",
     "MUST_DELIVER",
     "PERMISSION_REQUEST",
@@ -45,6 +46,7 @@ PERMISSION_REQUEST = "permission.request"
 PERMISSION_RESOLVED = "permission.resolved"
 EVENTS_GAP = "events.gap"
 WORKSPACE_CLOSED = "workspace.closed"
+MCP_STATUS = "mcp.status"
 
 # name: (must-deliver, logged for replay).
 EVENT_TYPES: dict[str, tuple[bool, bool]] = {
@@ -70,6 +72,8 @@ EVENT_TYPES: dict[str, tuple[bool, bool]] = {
     RUN_COMPLETE: (True, True),
     # Sent to one subscriber only, in place of the lossy events it was too slow to take.
     EVENTS_GAP: (False, False),
+    # An MCP server started, failed or stopped: state, which `mcp.list` also answers.
+    MCP_STATUS: (False, False),
     # The last event a workspace's subscribers get.
     WORKSPACE_CLOSED: (True, True),
 }

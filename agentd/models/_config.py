@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from agentd.mcp import DEFAULT_MCP_WAIT, McpServerConfig
 from agentd.permissions import PermissionSettings
 
 from ._base import UnknownModelError
@@ -212,6 +213,8 @@ class AgentSettings:
     """`[agent]`: how the agent loop runs."""
 
     max_steps: int = DEFAULT_MAX_STEPS
+    # Seconds a run's first model turn waits for MCP servers still starting (then it goes on without them).
+    mcp_wait: float = DEFAULT_MCP_WAIT
 
 
 @attrs.frozen
@@ -225,6 +228,8 @@ class Config:
     # `[permissions]` and `[agent]`: the defaults when there is no file (or it says nothing).
     permissions: PermissionSettings = PermissionSettings()
     agent: AgentSettings = AgentSettings()
+    # `[mcp.NAME]` tables, in the file's order.
+    mcp: tuple[McpServerConfig, ...] = ()
 
     def resolve(self, name: str | None) -> ResolvedModel:
         """The model `name` means (None: the default); UnknownModelError says what exists instead."""

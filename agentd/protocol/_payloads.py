@@ -12,6 +12,7 @@ from agentd.event_types import (
     AGENT_ERROR,
     EVENT_TYPES,
     EVENTS_GAP,
+    MCP_STATUS,
     MESSAGE_CREATED,
     MESSAGE_DELTA,
     MESSAGE_UPDATED,
@@ -31,6 +32,7 @@ from agentd.event_types import (
 from ._types import (
     AgentErrorPayload,
     GapPayload,
+    McpStatus,
     Message,
     MessageDelta,
     PermissionRequest,
@@ -65,6 +67,7 @@ EVENT_PAYLOADS: dict[str, tuple[type, ...]] = {
     PERMISSION_RESOLVED: (PermissionResolved,),
     EVENTS_GAP: (GapPayload, ReplayGapPayload),
     WORKSPACE_CLOSED: (WorkspaceClosed,),
+    MCP_STATUS: (McpStatus,),
 }
 
 if EVENT_PAYLOADS.keys() != EVENT_TYPES.keys():

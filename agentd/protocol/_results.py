@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._types import RunComplete, Session, Workspace
+from ._types import McpServerView, RunComplete, Session, Workspace
 
 __all__ = [
     "CancelResult",
@@ -21,6 +21,8 @@ __all__ = [
     "FileRefused",
     "FileReverted",
     "InitializeResult",
+    "McpServerList",
+    "McpTrusted",
     "ModelsList",
     "PermissionGranted",
     "QueueCleared",
@@ -71,6 +73,8 @@ class ServerStatus:
     # Handed its socket by systemd; and after how many idle seconds it exits (None: never).
     socket_activated: bool = False
     idle_exit_s: float | None = None
+    # MCP servers of every open workspace, by state ("ready": 2, "failed": 1); absent states are 0.
+    mcp_servers: dict[str, int] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -193,3 +197,24 @@ class RunReverted:
     session_id: str
     reverted: list[FileReverted]
     refused: list[FileRefused]
+
+
+@attrs.frozen
+class McpServerList:
+    """`mcp.list`: the workspace's MCP servers, the configuration's first, then the project's, then sessions'."""
+
+    servers: list[McpServerView]
+    # The workspace's .agentd/config.toml, when it has one, and whether its present content is trusted.
+    project_config: str | None = None
+    project_trusted: bool = False
+    # What is wrong with that file (`path:LINE: reason` each); its servers start once it has none.
+    project_mistakes: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
+class McpTrusted:
+    """`mcp.trust`: the workspace's .agentd/config.toml is trusted as it is now; its servers are starting."""
+
+    path: str
+    # The servers it configures.
+    servers: list[str]

@@ -19,6 +19,9 @@ __all__ = [
     "EventsUnsubscribeParams",
     "GapPayload",
     "InitializeParams",
+    "McpServerSpec",
+    "McpServerView",
+    "McpStatus",
     "Message",
     "MessageDelta",
     "MessagePart",
@@ -39,6 +42,7 @@ __all__ = [
     "ServerShutdownParams",
     "Session",
     "SessionCreateParams",
+    "SessionMcpServersParams",
     "SessionRef",
     "ToolCallPart",
     "ToolFinished",
@@ -290,6 +294,43 @@ class ReplayGapPayload:
     reason: str
 
 
+# How an MCP server is doing: "starting" (spawned or connecting, tools not listed yet), "ready" (its
+# tools are offered), "failed" (it did not start, crashed or stopped answering; restarted after
+# `retry_in` seconds), "untrusted" (the workspace's .agentd/config.toml, not trusted yet:
+# `agentctl mcp trust`), "disabled" (`enabled = false`), "stopped" (the workspace is closing).
+McpState = Literal["starting", "ready", "failed", "untrusted", "disabled", "stopped"]
+
+
+@attrs.frozen
+class McpServerView:
+    """One MCP server of a workspace, as `mcp.list` and `mcp.status` show it."""
+
+    name: str
+    # "config", "workspace" (.agentd/config.toml) or "session" (a client's, for one session).
+    source: str
+    # "stdio" or "http".
+    transport: str
+    state: McpState
+    # Its tools as the model sees them (mcp__NAME__TOOL), while ready.
+    tools: list[str] = attrs.Factory(list)
+    # What went wrong last (also while ready again after a restart); None: nothing yet.
+    error: str | None = None
+    # Times it was started again after a failure.
+    restarts: int = 0
+    # state "failed": seconds until the next start.
+    retry_in: float | None = None
+    # source "session": the session whose runs see it.
+    session_id: str | None = None
+
+
+@attrs.frozen
+class McpStatus:
+    """`mcp.status` (lossy): an MCP server of the workspace changed state."""
+
+    workspace_id: str
+    server: McpServerView
+
+
 @attrs.frozen
 class WorkspaceClosed:
     workspace_id: str
@@ -397,6 +438,28 @@ class PermissionGrantParams:
     request_id: str
     # "allow", "allow_session", "deny" or "deny_session".
     action: str
+
+
+@attrs.frozen
+class McpServerSpec:
+    """An MCP server a client brings for one session: `command` (stdio) or `url` (streamable HTTP)."""
+
+    name: str
+    # The program and its arguments.
+    command: list[str] = attrs.Factory(list)
+    # Added to the server's small clean environment.
+    env: dict[str, str] = attrs.Factory(dict)
+    url: str | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class SessionMcpServersParams:
+    """The session's own MCP servers, replacing those it had: `[]` stops them all."""
+
+    workspace_id: str
+    session_id: str
+    servers: list[McpServerSpec]
 
 
 @attrs.frozen

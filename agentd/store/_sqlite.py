@@ -393,6 +393,14 @@ class Store:
         """
         return await self._run(self._transaction, lambda conn: self._reserve_seq(conn, workspace_id, count))
 
+    async def mcp_trusted_digest(self, path: str) -> str | None:
+        """The digest of the project MCP file at `path` the user trusted, or None (contract: to be filled in)."""
+        raise NotImplementedError
+
+    async def trust_mcp(self, path: str, digest: str) -> None:
+        """Trust the project MCP file at `path` with content `digest`, replacing an earlier trust (contract)."""
+        raise NotImplementedError
+
     async def open_event_log(self, workspace_id: str, count: int) -> int:
         """Start serving a workspace's events: reserve its first `count` seqs; the first of them.
 
