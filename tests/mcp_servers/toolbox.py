@@ -1,0 +1,103 @@
+"""A stdio MCP server with tools that behave well and badly, for agentd's tests.
+
+    python toolbox.py [--start-delay SECONDS] [--starts FILE] [--junk]
+
+--start-delay: sleep before serving (a server slow to start). --starts: append
+a line to FILE at each start (the tests count restarts). --junk: print a line
+that is not JSON-RPC on stdout before serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import subprocess
+import sys
+import time
+
+import anyio
+from mcp.server.mcpserver import Image, MCPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--start-delay", type=float, default=0.0)
+parser.add_argument("--starts")
+parser.add_argument("--junk", action="store_true")
+options = parser.parse_args()
+
+if options.starts:
+    with open(options.starts, "a") as f:
+        f.write(f"{os.getpid()}\n")
+if options.start_delay:
+    time.sleep(options.start_delay)
+if options.junk:
+    print("this line is not JSON-RPC", flush=True)
+
+app = MCPServer("toolbox")
+
+
+@app.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@app.tool()
+def echo(text: str) -> str:
+    """Say the text back."""
+    print(f"echo called with {len(text)} characters", file=sys.stderr, flush=True)
+    return text
+
+
+@app.tool()
+def where() -> str:
+    """The server's working directory, and which of some variables it has."""
+    names = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOOLBOX_TOKEN", "PATH")
+    present = ",".join(name for name in names if name in os.environ)
+    return f"cwd={os.getcwd()} env={present}"
+
+
+@app.tool()
+def picture() -> list[object]:
+    """A caption and a small PNG."""
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+    return ["a one-pixel picture", Image(data=png, format="png")]
+
+
+@app.tool()
+def refuse(reason: str) -> str:
+    """Fail with the reason."""
+    raise ValueError(reason)
+
+
+@app.tool()
+def big(chars: int) -> str:
+    """A result of `chars` characters."""
+    return "x" * chars
+
+
+@app.tool()
+def crash() -> str:
+    """The server dies in the middle of the call."""
+    os._exit(3)
+
+
+@app.tool()
+async def never() -> str:
+    """Never answers."""
+    await anyio.sleep_forever()
+    return ""
+
+
+@app.tool()
+def spawn() -> str:
+    """Start a child that outlives a polite stop (it ignores SIGTERM); its pid."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]
+    )
+    return str(child.pid)
+
+
+app.run()
