@@ -137,6 +137,10 @@ class _StderrLog:
         log.info("mcp %s: %s%s", self._name, text, " [...]" if cut else "")
 
 
+def _exited(code: int) -> str:
+    return f"it exited (killed by signal {-code})" if code < 0 else f"it exited (exit status {code})"
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -207,7 +211,10 @@ async def stdio_connection(config: McpServerConfig, root: str) -> AsyncIterator[
                 while True:
                     data = await process.stdout.receive_some(_READ_CHUNK)
                     if not data:
-                        end("it closed its stdout")
+                        # Most often it exited: its exit status says more than the end of its stdout.
+                        with trio.move_on_after(EXIT_GRACE):
+                            await process.wait()
+                        end(_exited(process.returncode) if process.returncode is not None else "it closed its stdout")
                         return
                     buffer += data
                     while (newline := buffer.find(b"\n")) >= 0:
@@ -253,9 +260,7 @@ async def stdio_connection(config: McpServerConfig, root: str) -> AsyncIterator[
             stderr_log.finish()
 
     async def watch_exit() -> None:
-        code = await process.wait()
-        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        end(f"it exited ({how})")
+        end(_exited(await process.wait()))
 
     try:
         async with trio.open_nursery() as nursery:

@@ -10,14 +10,15 @@ that is not JSON-RPC on stdout before serving.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import subprocess
 import sys
 import time
 
 import anyio
-from mcp.server.mcpserver import Image, MCPServer
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ImageContent, TextContent
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--start-delay", type=float, default=0.0)
@@ -57,19 +58,19 @@ def where() -> str:
     return f"cwd={os.getcwd()} env={present}"
 
 
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
 @app.tool()
-def picture() -> list[object]:
+def picture() -> list[TextContent | ImageContent]:
     """A caption and a small PNG."""
-    png = base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-    )
-    return ["a one-pixel picture", Image(data=png, format="png")]
+    return [TextContent(text="a one-pixel picture"), ImageContent(data=PNG, mime_type="image/png")]
 
 
 @app.tool()
 def refuse(reason: str) -> str:
     """Fail with the reason."""
-    raise ValueError(reason)
+    raise ToolError(reason)
 
 
 @app.tool()
