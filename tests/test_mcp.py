@@ -123,7 +123,10 @@ async def test_a_server_runs_in_the_workspace_without_the_daemons_keys(
         server["env"] = {"TOOLBOX_TOKEN": "tok-1234567890-secret"}
         await attach(ws, session, server)
         await until_state(ws, "box", "ready")
-        both = [{"name": "mcp__box__where"}, {"name": "mcp__box__echo", "arguments": {"text": "hi"}}]
+        both: list[dict[str, Any]] = [
+            {"name": "mcp__box__where"},
+            {"name": "mcp__box__echo", "arguments": {"text": "hi"}},
+        ]
         sent = await ws.send(session, calls(both), allow=["*"])
         await ws.events.until_complete(sent["run_id"])
         where, _echo = await tool_results(ws, session)
@@ -267,7 +270,7 @@ async def test_a_message_over_the_cap_is_a_tool_error_and_junk_on_stdout_is_skip
 
 async def test_bad_session_servers_are_refused_by_name(ws: Workspace) -> None:
     session = await ws.new_session()
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"name": "a__b", "command": ["x"]}, "may not hold '__'"),
         ({"name": "box"}, "needs exactly one of command (stdio) and url"),
         ({"name": "box", "command": ["x"], "url": "http://localhost/"}, "needs exactly one of"),
