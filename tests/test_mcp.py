@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -299,3 +301,89 @@ async def test_bad_session_servers_are_refused_by_name(ws: Workspace) -> None:
     with pytest.raises(RpcError) as info:
         await ws.client.call("session.mcp_servers", {"workspace_id": ws.id, "session_id": "nope", "servers": []})
     assert info.value.code == ErrorCode.NOT_FOUND
+
+
+async def test_a_streamable_http_server_is_called_with_its_headers(ws: Workspace) -> None:
+    server = await trio.lowlevel.open_process([sys.executable, TOOLBOX, "--http"], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        with trio.fail_after(WAIT):
+            port = int((await server.stdout.receive_some(64)).split()[0])
+        session = await ws.new_session()
+        url = f"http://127.0.0.1:{port}/mcp"
+        await attach(ws, session, {"name": "web", "url": url, "headers": {"X-Token": "t-123456789"}})
+        ready = await until_state(ws, "web", "ready")
+        assert ready["transport"] == "http"
+        step = [
+            {"name": "mcp__web__add", "arguments": {"a": 20, "b": 22}},
+            {"name": "mcp__web__header", "arguments": {"name": "x-token"}},
+        ]
+        sent = await ws.send(session, calls(step), allow=["*"])
+        await ws.events.until_complete(sent["run_id"])
+        added, header = await tool_results(ws, session)
+        assert (added["status"], added["output"]) == ("ok", "42")
+        assert (header["status"], header["output"]) == ("ok", "t-123456789")
+    finally:
+        server.kill()
+        with trio.move_on_after(WAIT):
+            await server.wait()
+
+
+async def test_tools_a_server_adds_later_are_offered_from_the_next_turn(ws: Workspace) -> None:
+    session = await ws.new_session()
+    await attach(ws, session, toolbox())
+    ready = await until_state(ws, "box", "ready")
+    assert "mcp__box__shout" not in ready["tools"]
+    sent = await ws.send(session, calls([{"name": "mcp__box__grow"}]), allow=["*"])
+    await ws.events.until_complete(sent["run_id"])
+    grown = await until_state(ws, "box", "ready")
+    assert "mcp__box__shout" in grown["tools"]
+    sent = await ws.send(session, calls([{"name": "mcp__box__shout", "arguments": {"text": "hey"}}]), allow=["*"])
+    await ws.events.until_complete(sent["run_id"])
+    assert (await tool_results(ws, session))[-1]["output"] == "HEY"
+
+
+async def _server_and_child(ws: Workspace, session: str, starts: Path) -> tuple[int, int]:
+    """Start the toolbox for `session`, have it spawn a child that ignores SIGTERM; (server pid, child pid)."""
+    await attach(ws, session, toolbox("box", "--starts", str(starts)))
+    await until_state(ws, "box", "ready")
+    sent = await ws.send(session, calls([{"name": "mcp__box__spawn"}]), allow=["*"])
+    await ws.events.until_complete(sent["run_id"])
+    child = int((await tool_results(ws, session))[-1]["output"])
+    server = int(starts.read_text().split()[-1])
+    assert _alive(server) and _alive(child)
+    return server, child
+
+
+async def test_a_crashed_servers_children_are_killed_with_its_group(ws: Workspace, short_tmp: Path) -> None:
+    session = await ws.new_session()
+    server, child = await _server_and_child(ws, session, short_tmp / "starts")
+    sent = await ws.send(session, calls([{"name": "mcp__box__crash"}]), allow=["*"])
+    await ws.events.until_complete(sent["run_id"])
+    assert await _gone(server)
+    assert await _gone(child)
+
+
+async def test_deleting_a_session_stops_its_servers(ws: Workspace, short_tmp: Path) -> None:
+    session = await ws.new_session()
+    server, child = await _server_and_child(ws, session, short_tmp / "starts")
+    await ws.client.call("session.delete", {"workspace_id": ws.id, "session_id": session})
+    stopped = await until_state(ws, "box", "stopped")
+    assert stopped["session_id"] == session
+    assert await _gone(server) and await _gone(child)
+    listed = await ws.client.call("mcp.list", {"workspace_id": ws.id})
+    assert listed["servers"] == []
+
+
+async def test_daemon_shutdown_stops_every_server(start_daemon: DaemonFactory, project: Path, short_tmp: Path) -> None:
+    daemon = start_daemon()
+    async with daemon.client() as client:
+        ws = await open_workspace(client, project)
+        session = await ws.new_session()
+        server, child = await _server_and_child(ws, session, short_tmp / "starts")
+        status = await client.call("server.status")
+        assert status["mcp_servers"] == {"ready": 1}
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await daemon.exited() == 0
+    assert not _alive(server)
+    assert await _gone(child)

@@ -14,7 +14,9 @@ invalid) ends as a ToolError for the model. A cancel of the run goes through.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,8 @@ class McpServer:
         self.first_start_over = trio.Event()
         self._session: Any = None
         self._connection: Connection | None = None
+        # Set by the server's notifications/tools/list_changed.
+        self._tools_changed = trio.Event()
 
     @property
     def name(self) -> str:
@@ -112,6 +116,7 @@ class McpServer:
     async def run(self) -> None:
         """Start, serve and restart the server until cancelled; the process is gone when this returns."""
         backoff = BACKOFF_FIRST
+        await load_sdk()
         try:
             while True:
                 ready_at: float | None = None
@@ -133,7 +138,7 @@ class McpServer:
                         self.first_start_over.set()
                         log.info("mcp %s: ready, %d tools", self.name, len(tools))
                         self._set("ready")
-                        await connection.gone.wait()
+                        await self._serve(session, connection)
                         error = f"the connection ended: {connection.reason}"
                 except (_StartFailed, CannotStart) as exc:
                     error = str(exc)
@@ -158,6 +163,24 @@ class McpServer:
             self.tools = ()
             self.first_start_over.set()
 
+    async def _serve(self, session: Any, connection: Connection) -> None:
+        """Until the connection ends: list the tools again each time the server says they changed."""
+        while True:
+            changed = self._tools_changed = trio.Event()
+            await _first_of(connection.gone, changed)
+            if connection.gone.is_set():
+                return
+            with trio.fail_after(self.config.startup_timeout):
+                self.tools = await self._list_tools(session)
+            log.info("mcp %s: its tools changed, %d tools", self.name, len(self.tools))
+            self._set("ready")
+
+    async def _on_message(self, message: Any) -> None:
+        from mcp_types import ToolListChangedNotification
+
+        if isinstance(message, ToolListChangedNotification):
+            self._tools_changed.set()
+
     def stopped(self) -> None:
         self.state = "stopped"
 
@@ -170,7 +193,9 @@ class McpServer:
         stdio = self.config.url is None
         transport = stdio_connection(self.config, self._root) if stdio else _http_connection(self.config)
         async with transport as connection:
-            async with ClientSession(connection.read, connection.write, client_info=info) as session:
+            async with ClientSession(
+                connection.read, connection.write, client_info=info, message_handler=self._on_message
+            ) as session:
                 yield session, connection
 
     async def _list_tools(self, session: Any) -> tuple[ListedTool, ...]:
@@ -231,6 +256,33 @@ class McpServer:
             f"MCP server {name!r} did not answer within {timeout:g} s (call_timeout in its configuration);"
             " the call was abandoned"
         )
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Wait until any of `events` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)
+
+
+# What the first server of the daemon's life imports.
+_SDK_MODULES = ("mcp", "mcp_types", "mcp.shared.message", "mcp.shared.exceptions", "mcp.client.streamable_http")
+
+
+def _import_sdk() -> None:
+    for name in _SDK_MODULES:
+        importlib.import_module(name)
+
+
+async def load_sdk() -> None:
+    """Import the SDK in a thread: its second or so of imports would otherwise stall every client's events."""
+    if not all(name in sys.modules for name in _SDK_MODULES):
+        await trio.to_thread.run_sync(_import_sdk)
 
 
 class _StartFailed(Exception):

@@ -356,7 +356,11 @@ class Methods:
         return await self._workspace(p.workspace_id).sessions.get(p.session_id)
 
     async def session_delete(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> Session:
-        return await self._workspace(p.workspace_id).sessions.delete(p.session_id)
+        host = self._workspace(p.workspace_id)
+        deleted = await host.sessions.delete(p.session_id)
+        # Its own MCP servers go with it.
+        host.mcp.set_session(deleted.id, [])
+        return deleted
 
     async def session_messages(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> list[Message]:
         return await self._workspace(p.workspace_id).sessions.messages(p.session_id)

@@ -1,10 +1,12 @@
 """A stdio MCP server with tools that behave well and badly, for agentd's tests.
 
-    python toolbox.py [--start-delay SECONDS] [--starts FILE] [--junk]
+    python toolbox.py [--start-delay SECONDS] [--starts FILE] [--junk] [--http]
 
 --start-delay: sleep before serving (a server slow to start). --starts: append
-a line to FILE at each start (the tests count restarts). --junk: print a line
-that is not JSON-RPC on stdout before serving.
+its pid to FILE at each start (the tests count restarts and look for the
+process). --junk: print a line that is not JSON-RPC on stdout before serving.
+--http: serve streamable HTTP on a loopback port of its own choosing, printed
+as the first line on stdout, instead of stdio.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import time
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ImageContent, TextContent
 
@@ -24,6 +26,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--start-delay", type=float, default=0.0)
 parser.add_argument("--starts")
 parser.add_argument("--junk", action="store_true")
+parser.add_argument("--http", action="store_true")
 options = parser.parse_args()
 
 if options.starts:
@@ -48,6 +51,25 @@ def echo(text: str) -> str:
     """Say the text back."""
     print(f"echo called with {len(text)} characters", file=sys.stderr, flush=True)
     return text
+
+
+@app.tool()
+def header(name: str, ctx: Context) -> str:
+    """A header of the HTTP request that carried this call ("" over stdio)."""
+    return (ctx.headers or {}).get(name, "")
+
+
+@app.tool()
+async def grow(ctx: Context) -> str:
+    """Add the tool `shout`, and tell the client the tools changed."""
+
+    def shout(text: str) -> str:
+        """The text in capitals."""
+        return text.upper()
+
+    app.add_tool(shout)
+    await ctx.session.send_tool_list_changed()
+    return "grown"
 
 
 @app.tool()
@@ -101,4 +123,20 @@ def spawn() -> str:
     return str(child.pid)
 
 
-app.run()
+def serve_http() -> None:
+    import socket
+
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    print(listener.getsockname()[1], flush=True)
+    server = uvicorn.Server(uvicorn.Config(app.streamable_http_app(), log_level="warning"))
+    anyio.run(lambda: server.serve(sockets=[listener]))
+
+
+if options.http:
+    serve_http()
+else:
+    app.run()
