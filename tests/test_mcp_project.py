@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -85,6 +86,17 @@ async def test_a_changed_file_has_another_digest(tmp_path: Path) -> None:
     after = await read(tmp_path)
     assert before is not None and after is not None
     assert before.digest != after.digest
+
+
+async def test_only_the_digest_the_store_holds_for_the_file_is_trust(tmp_path: Path) -> None:
+    write_project_file(tmp_path, SERVERS)
+    project = await read(tmp_path)
+    assert project is not None
+    assert project.is_trusted(project.digest)
+    assert not project.is_trusted(None)
+    assert not project.is_trusted(hashlib.sha256(b"what it said before").hexdigest())
+    # A file that could not be read has no digest: nothing the store holds makes it trusted.
+    assert not attrs.evolve(project, digest="").is_trusted("")
 
 
 async def test_any_key_but_mcp_tables_is_a_mistake_naming_it_and_no_server_is_read(tmp_path: Path) -> None:

@@ -41,6 +41,10 @@ class ProjectConfig:
     # `path:LINE: message` each.
     mistakes: tuple[str, ...] = ()
 
+    def is_trusted(self, trusted_digest: str | None) -> bool:
+        """Whether this content is what the user trusted: `trusted_digest` is the store's for `path`."""
+        return bool(self.digest) and trusted_digest == self.digest
+
 
 async def read_project_config(root: str) -> ProjectConfig | None:
     """The workspace's .agentd/config.toml, read (in a thread) and checked; None when it has none."""

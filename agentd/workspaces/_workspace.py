@@ -288,6 +288,15 @@ class WorkspaceHost:
             if not self._claims:
                 self.request_close("idle")
 
+    # --- MCP servers
+
+    async def refresh_mcp(self) -> None:
+        """Read the project's .agentd/config.toml again and start or stop its servers as it now says.
+
+        Placeholder: the MCP supervisor's own version replaces this one; until
+        then a workspace runs no MCP servers, so there is nothing to refresh.
+        """
+
     # --- sessions, as clients see them
 
     async def publish_session_state(self, session_id: str) -> None:
