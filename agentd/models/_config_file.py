@@ -7,6 +7,9 @@ it was written on. What no single key can say (a model naming a provider that
 is not defined, Anthropic without a key) is checked after, on the parsed file,
 reading each key through the same types.
 
+A project's `.agentd/config.toml` goes through the same machinery as
+`_ProjectFile`: the same `[mcp.NAME]` tables, and any other key a mistake.
+
 Messages name keys and types but never repeat a value that could be a secret.
 """
 
@@ -52,7 +55,7 @@ from ._config import (
     names_a_model,
 )
 
-__all__ = ["PROJECT_KEYS_ONLY", "from_file", "project_mcp_servers", "url_problem"]
+__all__ = ["from_file", "project_mcp_servers", "url_problem"]
 
 Path = tuple[str, ...]
 _T = TypeVar("_T")
@@ -355,7 +358,7 @@ def from_file(data: bytes, path: str) -> Config:
 
 
 # A project file's mistake for any key but [mcp.NAME] tables.
-PROJECT_KEYS_ONLY = "only [mcp.NAME] tables are read from a project's .agentd/config.toml"
+_PROJECT_KEYS_ONLY = "only [mcp.NAME] tables are read from a project's .agentd/config.toml"
 
 
 def project_mcp_servers(data: bytes, path: str) -> tuple[McpServerConfig, ...]:
@@ -398,7 +401,7 @@ def _mcp_servers(tables: dict[str, _McpTable], source: McpSource) -> tuple[McpSe
         McpServerConfig(
             name=name,
             command=tuple(table.command or ()),
-            env={str(name): value for name, value in table.env.items()},
+            env={str(variable): value for variable, value in table.env.items()},
             url=table.url,
             headers=dict(table.headers),
             enabled=table.enabled,
@@ -555,7 +558,7 @@ _MCP_KEY_HINTS = {
 
 def _unknown_key(at: Path, key: str, known: tuple[str, ...], shape: type) -> str:
     if shape is _ProjectFile:
-        return f"unknown top-level key {key!r}: {PROJECT_KEYS_ONLY}"
+        return f"unknown top-level key {key!r}: {_PROJECT_KEYS_ONLY}"
     hint = _MCP_KEY_HINTS.get(key) if shape is _McpTable else None
     # A hint says more than a close name would ('disabled' is not 'enabled').
     close = [] if hint else difflib.get_close_matches(key, known, n=1)
