@@ -1,4 +1,4 @@
-"""Each of agentd's packages imports on its own, in a fresh interpreter: no import cycle that only the usual order hides."""
+"""Each of agentd's packages imports first, in a fresh interpreter: no import cycle that the usual order hides."""
 
 from __future__ import annotations
 
