@@ -311,6 +311,8 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
     }
     # Not socket-activated, so it never exits on its own (tests/test_systemd.py has the other case).
     assert status.pop("idle_exit_s") is None
+    # No MCP server anywhere: no state has a count (tests/test_mcp.py has servers).
+    assert status.pop("mcp_servers") == {}
     assert set(status) == set(types)
     for field, kind in types.items():
         assert type(status[field]) is kind, (field, status[field])
