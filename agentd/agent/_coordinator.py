@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from agentd.changes import RunChanges
+from agentd.mcp import DEFAULT_MCP_WAIT
 from agentd.models import DEFAULT_MAX_STEPS, Finish, ModelRegistry, ModelRequest, Retrying, TextDelta, ToolCall, Turn
 from agentd.models import Model as ModelProtocol
 from agentd.permissions import Permissions
@@ -25,11 +27,14 @@ from agentd.protocol import MessageDelta, RunRetry, RunStarted, ToolResultPart, 
 from agentd.pubsub import Broker
 from agentd.runs import Run, RunTerminal, describe_error
 from agentd.store import Store
-from agentd.tools import ToolContext, definitions
+from agentd.tools import TOOLS, ToolContext, ToolSpec, definitions
 
 from ._history import call_part, result_part, turns
 from ._prompt import read_instructions, system_prompt
 from ._tool_step import ToolStep
+
+if TYPE_CHECKING:
+    from agentd.mcp._servers import WorkspaceMcp
 
 __all__ = ["Coordinator", "SessionAgent"]
 
@@ -49,20 +54,25 @@ class Coordinator:
         broker: Broker,
         terminal: RunTerminal,
         permissions: Permissions,
+        mcp: WorkspaceMcp | None = None,
+        refresh_mcp: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._agent = SessionAgent(workspace_path, store, broker, terminal, permissions)
+        self._agent = SessionAgent(workspace_path, store, broker, terminal, permissions, mcp)
         self._models = models
+        self._refresh_mcp = refresh_mcp
 
     async def run(self, run: Run) -> None:
         model = await self._models.resolve(run.model)
-        # Read per run: a changed configuration applies from the next run on.
+        # Read per run: a changed configuration applies from the next run on (its MCP servers too).
         config = self._models.config
+        if self._refresh_mcp is not None:
+            await self._refresh_mcp()
         hidden = config.key_variables()
         shield = ToolShield(
             environment={k: v for k, v in os.environ.items() if k not in hidden},
             secrets=config.tool_secrets(os.environ),
         )
-        await self._agent.run(run, model, config.agent.max_steps, shield)
+        await self._agent.run(run, model, config.agent.max_steps, shield, config.agent.mcp_wait)
 
 
 @attrs.frozen
@@ -95,15 +105,22 @@ class SessionAgent:
         broker: Broker,
         terminal: RunTerminal,
         permissions: Permissions,
+        mcp: WorkspaceMcp | None = None,
     ) -> None:
         self._workspace_path = workspace_path
         self._store = store
         self._broker = broker
         self._terminal = terminal
         self._permissions = permissions
+        self._mcp = mcp
 
     async def run(
-        self, run: Run, model: ModelProtocol, max_steps: int = DEFAULT_MAX_STEPS, shield: ToolShield | None = None
+        self,
+        run: Run,
+        model: ModelProtocol,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        shield: ToolShield | None = None,
+        mcp_wait: float = DEFAULT_MCP_WAIT,
     ) -> None:
         store, broker = self._store, self._broker
         # The prompt is the user's: it is kept even when the run was cancelled
@@ -125,17 +142,22 @@ class SessionAgent:
                 # The run's own turns only: the prompt, then its tool steps.
                 history = [Turn("user", run.prompt)]
             system = system_prompt(self._workspace_path, await read_instructions(self._workspace_path))
-            tools = definitions()
+            if self._mcp is not None:
+                # Bounded: a slow server's tools come at a later turn, or the next run.
+                await self._mcp.wait_starting(run.session_id, mcp_wait)
             shield = shield or ToolShield()
             context = ToolContext(
                 root=self._workspace_path, changes=changes, environment=shield.environment, secrets=shield.secrets
             )
             for step in range(1, max_steps + 1):
-                calls = await self._model_turn(run, model, ModelRequest(system, tuple(history), tools), outcome)
+                # Each turn offers what is ready now: a server that came up since adds its tools.
+                tools = self._tools(run)
+                request = ModelRequest(system, tuple(history), definitions(tools))
+                calls = await self._model_turn(run, model, request, outcome)
                 if not calls:
                     break
                 history.append(Turn("assistant", outcome.text, tool_calls=tuple(calls)))
-                results = await self._tool_turn(run, calls, context)
+                results = await self._tool_turn(run, calls, context, tools)
                 history.append(Turn("tool", "", tool_results=tuple(result_part(r) for r in results)))
                 if step == max_steps:
                     outcome.stop_reason = "step_limit"
@@ -229,9 +251,17 @@ class SessionAgent:
         broker.publish(events.MESSAGE_UPDATED, unstructure(message))
         return calls
 
-    async def _tool_turn(self, run: Run, calls: list[ToolCall], context: ToolContext) -> list[ToolResultPart]:
+    def _tools(self, run: Run) -> Mapping[str, ToolSpec]:
+        if self._mcp is None:
+            return TOOLS
+        offered = self._mcp.tools(run.session_id, set(TOOLS))
+        return {**TOOLS, **offered} if offered else TOOLS
+
+    async def _tool_turn(
+        self, run: Run, calls: list[ToolCall], context: ToolContext, tools: Mapping[str, ToolSpec]
+    ) -> list[ToolResultPart]:
         """Run the calls; their results are stored as one tool message, also when the run is cancelled meanwhile."""
-        step = ToolStep(run, self._broker, self._permissions, context)
+        step = ToolStep(run, self._broker, self._permissions, context, tools)
         try:
             await step.run(calls)
         finally:

@@ -9,7 +9,7 @@ early, and then the calls it cut short are recorded as cancelled.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import trio
 
@@ -45,8 +45,17 @@ def _line(text: str) -> str:
 
 
 class ToolStep:
-    def __init__(self, run: Run, broker: Broker, permissions: Permissions, context: ToolContext) -> None:
+    def __init__(
+        self,
+        run: Run,
+        broker: Broker,
+        permissions: Permissions,
+        context: ToolContext,
+        tools: Mapping[str, ToolSpec] = TOOLS,
+    ) -> None:
         self._run = run
+        # The tools the model was offered this turn: the built-ins, and the MCP servers' that were ready.
+        self._tools = tools
         self._broker = broker
         self._permissions = permissions
         self._context = context
@@ -66,7 +75,7 @@ class ToolStep:
         try:
             batch: list[ToolCall] = []
             for call in calls:
-                spec = TOOLS.get(call.name)
+                spec = self._tools.get(call.name)
                 if spec is None or spec.kind == "read":
                     batch.append(call)
                     continue
@@ -98,11 +107,11 @@ class ToolStep:
 
     async def _one(self, call: ToolCall, results: dict[str, ToolResultPart], started: dict[str, ToolCall]) -> None:
         run = self._run
-        spec = TOOLS.get(call.name)
+        spec = self._tools.get(call.name)
         started[call.id] = call
         try:
             if spec is None:
-                known = ", ".join(sorted(TOOLS))
+                known = ", ".join(sorted(self._tools))
                 raise ToolError(f"unknown tool {call.name!r}; the tools are: {known}")
             params = parse_arguments(spec, call.arguments)
             description = spec.describe(params)
@@ -123,6 +132,7 @@ class ToolStep:
                 # As the tool took them (defaults filled in), not as the model spelled them.
                 params=converter.unstructure(params),
                 run_rules=run.allow,
+                preallowed=spec.preallowed,
             )
         )
         if outcome not in ("allow", "allow_session"):

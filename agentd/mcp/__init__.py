@@ -1,6 +1,8 @@
 """MCP servers as tools: their configuration, their lives in a workspace's nursery, and their tools for the model.
 
-Only `_config` is imported with the package: the SDK (`mcp`, on anyio, so on
+Only the configuration's types are imported with the package, because the
+model configuration (`agentd.models`) needs them and the tools need models:
+the workspace imports `_servers.WorkspaceMcp` itself. The SDK (`mcp`, on anyio, so on
 trio) is imported when a workspace first has a server to start.
 """
 
@@ -11,7 +13,9 @@ from ._config import (
     McpServerConfig,
     McpSource,
     server_name_problem,
+    session_server,
 )
+from ._project import PROJECT_CONFIG, ProjectConfig, read_project_config
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -19,5 +23,9 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "McpServerConfig",
     "McpSource",
+    "PROJECT_CONFIG",
+    "ProjectConfig",
+    "read_project_config",
     "server_name_problem",
+    "session_server",
 ]

@@ -7,7 +7,8 @@ apply, and `_supervisor` starts them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import attrs
@@ -19,6 +20,7 @@ __all__ = [
     "McpServerConfig",
     "McpSource",
     "server_name_problem",
+    "session_server",
 ]
 
 # Where a server was configured: the user's config.toml, the workspace's
@@ -37,6 +39,7 @@ DEFAULT_MCP_WAIT = 2.0
 # providers restrict to letters, digits, '_' and '-'; '__' would make the
 # name ambiguous.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NAME_CHARS = 32
 
 
@@ -81,3 +84,47 @@ class McpServerConfig:
     @property
     def transport(self) -> Literal["stdio", "http"]:
         return "http" if self.url is not None else "stdio"
+
+
+def _url_problem(url: str) -> str | None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
+def session_server(
+    name: str,
+    session_id: str,
+    *,
+    command: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> McpServerConfig:
+    """A client's server for one session, checked; ValueError names what is wrong (never a value of env or headers)."""
+    problem = server_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    if bool(command) == (url is not None):
+        raise ValueError(f"MCP server {name!r} needs exactly one of command (stdio) and url (streamable HTTP)")
+    if command and not command[0]:
+        raise ValueError(f"MCP server {name!r}: command[0], the program, is empty")
+    if url is not None and (problem := _url_problem(url)) is not None:
+        raise ValueError(f"MCP server {name!r}: url {problem}")
+    if url is not None and env:
+        raise ValueError(f"MCP server {name!r}: env is for stdio servers (command), not url")
+    if command and headers:
+        raise ValueError(f"MCP server {name!r}: headers are for url servers, not command")
+    for key in env or {}:
+        if not _VARIABLE.fullmatch(key):
+            raise ValueError(f"MCP server {name!r}: env has {key!r}, which is not a variable name")
+    return McpServerConfig(
+        name=name,
+        command=tuple(command),
+        env=dict(env or {}),
+        url=url,
+        headers=dict(headers or {}),
+        source="session",
+        session_id=session_id,
+    )

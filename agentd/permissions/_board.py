@@ -64,6 +64,8 @@ class PermissionAsk:
     params: dict[str, Any]
     # The run's own allow rules (`agent.send`'s `allow`; "*" allows everything).
     run_rules: tuple[str, ...] = ()
+    # The configuration allows this tool where it defines it (an MCP server's `allow`).
+    preallowed: bool = False
 
 
 @attrs.define(eq=False)
@@ -112,7 +114,8 @@ class Permissions:
 
         A session's `deny_session` wins over every allow rule (a person said no
         for this session); then reads, the configuration's rules, the session's
-        `allow_session` and the run's own rules allow.
+        `allow_session`, the tool's own configuration (an MCP server's `allow`)
+        and the run's own rules allow.
         """
         grant = self._session_grants.get((ask.session_id, ask.tool))
         if grant == "deny_session":
@@ -121,6 +124,8 @@ class Permissions:
             return "allow"
         if grant == "allow_session":
             return "allow_session"
+        if ask.preallowed:
+            return "allow"
         if allows(parse_rules(self._settings().allow), ask.tool, ask.subject):
             return "allow"
         if ask.run_rules and allows(parse_rules(ask.run_rules), ask.tool, ask.subject):

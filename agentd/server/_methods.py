@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 import agentd
 from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut, Unavailable
+from agentd.mcp import session_server
 from agentd.protocol import (
     AgentCancelParams,
     AgentSendParams,
@@ -28,6 +29,7 @@ from agentd.protocol import (
     EventsUnsubscribeParams,
     InitializeParams,
     InitializeResult,
+    McpServerList,
     Message,
     ModelsList,
     NoParams,
@@ -49,6 +51,7 @@ from agentd.protocol import (
     ServerStatus,
     Session,
     SessionCreateParams,
+    SessionMcpServersParams,
     SessionRef,
     Subscribed,
     Workspace,
@@ -80,6 +83,15 @@ _CODES: dict[type[AgentdError], int] = {
     TimedOut: ErrorCode.TIMEOUT,
     Unavailable: ErrorCode.UNAVAILABLE,
 }
+
+
+def _mcp_counts(hosts: Iterable[WorkspaceHost]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for host in hosts:
+        if host.started:
+            for state, count in host.mcp.counts().items():
+                counted[state] = counted.get(state, 0) + count
+    return counted
 
 
 def _rpc_error(exc: AgentdError) -> RpcError:
@@ -221,6 +233,8 @@ class Methods:
             "permission.list": now(WorkspaceRef, self.permission_list, list[PermissionRequest]),
             "run.changes": later(RunChangesParams, self.run_changes, RunChangeList),
             "run.revert": later(RunRevertParams, self.run_revert, RunReverted),
+            "mcp.list": now(WorkspaceRef, self.mcp_list, McpServerList),
+            "session.mcp_servers": later(SessionMcpServersParams, self.session_mcp_servers, Empty),
         }
         #: The replies a connection sends by itself (see `RpcConnection`), bypassing `lookup`.
         self.constant_replies = {name: m.constant_reply for name, m in self._table.items() if m.constant}
@@ -292,6 +306,7 @@ class Methods:
             events_dropped=s.stats.events_dropped,
             socket_activated=s.socket_activated,
             idle_exit_s=s.idle_exit,
+            mcp_servers=_mcp_counts(s.workspaces.hosts()),
         )
 
     def server_shutdown(self, conn: ClientConnection, p: ServerShutdownParams, after: AfterReply) -> Empty:
@@ -341,7 +356,11 @@ class Methods:
         return await self._workspace(p.workspace_id).sessions.get(p.session_id)
 
     async def session_delete(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> Session:
-        return await self._workspace(p.workspace_id).sessions.delete(p.session_id)
+        host = self._workspace(p.workspace_id)
+        deleted = await host.sessions.delete(p.session_id)
+        # Its own MCP servers go with it.
+        host.mcp.set_session(deleted.id, [])
+        return deleted
 
     async def session_messages(self, conn: ClientConnection, p: SessionRef, _: AfterReply) -> list[Message]:
         return await self._workspace(p.workspace_id).sessions.messages(p.session_id)
@@ -399,6 +418,42 @@ class Methods:
 
     def permission_list(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> list[PermissionRequest]:
         return self._workspace(p.workspace_id).permissions.pending()
+
+    # --- MCP servers
+
+    def mcp_list(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> McpServerList:
+        host = self._workspace(p.workspace_id)
+        project, trusted = host.project_config
+        return McpServerList(
+            servers=host.mcp.views(),
+            project_config=project.path if project is not None else None,
+            project_trusted=trusted,
+            project_mistakes=list(project.mistakes) if project is not None else [],
+        )
+
+    async def session_mcp_servers(self, conn: ClientConnection, p: SessionMcpServersParams, _: AfterReply) -> Empty:
+        host = self._workspace(p.workspace_id)
+        await host.sessions.get(p.session_id)  # NotFound for a session this workspace does not have
+        servers = []
+        names: set[str] = set()
+        for index, spec in enumerate(p.servers):
+            try:
+                server = session_server(
+                    spec.name,
+                    p.session_id,
+                    command=spec.command,
+                    env=spec.env,
+                    url=spec.url,
+                    headers=spec.headers,
+                )
+            except ValueError as exc:
+                raise InvalidRequest(f"servers[{index}]: {exc}") from None
+            if server.name in names:
+                raise InvalidRequest(f"servers[{index}]: the name {server.name!r} is given twice")
+            names.add(server.name)
+            servers.append(server)
+        host.mcp.set_session(p.session_id, servers)
+        return _EMPTY
 
     # --- file changes
 

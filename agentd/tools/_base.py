@@ -99,3 +99,8 @@ class ToolSpec:
     # What permission rules match, besides the tool's name: bash's command
     # (a rule "bash:git status" allows commands that start with it); None for others.
     subject: Callable[[Any], str | None] = lambda _params: None
+    # A tool from elsewhere (an MCP server) brings its JSON Schema: its arguments
+    # are then the JSON object the model sent, as a dict, and `params` is dict.
+    schema: Mapping[str, Any] | None = None
+    # Where the tool comes from allows every call of it without asking (an MCP server's `allow`).
+    preallowed: bool = False

@@ -31,9 +31,24 @@ TOOLS: Mapping[str, ToolSpec] = MappingProxyType(
 
 
 @functools.cache
-def definitions() -> tuple[ToolDefinition, ...]:
-    """Every tool as a model is told of it, its parameters a JSON Schema."""
+def _builtin_definitions() -> tuple[ToolDefinition, ...]:
     return tuple(ToolDefinition(spec.name, spec.description, json_schema(spec.params)) for spec in TOOLS.values())
+
+
+def definitions(tools: Mapping[str, ToolSpec] = TOOLS) -> tuple[ToolDefinition, ...]:
+    """Every tool of `tools` as a model is told of it, its parameters a JSON Schema."""
+    if tools is TOOLS:
+        return _builtin_definitions()
+    built = {d.name: d for d in _builtin_definitions()}
+    return tuple(
+        built[name] if name in built and tools[name] is TOOLS[name] else _definition(spec)
+        for name, spec in tools.items()
+    )
+
+
+def _definition(spec: ToolSpec) -> ToolDefinition:
+    schema = dict(spec.schema) if spec.schema is not None else json_schema(spec.params)
+    return ToolDefinition(spec.name, spec.description, schema)
 
 
 def _only_tool_errors(group: BaseExceptionGroup[BaseException]) -> ToolError | None:

@@ -8,11 +8,14 @@ once every run in it has published its RunComplete.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from agentd.agent import Coordinator
+from agentd.mcp import PROJECT_CONFIG, ProjectConfig, read_project_config
+from agentd.mcp._servers import WorkspaceMcp
 from agentd.models import ModelRegistry
 from agentd.permissions import Permissions
 from agentd.protocol import ReplayGapPayload, WorkspaceClosed, events, unstructure
@@ -74,6 +77,11 @@ class WorkspaceHost:
         self._sessions: SessionRequests | None = None
         self._permissions: Permissions | None = None
         self._nursery: trio.Nursery | None = None
+        self._mcp: WorkspaceMcp | None = None
+        # The project's .agentd/config.toml as last read, and whether that content is trusted.
+        self._project: ProjectConfig | None = None
+        self._project_stamp: tuple[int, int, int] | None = None
+        self._project_trusted = False
         self.closing = False
         # Set just before workspace.closed goes out: a client that has seen it
         # must find the workspace gone, not "closing".
@@ -95,6 +103,40 @@ class WorkspaceHost:
         """The workspace's permission requests, and what its runs may do without asking."""
         assert self._permissions is not None, "workspace not serving"
         return self._permissions
+
+    @property
+    def mcp(self) -> WorkspaceMcp:
+        """The workspace's MCP servers."""
+        assert self._mcp is not None, "workspace not serving"
+        return self._mcp
+
+    @property
+    def project_config(self) -> tuple[ProjectConfig | None, bool]:
+        """The project's .agentd/config.toml as last read (None: it has none), and whether it is trusted."""
+        return self._project, self._project_trusted
+
+    async def refresh_mcp(self, *, force: bool = False) -> None:
+        """Start and stop servers for what the configuration and the project's file say now.
+
+        The project's file is read again only when its stat changed (or
+        `force`: it was just trusted); its servers start only when its present
+        content is trusted. The sessions' own servers stay as they are.
+        """
+        mcp = self.mcp
+        stamp = _stat(os.path.join(self.path, PROJECT_CONFIG))
+        if force or stamp != self._project_stamp:
+            self._project_stamp = stamp
+            self._project = None if stamp is None else await read_project_config(self.path)
+            project = self._project
+            self._project_trusted = (
+                project is not None
+                and not project.mistakes
+                and await self._store.mcp_trusted_digest(project.path) == project.digest
+            )
+        project = self._project
+        from_project = project.servers if project is not None else ()
+        servers = [*self._models.config.mcp, *(from_project if self._project_trusted else ())]
+        mcp.configure([*servers, *mcp.configured("session")], () if self._project_trusted else from_project)
 
     @property
     def sessions(self) -> SessionRequests:
@@ -123,6 +165,10 @@ class WorkspaceHost:
                     nursery.start_soon(guarded, "writing the event log", self.journal.run)
                     terminal = RunTerminal(self.broker, self._store, self._runs.forget, self._shutdown)
                     nursery.start_soon(guarded, "recording run ends", terminal.keep_recording)
+                    # Its servers are tasks in here, so they stop only after the last run ended.
+                    self._mcp = WorkspaceMcp(self.id, self.path, self.broker)
+                    await nursery.start(self._mcp.serve)
+                    await self.refresh_mcp()
                     # Its requests wait in the runs' own tasks: nothing of it runs in this nursery.
                     self._permissions = Permissions(
                         self.broker, self._shutdown, lambda: self._models.config.permissions
@@ -134,6 +180,8 @@ class WorkspaceHost:
                         self.broker,
                         terminal,
                         self._permissions,
+                        self._mcp,
+                        self.refresh_mcp,
                     )
                     self._nursery = nursery
                     self._dispatcher = Dispatcher(
@@ -294,3 +342,11 @@ class WorkspaceHost:
         record = await self._store.get_session(self.id, session_id)
         if record is not None:
             self.broker.publish(events.SESSION_UPDATED, unstructure(self.sessions.view(record)))
+
+
+def _stat(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
