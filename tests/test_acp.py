@@ -568,7 +568,6 @@ async def test_late_answer_after_another_client_answered_is_void(
 # --- the editor's MCP servers
 
 ECHO_SERVER = Path(__file__).parent / "mcp_servers" / "acp_echo.py"
-NEEDS_DAEMON_MCP = pytest.mark.skip(reason="needs session.mcp_servers and mcp.list from the daemon")
 
 
 def echo_server(name: str = "echo") -> acp.schema.McpServerStdio:
@@ -596,7 +595,6 @@ def ready(name: str, session_id: str) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda servers: any((s["name"], s["session_id"], s["state"]) == (name, session_id, "ready") for s in servers)
 
 
-@NEEDS_DAEMON_MCP
 async def test_an_editors_stdio_mcp_server_runs_in_the_daemon_for_its_session(
     daemon: Daemon, env: dict[str, str], project: Path
 ) -> None:
@@ -625,7 +623,6 @@ async def test_an_editors_stdio_mcp_server_runs_in_the_daemon_for_its_session(
     assert result["status"] == "ok" and "said through MCP" in result["output"]
 
 
-@NEEDS_DAEMON_MCP
 async def test_a_name_agentd_refuses_reaches_it_made_valid(daemon: Daemon, env: dict[str, str], project: Path) -> None:
     async def scenario() -> None:
         async with bridge(Editor(), env, project) as (conn, _):
@@ -638,7 +635,6 @@ async def test_a_name_agentd_refuses_reaches_it_made_valid(daemon: Daemon, env: 
     await in_editor(scenario)
 
 
-@NEEDS_DAEMON_MCP
 async def test_session_load_gives_the_loading_editors_list_and_an_empty_one_stops_them(
     daemon: Daemon, env: dict[str, str], project: Path
 ) -> None:
@@ -658,7 +654,6 @@ async def test_session_load_gives_the_loading_editors_list_and_an_empty_one_stop
     await in_editor(scenario)
 
 
-@NEEDS_DAEMON_MCP
 async def test_after_a_daemon_restart_the_sessions_mcp_servers_are_given_again(
     start_daemon: DaemonFactory, env: dict[str, str], project: Path
 ) -> None:
