@@ -21,7 +21,7 @@ from typing import Any
 
 from ._common import Row
 
-SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history", "changes", "acp")
+SUITES = ("rpc", "fanout", "burst", "first_prompt", "memory", "cli", "scale", "history", "changes", "acp", "mcp")
 
 
 def _suite(name: str) -> Any:

@@ -12,19 +12,14 @@ from typing import Any
 
 import pytest
 import trio
+from mcp_servers import TOOLBOX, toolbox
 from support import WAIT, DaemonFactory, Workspace, open_workspace
 
 from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
 
-TOOLBOX = str(Path(__file__).parent / "mcp_servers" / "toolbox.py")
 
-
-def toolbox(name: str = "box", *args: str) -> dict[str, Any]:
-    return {"name": name, "command": [sys.executable, TOOLBOX, *args]}
-
-
-async def attach(ws: Workspace, session: str, *servers: dict[str, Any]) -> None:
+async def attach(ws: Workspace, session: str, *servers: dict[str, object]) -> None:
     await ws.client.call(
         "session.mcp_servers", {"workspace_id": ws.id, "session_id": session, "servers": list(servers)}
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import pytest
+from mcp_servers import toolbox
 from support import DaemonFactory, Events, Workspace, open_workspace
 
 from agentd import event_types
@@ -160,6 +161,8 @@ async def test_the_events_a_daemon_sends_carry_exactly_their_payload_types_field
             {"workspace_id": ws.id, "request_id": request["payload"]["request_id"], "action": "allow"},
         )
         assert (await ws.events.until_complete(run["run_id"]))["error"] is None
+        await client.call("session.mcp_servers", {"workspace_id": ws.id, "session_id": session, "servers": [toolbox()]})
+        await ws.events.until(lambda e: e["type"] == "mcp.status" and e["payload"]["server"]["state"] == "ready")
         failed = await ws.send(session, {"error": "boom"})
         await ws.events.until(lambda e: e["type"] == "agent.error" and e["payload"]["run_id"] == failed["run_id"])
         await ws.events.until(lambda e: e["type"] == "session.updated" and not e["payload"]["busy"])
@@ -261,6 +264,7 @@ _DOC_TYPES = {
     # A float argument takes an integer too.
     "float | None": "int|float|nil",
     "list[str] | None": "[str]|nil",
+    "list[McpServerSpec]": "array",
 }
 
 

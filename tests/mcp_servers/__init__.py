@@ -1,1 +1,15 @@
 """MCP servers the tests start: real ones, written with the SDK's own server side (MCPServer, once FastMCP)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["TOOLBOX", "toolbox"]
+
+TOOLBOX = str(Path(__file__).parent / "toolbox.py")
+
+
+def toolbox(name: str = "box", *args: str) -> dict[str, object]:
+    """The toolbox server as a session's server spec (session.mcp_servers), under `name`."""
+    return {"name": name, "command": [sys.executable, TOOLBOX, *args]}
