@@ -271,7 +271,12 @@ class BlockingClient:
             except BaseException:
                 if send != -1 and self.connected:
                     # Harmless if the run had not been accepted: agent.cancel of an unknown run_id is a no-op.
-                    self.request("agent.cancel", {**_session_ref(params), "run_id": run_id}, want_reply=False)
+                    # Its reply is waited for (bounded): the daemon applies it after the send, in the session's
+                    # order, and a connection closed before then would take the cancel with it.
+                    try:
+                        self.call("agent.cancel", {**_session_ref(params), "run_id": run_id}, timeout=_CLEANUP_TIMEOUT)
+                    except (RpcError, ConnectionLost, TimeoutError):
+                        pass
                 raise
 
     # --- notifications

@@ -290,6 +290,21 @@ def _add_acp(sub: Any) -> None:
     acp.add_argument("-m", "--model", help="model of new sessions (default: the daemon's default)")
 
 
+def _add_mcp(sub: Any) -> None:
+    mcp = _add_command(
+        sub,
+        "mcp",
+        "list this directory's MCP servers, or trust its .agentd/config.toml",
+        "list (the default) prints a line per server: name, source (config, workspace or session), transport,"
+        " state, tools, restarts and the last error; then the project's .agentd/config.toml, trusted or not."
+        " trust lets that file's servers start, as the file is now: a later change needs trusting again.",
+        "  agentctl mcp\n  agentctl mcp list --json\n  agentctl mcp trust\n",
+    )
+    mcp.add_argument("action", nargs="?", choices=["list", "trust"], default="list", help="what to do (default: list)")
+    _add_cwd(mcp)
+    _add_json(mcp, "print the reply as one JSON object")
+
+
 _COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "attach": _add_attach,
@@ -305,6 +320,7 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
     "daemon": _add_daemon_and_restart,
     "restart": _add_daemon_and_restart,
     "acp": _add_acp,
+    "mcp": _add_mcp,
 }
 
 
@@ -533,6 +549,10 @@ def _dispatch(argv: list[str]) -> int:
         from agentctl._restart import restart
 
         return restart(args)
+    if args.command == "mcp":
+        from agentctl import _mcp
+
+        return _mcp.trust(args) if args.action == "trust" else _mcp.list_servers(args)
     if args.command == "acp":
         from agentctl.acp._early import main as acp_main
 

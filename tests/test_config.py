@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agentd.mcp import DEFAULT_CALL_TIMEOUT, DEFAULT_MCP_WAIT, DEFAULT_STARTUP_TIMEOUT, McpServerConfig
 from agentd.models import (
+    AgentSettings,
     Config,
     ConfigError,
     ConfigFile,
@@ -834,3 +836,266 @@ def test_a_file_mended_under_a_running_daemon_is_used_without_a_restart(tmp_path
     path.write_text(FULL)
     assert file.current().resolve(None).alias == "fast"
     assert (file.mistakes, file.mistakes_note()) == ([], None)
+
+
+# --- MCP servers: [mcp.NAME] and [agent] mcp_wait ------------------------------------------------------
+
+MCP = """\
+[mcp.notes]
+command = ["uvx", "mcp-server-sqlite", "--db-path", "notes.db"]
+env = { NOTES_TOKEN = "t" }
+allow = ["list_tables", "read_query"]
+startup_timeout = 5
+call_timeout = 2.5
+
+[mcp.docs]
+url = "https://docs.example.com/mcp"
+headers = { Authorization = "Bearer b" }
+enabled = false
+
+[mcp.zz-first-in-no-order]
+command = ["./server"]
+allow = "*"
+"""
+
+
+def test_mcp_servers_are_read_in_the_files_order_with_their_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MCP), environ={})
+    assert config.mcp == (
+        McpServerConfig(
+            name="notes",
+            command=("uvx", "mcp-server-sqlite", "--db-path", "notes.db"),
+            env={"NOTES_TOKEN": "t"},
+            allow=("list_tables", "read_query"),
+            startup_timeout=5.0,
+            call_timeout=2.5,
+            source="config",
+        ),
+        # Disabled, and still configured: `agentctl mcp` lists it as such.
+        McpServerConfig(
+            name="docs",
+            url="https://docs.example.com/mcp",
+            headers={"Authorization": "Bearer b"},
+            enabled=False,
+            startup_timeout=DEFAULT_STARTUP_TIMEOUT,
+            call_timeout=DEFAULT_CALL_TIMEOUT,
+        ),
+        McpServerConfig(name="zz-first-in-no-order", command=("./server",), allow=("*",)),
+    )
+    assert [s.transport for s in config.mcp] == ["stdio", "http", "stdio"]
+    assert isinstance(config.mcp[0].startup_timeout, float)
+
+
+def test_no_mcp_tables_is_no_servers_and_the_default_wait(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'default_model = "echo"\n'), environ={})
+    assert config.mcp == ()
+    assert config.agent == AgentSettings(mcp_wait=DEFAULT_MCP_WAIT)
+
+
+@pytest.mark.parametrize(("text", "wait"), [("mcp_wait = 0\n", 0.0), ("mcp_wait = 7.5\n", 7.5), ("", 2.0)])
+def test_agent_mcp_wait_may_be_zero(tmp_path: Path, text: str, wait: float) -> None:
+    assert load_config(write(tmp_path, "[agent]\n" + text), environ={}).agent.mcp_wait == wait
+
+
+def test_an_allow_of_star_in_an_array_is_every_tool_too(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[mcp.s]\ncommand = ["s"]\nallow = ["*"]\n'), environ={})
+    assert config.mcp[0].allow == ("*",)
+
+
+def test_mcp_servers_written_as_dotted_keys_and_inline_tables_are_the_same(tmp_path: Path) -> None:
+    text = '[mcp]\na.command = ["a", "--flag"]\nb = { url = "http://127.0.0.1:8000/mcp", enabled = false }\n'
+    config = load_config(write(tmp_path, text), environ={})
+    assert [(s.name, s.command, s.url, s.enabled) for s in config.mcp] == [
+        ("a", ("a", "--flag"), None, True),
+        ("b", (), "http://127.0.0.1:8000/mcp", False),
+    ]
+
+
+STDIO = '[mcp.s]\ncommand = ["server"]\n'
+HTTP = '[mcp.h]\nurl = "https://h.example/mcp"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param("mcp = 3\n", 1, "mcp must be a table of [mcp.NAME] tables, not an integer", id="mcp-not-table"),
+        pytest.param("[mcp]\ns = 1\n", 2, "mcp.s must be a table, not an integer", id="server-not-table"),
+        pytest.param(
+            "\n[mcp.s]\nenabled = true\n",
+            2,
+            "[mcp.s] needs command (a program to start, spoken to on stdio) or url (streamable HTTP)",
+            id="neither-command-nor-url",
+        ),
+        pytest.param(
+            STDIO + 'url = "https://h"\n',
+            3,
+            "[mcp.s] has both command and url: a server is one or the other",
+            id="both",
+        ),
+        pytest.param(
+            '[mcp.s]\ncommand = "npx server"\n',
+            2,
+            "[mcp.s] command must be an array: the program, then its arguments, each a string; not a string",
+            id="command-string",
+        ),
+        pytest.param(
+            "[mcp.s]\ncommand = []\n",
+            2,
+            "[mcp.s] command must not be empty: the program, then its arguments",
+            id="command-empty",
+        ),
+        pytest.param(
+            '[mcp.s]\ncommand = ["", "x"]\n',
+            2,
+            "[mcp.s] command must start with the program, not an empty string",
+            id="command-no-program",
+        ),
+        pytest.param(
+            '[mcp.s]\ncommand = ["s", 3]\n', 2, "[mcp.s] command[1] must be a string, not an integer", id="command-int"
+        ),
+        pytest.param(
+            '[mcp.h]\nurl = "ws://h"\n', 2, "[mcp.h] url must start with http:// or https://", id="url-scheme"
+        ),
+        pytest.param('[mcp.h]\nurl = "https:///mcp"\n', 2, "[mcp.h] url has no host", id="url-no-host"),
+        pytest.param(
+            HTTP + 'env = { A = "b" }\n',
+            3,
+            "[mcp.h] env is for a server started by command, not one at a url",
+            id="env-on-http",
+        ),
+        pytest.param(
+            STDIO + 'headers = { A = "b" }\n',
+            3,
+            "[mcp.s] headers are for a server at a url, not one started by command",
+            id="headers-on-stdio",
+        ),
+        pytest.param(
+            STDIO + 'env = { "MY VAR" = "v" }\n',
+            3,
+            '[mcp.s] env."MY VAR" is not a usable environment variable name (letters, digits and _,'
+            " not starting with a digit)",
+            id="env-bad-name",
+        ),
+        pytest.param(STDIO + "env = { A = 1 }\n", 3, "[mcp.s] env.A must be a string, not an integer", id="env-int"),
+        pytest.param(STDIO + "env = []\n", 3, "[mcp.s] env must be a table, not an array", id="env-array"),
+        pytest.param(
+            HTTP + "headers = { A = true }\n", 3, "[mcp.h] headers.A must be a string, not a boolean", id="header-bool"
+        ),
+        pytest.param(
+            STDIO + 'enabled = "no"\n', 3, "[mcp.s] enabled must be true or false, not a string", id="enabled"
+        ),
+        pytest.param(
+            STDIO + 'allow = "list"\n',
+            3,
+            '[mcp.s] allow must be an array of the server\'s tool names, or "*" for all of them, not a string',
+            id="allow-string",
+        ),
+        pytest.param(STDIO + 'allow = ["a", ""]\n', 3, "[mcp.s] allow[1] must not be empty", id="allow-empty-name"),
+        pytest.param(
+            STDIO + 'allow = ["mcp__s__read"]\n',
+            3,
+            "[mcp.s] allow[0] names the tool as the model sees it: give its MCP name, without mcp__SERVER__"
+            " ('mcp__s__read')",
+            id="allow-model-name",
+        ),
+        pytest.param(
+            STDIO + "startup_timeout = 0\n",
+            3,
+            "[mcp.s] startup_timeout must be a positive number of seconds, not 0",
+            id="startup-zero",
+        ),
+        pytest.param(
+            STDIO + 'call_timeout = "1m"\n',
+            3,
+            "[mcp.s] call_timeout must be a number of seconds, not a string",
+            id="call-string",
+        ),
+        pytest.param(
+            STDIO + "comand = []\n", 3, "[mcp.s] has unknown key 'comand' (did you mean 'command'?)", id="unknown-key"
+        ),
+        pytest.param(
+            STDIO + 'args = ["x"]\n',
+            3,
+            "[mcp.s] has unknown key 'args'; command holds the program, then its arguments",
+            id="args-hint",
+        ),
+        pytest.param(
+            STDIO + "disabled = true\n",
+            3,
+            "[mcp.s] has unknown key 'disabled'; enabled = false turns a server off",
+            id="disabled-hint",
+        ),
+        pytest.param(
+            '[mcp.a__b]\ncommand = ["s"]\n',
+            1,
+            "[mcp.a__b] MCP server name 'a__b' may hold only letters, digits, '_' and '-', must start with a letter"
+            " or digit, and may not hold '__' or end with '_' (its tools are named mcp__NAME__TOOL)",
+            id="name-double-underscore",
+        ),
+        pytest.param('[mcp."my server"]\ncommand = ["s"]\n', 1, '[mcp."my server"] MCP server name', id="name-space"),
+        pytest.param(
+            f'[mcp.{"n" * 33}]\ncommand = ["s"]\n',
+            1,
+            f"[mcp.{'n' * 33}] MCP server name '{'n' * 33}' is longer than 32 characters",
+            id="name-too-long",
+        ),
+        pytest.param(
+            "[agent]\nmcp_wait = -1\n", 2, "[agent] mcp_wait must be a number of seconds, 0 or more, not -1", id="wait"
+        ),
+        pytest.param(
+            "[agent]\nmcp_wait = nan\n", 2, "[agent] mcp_wait must be a number of seconds, 0 or more, not nan", id="nan"
+        ),
+        pytest.param(
+            '[agent]\nmcp_wait = "2"\n', 2, "[agent] mcp_wait must be a number of seconds, not a string", id="wait-str"
+        ),
+    ],
+)
+def test_each_mcp_problem_is_reported_on_its_line(tmp_path: Path, text: str, line: int, message: str) -> None:
+    problem = only_problem(tmp_path, text)
+    assert problem.line == line
+    assert problem.message.startswith(message), problem.message
+
+
+def test_every_mcp_problem_is_reported_together_in_line_order(tmp_path: Path) -> None:
+    text = """\
+[mcp.good]
+command = ["server"]
+
+[mcp.bad]
+command = "server --flag"
+url = "https://h.example/mcp"
+enabled = 1
+
+[mcp.worse]
+headers = { A = "b" }
+"""
+    problems = problems_of(tmp_path, text)
+    assert [(p.line, p.message.split(" ", 2)[1]) for p in problems] == [
+        (5, "command"),
+        (6, "has"),
+        (7, "enabled"),
+        (9, "needs"),
+    ]
+
+
+def test_no_env_or_header_value_appears_in_mcp_mistakes_or_reprs(tmp_path: Path) -> None:
+    text = f"""\
+[mcp.s]
+command = "server --token {SECRET}"
+env = {{ "not a name" = "{SECRET}", TOKEN = ["{SECRET}"] }}
+headers = {{ Authorization = "Bearer {SECRET}" }}
+
+[mcp.h]
+url = "https://h.example/mcp"
+headers = {{ Authorization = {{ value = "{SECRET}" }} }}
+env = {{ TOKEN = "{SECRET}" }}
+"""
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 6
+    for problem in problems:
+        assert SECRET not in problem.message
+    good = f'[mcp.s]\ncommand = ["s"]\nenv = {{ TOKEN = "{SECRET}" }}\n[mcp.h]\nurl = "https://h"\n'
+    good += f'headers = {{ Authorization = "{SECRET}" }}\n'
+    config = load_config(write(tmp_path, good), environ={})
+    assert config.mcp[0].env == {"TOKEN": SECRET} and config.mcp[1].headers == {"Authorization": SECRET}
+    assert SECRET not in repr(config) and SECRET not in str(config.mcp)

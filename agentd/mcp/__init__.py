@@ -1,8 +1,9 @@
 """MCP servers as tools: their configuration, their lives in a workspace's nursery, and their tools for the model.
 
 Only the configuration's types are imported with the package, because the
-model configuration (`agentd.models`) needs them and the tools need models:
-the workspace imports `_servers.WorkspaceMcp` itself. The SDK (`mcp`, on anyio, so on
+model configuration (`agentd.models`) needs them, and the rest needs models
+(the project file's parser, the tools): the workspace imports `_servers` and
+`_project` itself. The SDK (`mcp`, on anyio, so on
 trio) is imported when a workspace first has a server to start.
 """
 
@@ -15,7 +16,6 @@ from ._config import (
     server_name_problem,
     session_server,
 )
-from ._project import PROJECT_CONFIG, ProjectConfig, read_project_config
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -23,9 +23,6 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "McpServerConfig",
     "McpSource",
-    "PROJECT_CONFIG",
-    "ProjectConfig",
-    "read_project_config",
     "server_name_problem",
     "session_server",
 ]

@@ -141,7 +141,6 @@ class WorkspaceMcp:
             source=config.source,
             transport=config.transport,
             state="untrusted",
-            error="the workspace's .agentd/config.toml is not trusted as it is now: run `agentctl mcp trust`",
         )
 
     # --- what runs see

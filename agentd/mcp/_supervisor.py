@@ -57,6 +57,17 @@ class ListedTool:
     input_schema: dict[str, Any]
 
 
+def _leaf(exc: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:
+    """`exc`, or the first exception of `kinds` inside the groups it is wrapped in; None if there is none."""
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _leaf(inner, kinds)) is not None:
+                return found
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
@@ -140,10 +151,10 @@ class McpServer:
                         self._set("ready")
                         await self._serve(session, connection)
                         error = f"the connection ended: {connection.reason}"
-                except (_StartFailed, CannotStart) as exc:
-                    error = str(exc)
                 except Exception as exc:
-                    error = self._failure(exc, self._connection)
+                    # The SDK's and the transport's task groups wrap what was raised inside them.
+                    known = _leaf(exc, (_StartFailed, CannotStart))
+                    error = str(known) if known is not None else self._failure(exc, self._connection)
                 finally:
                     self._session = self._connection = None
                 if ready_at is not None and trio.current_time() - ready_at >= BACKOFF_RESET:

@@ -47,6 +47,15 @@ def _cut(text: str, limit: int) -> str:
     return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
 
 
+def _summary(text: str) -> str:
+    """The result's first line, and how many more follow: what a person sees of the call."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return "no output"
+    more = f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""
+    return lines[0][:100] + more
+
+
 def _brief(arguments: dict[str, Any]) -> str:
     text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
     return text if len(text) <= _ARGUMENTS_SHOWN else text[: _ARGUMENTS_SHOWN - 3] + "..."
@@ -62,8 +71,7 @@ def _spec(server: McpServer, tool: ListedTool, name: str) -> ToolSpec:
         text = _cut(text, ctx.limits.max_output_chars)
         if is_error:
             raise ToolError(f"{label} failed: {text}" if text else f"{label} failed, and said nothing more")
-        lines = text.count("\n") + 1 if text else 0
-        return ToolOutput(text, f"{lines} line{'s' if lines != 1 else ''}")
+        return ToolOutput(text, _summary(text))
 
     description = tool.description or f"The tool {tool.name!r} of the MCP server {server.name!r}."
     return ToolSpec(

@@ -7,6 +7,9 @@ it was written on. What no single key can say (a model naming a provider that
 is not defined, Anthropic without a key) is checked after, on the parsed file,
 reading each key through the same types.
 
+A project's `.agentd/config.toml` goes through the same machinery as
+`_ProjectFile`: the same `[mcp.NAME]` tables, and any other key a mistake.
+
 Messages name keys and types but never repeat a value that could be a secret.
 """
 
@@ -17,8 +20,8 @@ import math
 import re
 import tomllib
 import urllib.parse
-from collections.abc import Iterator
-from typing import Any, NewType
+from collections.abc import Callable, Iterator
+from typing import Any, NewType, TypeVar
 
 import attrs
 import cattrs
@@ -26,6 +29,14 @@ from cattrs.cols import is_mapping, is_sequence, list_structure_factory
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_mapping_structure_fn
 
+from agentd.mcp import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MCP_WAIT,
+    DEFAULT_STARTUP_TIMEOUT,
+    McpServerConfig,
+    McpSource,
+    server_name_problem,
+)
 from agentd.permissions import DEFAULT_PERMISSION_TIMEOUT, PermissionSettings, rule_problem
 
 from ._config import (
@@ -44,9 +55,10 @@ from ._config import (
     names_a_model,
 )
 
-__all__ = ["from_file", "url_problem"]
+__all__ = ["from_file", "project_mcp_servers", "url_problem"]
 
 Path = tuple[str, ...]
+_T = TypeVar("_T")
 
 # --- what each key may hold ---------------------------------------------------------------------------
 
@@ -57,7 +69,12 @@ _NonEmpty = NewType("_NonEmpty", str)
 _Count = NewType("_Count", int)  # >= 0
 _Positive = NewType("_Positive", int)  # >= 1
 _Seconds = NewType("_Seconds", float)  # > 0, finite
+_Wait = NewType("_Wait", float)  # >= 0, finite
 _Rule = NewType("_Rule", str)  # a permission rule: TOOL, TOOL:PREFIX or *
+_Command = NewType("_Command", list[str])  # an MCP server's program, then its arguments
+_EnvName = NewType("_EnvName", str)  # a variable an MCP server is given
+_ToolName = NewType("_ToolName", str)  # an MCP server's tool, by its MCP name
+_ToolNames = NewType("_ToolNames", list[str])  # those, or "*"
 
 
 @attrs.frozen
@@ -87,6 +104,20 @@ class _PermissionsTable:
 @attrs.frozen
 class _AgentTable:
     max_steps: _Positive = _Positive(DEFAULT_MAX_STEPS)
+    mcp_wait: _Wait = _Wait(DEFAULT_MCP_WAIT)
+
+
+@attrs.frozen
+class _McpTable:
+    # Exactly one of command (stdio) and url (streamable HTTP): checked on the raw table, with env and headers.
+    command: _Command | None = None
+    url: _Url | None = None
+    env: dict[_EnvName, str] = attrs.field(factory=dict)
+    headers: dict[str, str] = attrs.field(factory=dict)
+    enabled: bool = True
+    allow: _ToolNames = attrs.field(factory=lambda: _ToolNames([]))
+    startup_timeout: _Seconds = _Seconds(DEFAULT_STARTUP_TIMEOUT)
+    call_timeout: _Seconds = _Seconds(DEFAULT_CALL_TIMEOUT)
 
 
 @attrs.frozen
@@ -96,9 +127,17 @@ class _File:
     default_model: str | None = None
     permissions: _PermissionsTable = attrs.field(factory=_PermissionsTable)
     agent: _AgentTable = attrs.field(factory=_AgentTable)
+    mcp: dict[str, _McpTable] = attrs.field(factory=dict)
 
 
-for _shape in (_ProviderTable, _ModelTable, _PermissionsTable, _AgentTable, _File):
+@attrs.frozen
+class _ProjectFile:
+    """A project's .agentd/config.toml: its own MCP servers, and nothing else of the user's configuration."""
+
+    mcp: dict[str, _McpTable] = attrs.field(factory=dict)
+
+
+for _shape in (_ProviderTable, _ModelTable, _PermissionsTable, _AgentTable, _McpTable, _File, _ProjectFile):
     attrs.resolve_types(_shape)
 
 
@@ -144,6 +183,22 @@ def _seconds(value: object) -> float:
     if not (math.isfinite(value) and value > 0):
         raise _Mistake(f"must be a positive number of seconds, not {value}")
     return float(value)
+
+
+def _wait(value: object) -> float:
+    if type(value) not in (int, float):
+        raise _Mistake(f"must be a number of seconds, not {_type_name(value)}")
+    assert isinstance(value, (int, float))
+    if not (math.isfinite(value) and value >= 0):
+        raise _Mistake(f"must be a number of seconds, 0 or more, not {value}")
+    return float(value)
+
+
+def _boolean(value: object) -> bool:
+    # cattrs would take any value's truth: `enabled = "no"` is a mistake, not True.
+    if type(value) is not bool:
+        raise _Mistake(f"must be true or false, not {_type_name(value)}")
+    return value
 
 
 def _provider_type(value: object) -> str:
@@ -201,6 +256,41 @@ def _rule(value: object) -> str:
     return text
 
 
+def _command(value: object) -> list[str]:
+    if type(value) is not list:
+        # `command = "npx server"`: not split here, as a shell would split it differently.
+        raise _Mistake(f"must be an array: the program, then its arguments, each a string; not {_type_name(value)}")
+    words: list[str] = _converter.structure(value, list[str])
+    if not words:
+        raise _Mistake("must not be empty: the program, then its arguments")
+    if not words[0]:
+        raise _Mistake("must start with the program, not an empty string")
+    return words
+
+
+def _env_name(value: object) -> str:
+    name = _string(value)
+    if not _VARIABLE_NAME.fullmatch(name):
+        raise _Mistake("is not a usable environment variable name (letters, digits and _, not starting with a digit)")
+    return name
+
+
+def _tool_name(value: object) -> str:
+    name = _non_empty(value)
+    if name.startswith("mcp__"):
+        raise _Mistake(f"names the tool as the model sees it: give its MCP name, without mcp__SERVER__ ({name!r})")
+    return name
+
+
+def _tool_names(value: object) -> list[str]:
+    if value == "*":
+        return ["*"]
+    if type(value) is not list:
+        raise _Mistake(f'must be an array of the server\'s tool names, or "*" for all of them, not {_type_name(value)}')
+    names: list[_ToolName] = _converter.structure(value, list[_ToolName])
+    return list(names)
+
+
 def _array(type_: Any, converter: cattrs.Converter) -> Any:
     # cattrs would iterate a string into its characters: `allow = "edit"` is a mistake, not four rules.
     inner = list_structure_factory(type_, converter)
@@ -240,6 +330,7 @@ _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 _converter.register_structure_hook_factory(lambda t: is_mapping(t) or attrs.has(t), _table)
 _converter.register_structure_hook_factory(is_sequence, _array)
 _converter.register_structure_hook(str, lambda value, _: _string(value))
+_converter.register_structure_hook(bool, lambda value, _: _boolean(value))
 for _type, _hook in (
     (_ProviderType, _provider_type),
     (_Url, _url),
@@ -248,7 +339,12 @@ for _type, _hook in (
     (_Count, lambda value: _integer(value, 0)),
     (_Positive, lambda value: _integer(value, 1)),
     (_Seconds, _seconds),
+    (_Wait, _wait),
     (_Rule, _rule),
+    (_Command, _command),
+    (_EnvName, _env_name),
+    (_ToolName, _tool_name),
+    (_ToolNames, _tool_names),
 ):
     _converter.register_structure_hook(_type, lambda value, _, check=_hook: check(value))
 
@@ -258,6 +354,24 @@ for _type, _hook in (
 
 def from_file(data: bytes, path: str) -> Config:
     """The configuration `data` (read from `path`) says; ConfigError lists every mistake, in line order."""
+    return _config(_parse(data, path, _File, _cross_checks), path)
+
+
+# A project file's mistake for any key but [mcp.NAME] tables.
+_PROJECT_KEYS_ONLY = "only [mcp.NAME] tables are read from a project's .agentd/config.toml"
+
+
+def project_mcp_servers(data: bytes, path: str) -> tuple[McpServerConfig, ...]:
+    """The MCP servers of a project's .agentd/config.toml (`data`, read from `path`), in the file's order.
+
+    The same `[mcp.NAME]` tables as config.toml's, checked the same way; any
+    other key is a mistake. ConfigError lists every mistake, in line order.
+    """
+    return _mcp_servers(_parse(data, path, _ProjectFile, _mcp_checks).mcp, "workspace")
+
+
+def _parse(data: bytes, path: str, shape: type[_T], checks: Callable[[dict[str, Any]], list[tuple[Path, str]]]) -> _T:
+    """`data` structured as `shape`, with `checks` of what no single key can say; ConfigError for every mistake."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -268,18 +382,36 @@ def from_file(data: bytes, path: str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_problem(exc)], path) from None
     mistakes: list[tuple[Path, str]] = []
-    parsed: _File | None = None
+    parsed: _T | None = None
     try:
-        parsed = _converter.structure(raw, _File)
+        parsed = _converter.structure(raw, shape)
     except Exception as exc:  # every structuring failure is made of mistakes to report
         mistakes += _mistakes(exc, raw)
-    mistakes += _cross_checks(raw)
+    mistakes += checks(raw)
     if mistakes or parsed is None:
         locator = _Locator(text)
         problems = [ConfigProblem(locator.line(at), message) for at, message in mistakes]
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise ConfigError(problems, path)
-    return _config(parsed, path)
+    return parsed
+
+
+def _mcp_servers(tables: dict[str, _McpTable], source: McpSource) -> tuple[McpServerConfig, ...]:
+    return tuple(
+        McpServerConfig(
+            name=name,
+            command=tuple(table.command or ()),
+            env={str(variable): value for variable, value in table.env.items()},
+            url=table.url,
+            headers=dict(table.headers),
+            enabled=table.enabled,
+            allow=tuple(table.allow),
+            startup_timeout=table.startup_timeout,
+            call_timeout=table.call_timeout,
+            source=source,
+        )
+        for name, table in tables.items()
+    )
 
 
 def _config(parsed: _File, path: str) -> Config:
@@ -300,7 +432,8 @@ def _config(parsed: _File, path: str) -> Config:
         for alias, table in parsed.models.items()
     }
     permissions = PermissionSettings(tuple(parsed.permissions.allow), parsed.permissions.timeout)
-    agent = AgentSettings(parsed.agent.max_steps)
+    agent = AgentSettings(parsed.agent.max_steps, parsed.agent.mcp_wait)
+    mcp = _mcp_servers(parsed.mcp, "config")
     if parsed.default_model is None:
         return Config(
             providers,
@@ -310,6 +443,7 @@ def _config(parsed: _File, path: str) -> Config:
             source=path,
             permissions=permissions,
             agent=agent,
+            mcp=mcp,
         )
     return Config(
         providers,
@@ -319,6 +453,7 @@ def _config(parsed: _File, path: str) -> Config:
         source=path,
         permissions=permissions,
         agent=agent,
+        mcp=mcp,
     )
 
 
@@ -368,7 +503,7 @@ def _mistakes(exc: BaseException, raw: dict[str, Any]) -> list[tuple[Path, str]]
             known = tuple(field.name for field in attrs.fields(leaf.cl))
             present = _at(raw, at)
             extra = [key for key in (present if isinstance(present, dict) else ()) if key in leaf.extra_fields]
-            mistakes += [((*at, key), _unknown_key(at, key, known)) for key in extra]
+            mistakes += [((*at, key), _unknown_key(at, key, known, leaf.cl)) for key in extra]
         elif isinstance(leaf, _NotATable) and len(at) <= 2:
             kind = f"a table of [{at[0]}.NAME] tables" if len(at) == 1 and at[0] in _NAMED_TABLES else "a table"
             mistakes.append((at, f"{'.'.join(_quote(part) for part in at)} must be {kind}, not {leaf.found}"))
@@ -390,7 +525,7 @@ def _at(raw: dict[str, Any], at: Path) -> object:
 
 
 # Sections made of named tables ([providers.NAME]), and plain tables ([permissions]).
-_NAMED_TABLES = ("providers", "models")
+_NAMED_TABLES = ("providers", "models", "mcp")
 _PLAIN_TABLES = ("permissions", "agent")
 
 
@@ -401,7 +536,8 @@ def _subject(at: Path) -> str:
         return f"[{at[0]}]" + (" " + keys.lstrip(".") if keys else "")
     if len(at) >= 2 and at[0] in _NAMED_TABLES:
         table = f"[{at[0]}.{_quote(at[1])}]"
-        return " ".join([table, ".".join(_quote(part) for part in at[2:])]) if len(at) > 2 else table
+        keys = "".join(f"[{part}]" if part.isdigit() else f".{_quote(part)}" for part in at[2:])
+        return f"{table} {keys.lstrip('.')}" if keys else table
     return ".".join(_quote(part) for part in at)
 
 
@@ -411,14 +547,29 @@ def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _unknown_key(at: Path, key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
+# Keys other programs' MCP configurations have, and what says the same here.
+_MCP_KEY_HINTS = {
+    "args": "command holds the program, then its arguments",
+    "type": "a server is stdio when it has command, streamable HTTP when it has url",
+    "transport": "a server is stdio when it has command, streamable HTTP when it has url",
+    "disabled": "enabled = false turns a server off",
+}
+
+
+def _unknown_key(at: Path, key: str, known: tuple[str, ...], shape: type) -> str:
+    if shape is _ProjectFile:
+        return f"unknown top-level key {key!r}: {_PROJECT_KEYS_ONLY}"
+    hint = _MCP_KEY_HINTS.get(key) if shape is _McpTable else None
+    # A hint says more than a close name would ('disabled' is not 'enabled').
+    close = [] if hint else difflib.get_close_matches(key, known, n=1)
     suggestion = f" (did you mean {close[0]!r}?)" if close else ""
     if not at:
         return f"unknown top-level key {key!r}{suggestion}"
     message = f"{_subject(at)} has unknown key {key!r}{suggestion}"
     if "api_key_env" in known and any(word in key.lower() for word in ("key", "token", "secret", "password")):
         message += "; api_key_env names the environment variable holding the key, never the key itself"
+    if hint:
+        message += f"; {hint}"
     return message
 
 
@@ -486,6 +637,31 @@ def _cross_checks(raw: dict[str, Any]) -> list[tuple[Path, str]]:
             f"default_model {default!r} names no model: it is not an alias, a built-in"
             f" ({', '.join(BUILTIN_MODELS)}) or provider/model with a defined provider",
         )
+    return mistakes + _mcp_checks(raw)
+
+
+def _mcp_checks(raw: dict[str, Any]) -> list[tuple[Path, str]]:
+    """What is wrong with `[mcp.NAME]` tables beyond their keys: the name, and which transport they are."""
+    mistakes: list[tuple[Path, str]] = []
+    for name, table in _tables(raw, "mcp").items():
+        at = ("mcp", name)
+        problem = server_name_problem(name)
+        if problem is not None:
+            mistakes.append((at, f"{_subject(at)} {problem}"))
+        stdio, http = "command" in table, "url" in table
+        if stdio and http:
+            mistakes.append(((*at, "url"), f"{_subject(at)} has both command and url: a server is one or the other"))
+        elif not stdio and not http:
+            mistakes.append(
+                (at, f"{_subject(at)} needs command (a program to start, spoken to on stdio) or url (streamable HTTP)")
+            )
+            continue  # which of env and headers it may have is not known yet
+        if "env" in table and not stdio:
+            mistakes.append(((*at, "env"), f"{_subject(at)} env is for a server started by command, not one at a url"))
+        if "headers" in table and not http:
+            mistakes.append(
+                ((*at, "headers"), f"{_subject(at)} headers are for a server at a url, not one started by command")
+            )
     return mistakes
 
 

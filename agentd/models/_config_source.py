@@ -18,6 +18,24 @@ The file is `$XDG_CONFIG_HOME/agentd/config.toml`, else `~/.config/agentd/config
     context_window = 1047576                # optional
     max_output_tokens = 32768               # optional
 
+    [agent]
+    mcp_wait = 2                            # optional: seconds a run's first turn waits for MCP servers (0: none)
+
+    [mcp.notes]                             # an MCP server; its tools reach the model as mcp__notes__TOOL
+    command = ["uvx", "mcp-server-sqlite", "--db-path", "notes.db"]   # stdio: the program, then its arguments
+    env = { NOTES_TOKEN = "..." }           # optional, stdio only: added to the server's small clean environment
+    allow = ["list_tables"]                 # optional: its tools (MCP names) that run without asking; "*": all
+    enabled = true                          # optional
+    startup_timeout = 30                    # optional: seconds to start and list its tools
+    call_timeout = 120                      # optional: seconds one tool call may take
+
+    [mcp.docs]
+    url = "https://docs.example.com/mcp"    # streamable HTTP, instead of command
+    headers = { Authorization = "Bearer ..." }   # optional, HTTP only
+
+A project's own `.agentd/config.toml` may hold `[mcp.NAME]` tables too, and
+nothing else (`agentd.mcp._project`); its servers start once the user trusted it.
+
 With no file, the environment decides: `OPENAI_API_KEY` (and `OPENAI_BASE_URL`)
 gives provider `openai`, `ANTHROPIC_API_KEY` (and `ANTHROPIC_BASE_URL`) gives
 `anthropic`, `OLLAMA_HOST` gives `ollama`, an openai-type provider with no key.

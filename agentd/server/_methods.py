@@ -20,6 +20,7 @@ import attrs
 import agentd
 from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut, Unavailable
 from agentd.mcp import session_server
+from agentd.mcp._project import PROJECT_CONFIG, read_project_config
 from agentd.protocol import (
     AgentCancelParams,
     AgentSendParams,
@@ -30,6 +31,7 @@ from agentd.protocol import (
     InitializeParams,
     InitializeResult,
     McpServerList,
+    McpTrusted,
     Message,
     ModelsList,
     NoParams,
@@ -235,6 +237,7 @@ class Methods:
             "run.revert": later(RunRevertParams, self.run_revert, RunReverted),
             "mcp.list": now(WorkspaceRef, self.mcp_list, McpServerList),
             "session.mcp_servers": later(SessionMcpServersParams, self.session_mcp_servers, Empty),
+            "mcp.trust": later(WorkspaceRef, self.mcp_trust, McpTrusted),
         }
         #: The replies a connection sends by itself (see `RpcConnection`), bypassing `lookup`.
         self.constant_replies = {name: m.constant_reply for name, m in self._table.items() if m.constant}
@@ -467,6 +470,24 @@ class Methods:
 
     async def run_revert(self, conn: ClientConnection, p: RunRevertParams, _: AfterReply) -> RunReverted:
         return await self._state.changes.revert(await self._changed_run(p), p.force)
+
+    # --- MCP servers
+
+    async def mcp_trust(self, conn: ClientConnection, p: WorkspaceRef, _: AfterReply) -> McpTrusted:
+        host = self._workspace(p.workspace_id)
+        project = await read_project_config(host.path)
+        if project is None:
+            raise NotFound(f"workspace {host.path} has no {PROJECT_CONFIG}: there is nothing to trust")
+        if project.mistakes:
+            # Trust is given to content that was checked: a file with mistakes starts no server.
+            mistakes = "".join(f"\n{mistake}" for mistake in project.mistakes)
+            raise InvalidRequest(
+                f"{project.path} has mistakes, so it is not trusted (fix them, then trust it again):{mistakes}"
+            )
+        # Exactly the bytes checked above: a change after this is untrusted again.
+        await self._state.store.trust_mcp(project.path, project.digest)
+        await host.refresh_mcp(force=True)
+        return McpTrusted(path=project.path, servers=[server.name for server in project.servers])
 
 
 _EMPTY = Empty()

@@ -15,12 +15,12 @@ from ._errors import DatabaseDamaged, NotOurDatabase, damaged
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "TABLES", "check_ours", "check_tables", "migrate"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # "agtd": in the database header, so `file` and other tools can tell it too.
 APPLICATION_ID = 0x61677464
-TABLES = frozenset({"workspaces", "sessions", "messages", "runs", "events", "file_changes"})
+TABLES = frozenset({"workspaces", "sessions", "messages", "runs", "events", "file_changes", "mcp_trust"})
 # The schema version that added a table: an older database lacks it until it migrates.
-_ADDED_IN = {"file_changes": 4}
+_ADDED_IN = {"file_changes": 4, "mcp_trust": 5}
 # SQLite's own, which any database may hold.
 _INTERNAL_TABLE_PREFIX = "sqlite_"
 
@@ -147,7 +147,19 @@ CREATE INDEX file_changes_by_session ON file_changes(session_id);
 CREATE INDEX runs_by_session ON runs(session_id, created_at)
 """
 
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
+# Version 5: which projects' .agentd/config.toml the user trusted to start
+# MCP servers (agentd.mcp). A new table only.
+_SCHEMA_5 = """
+CREATE TABLE mcp_trust (
+    -- The file's absolute path.
+    path TEXT PRIMARY KEY,
+    -- sha256 of its bytes, hex, when it was trusted: any other content is not.
+    digest TEXT NOT NULL,
+    trusted_at REAL NOT NULL
+)
+"""
+
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 
 
 def check_ours(conn: sqlite3.Connection, path: str) -> None:

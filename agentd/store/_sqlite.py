@@ -393,13 +393,28 @@ class Store:
         """
         return await self._run(self._transaction, lambda conn: self._reserve_seq(conn, workspace_id, count))
 
+    # --- trust of projects' MCP servers (agentd.mcp._project)
+
     async def mcp_trusted_digest(self, path: str) -> str | None:
-        """The digest of the project MCP file at `path` the user trusted, or None (contract: to be filled in)."""
-        raise NotImplementedError
+        """The digest of the project MCP file at `path` the user trusted, or None."""
+
+        def body() -> str | None:
+            row = self._conn.execute("SELECT digest FROM mcp_trust WHERE path = ?", (path,)).fetchone()
+            return str(row[0]) if row is not None else None
+
+        return await self._run(body)
 
     async def trust_mcp(self, path: str, digest: str) -> None:
-        """Trust the project MCP file at `path` with content `digest`, replacing an earlier trust (contract)."""
-        raise NotImplementedError
+        """Trust the project MCP file at `path` with content `digest`, replacing an earlier trust."""
+
+        def body() -> None:
+            self._conn.execute(
+                "INSERT INTO mcp_trust (path, digest, trusted_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, trusted_at = excluded.trusted_at",
+                (path, digest, time.time()),
+            )
+
+        await self._run(body)
 
     async def open_event_log(self, workspace_id: str, count: int) -> int:
         """Start serving a workspace's events: reserve its first `count` seqs; the first of them.

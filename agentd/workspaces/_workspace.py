@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from agentd.agent import Coordinator
-from agentd.mcp import PROJECT_CONFIG, ProjectConfig, read_project_config
+from agentd.mcp._project import PROJECT_CONFIG, ProjectConfig, read_project_config
 from agentd.mcp._servers import WorkspaceMcp
 from agentd.models import ModelRegistry
 from agentd.permissions import Permissions
@@ -131,7 +131,7 @@ class WorkspaceHost:
             self._project_trusted = (
                 project is not None
                 and not project.mistakes
-                and await self._store.mcp_trusted_digest(project.path) == project.digest
+                and project.is_trusted(await self._store.mcp_trusted_digest(project.path))
             )
         project = self._project
         from_project = project.servers if project is not None else ()
