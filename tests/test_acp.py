@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,8 @@ async def test_initialize_answers_version_1_and_capabilities(
             assert caps.load_session is True
             assert caps.prompt_capabilities.embedded_context is True and caps.prompt_capabilities.image is False
             assert caps.session_capabilities.list is not None
+            # agentd runs stdio and streamable-HTTP MCP servers, not SSE ones.
+            assert caps.mcp_capabilities.http is True and caps.mcp_capabilities.sse is False
             assert reply.auth_methods == []
             # A version we do not speak gets the one we do.
             assert (await conn.initialize(protocol_version=7)).protocol_version == 1
@@ -561,26 +565,178 @@ async def test_late_answer_after_another_client_answered_is_void(
     assert statuses == ["ok", "ok"]
 
 
-async def test_mcp_servers_are_accepted_and_reported_on_stderr(
+# --- the editor's MCP servers
+
+ECHO_SERVER = Path(__file__).parent / "mcp_servers" / "acp_echo.py"
+
+
+def echo_server(name: str = "echo") -> acp.schema.McpServerStdio:
+    """The fixture server with its one tool `echo`, as an editor's settings give it."""
+    token = acp.schema.EnvVariable(name="ACP_ECHO_TOKEN", value="tok-never-shown")
+    return acp.schema.McpServerStdio(name=name, command=sys.executable, args=[str(ECHO_SERVER)], env=[token])
+
+
+def session_servers(
+    socket_path: Path, project: Path, until: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """mcp.list's session servers of the project's workspace, asked again (within WAIT) until `until` holds."""
+    deadline = time.monotonic() + WAIT
+    with BlockingClient.connect(socket_path) as client:
+        ws = client.open_workspace(project)
+        while True:
+            listed = client.call("mcp.list", {"workspace_id": ws.id})["servers"]
+            servers = [s for s in listed if s["source"] == "session"]
+            if until(servers) or time.monotonic() > deadline:
+                return servers
+            time.sleep(0.05)
+
+
+def ready(name: str, session_id: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda servers: any((s["name"], s["session_id"], s["state"]) == (name, session_id, "ready") for s in servers)
+
+
+async def test_an_editors_stdio_mcp_server_runs_in_the_daemon_for_its_session(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    editor = Editor(answer="allow_once")
+    call = {"name": "mcp__echo__echo", "arguments": {"text": "said through MCP"}}
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            session = await conn.new_session(cwd=str(project), mcp_servers=[echo_server()])
+            session_id = session.session_id
+            servers = await asyncio.to_thread(session_servers, daemon.socket_path, project, ready("echo", session_id))
+            (server,) = servers
+            assert (server["name"], server["source"], server["transport"]) == ("echo", "session", "stdio")
+            assert server["session_id"] == session_id and server["state"] == "ready", server
+            assert server["tools"] == ["mcp__echo__echo"]
+            steps = [{"tool_calls": [call]}, {"chunks": ["done"]}]
+            assert (await conn.prompt(session_id=session_id, prompt=script(steps=steps))).stop_reason == "end_turn"
+
+    await in_editor(scenario)
+    async with daemon.client() as client:
+        ws = await client.open_workspace(project)
+        (session,) = await client.list_sessions(ws.id)
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session.id})
+    (result,) = [p for m in messages if m["role"] == "tool" for p in m["parts"]]
+    assert result["status"] == "ok" and "said through MCP" in result["output"]
+
+
+async def test_a_name_agentd_refuses_reaches_it_made_valid(daemon: Daemon, env: dict[str, str], project: Path) -> None:
+    async def scenario() -> None:
+        async with bridge(Editor(), env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            session = await conn.new_session(cwd=str(project), mcp_servers=[echo_server("Echo Tools!")])
+            until = ready("Echo-Tools", session.session_id)
+            servers = await asyncio.to_thread(session_servers, daemon.socket_path, project, until)
+            assert [s["name"] for s in servers] == ["Echo-Tools"], servers
+
+    await in_editor(scenario)
+
+
+async def test_session_load_gives_the_loading_editors_list_and_an_empty_one_stops_them(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    async def scenario() -> None:
+        async with bridge(Editor(), env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            session_id = (await conn.new_session(cwd=str(project), mcp_servers=[echo_server()])).session_id
+            await asyncio.to_thread(session_servers, daemon.socket_path, project, ready("echo", session_id))
+        async with bridge(Editor(), env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            await conn.load_session(cwd=str(project), session_id=session_id, mcp_servers=[])
+            gone = await asyncio.to_thread(session_servers, daemon.socket_path, project, lambda s: not s)
+            assert gone == []
+            await conn.load_session(cwd=str(project), session_id=session_id, mcp_servers=[echo_server("again")])
+            await asyncio.to_thread(session_servers, daemon.socket_path, project, ready("again", session_id))
+
+    await in_editor(scenario)
+
+
+async def test_after_a_daemon_restart_the_sessions_mcp_servers_are_given_again(
+    start_daemon: DaemonFactory, env: dict[str, str], project: Path
+) -> None:
+    daemon = start_daemon()
+    editor = Editor()
+
+    async def scenario() -> None:
+        async with bridge(editor, env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            session_id = (await conn.new_session(cwd=str(project), mcp_servers=[echo_server()])).session_id
+            await asyncio.to_thread(session_servers, daemon.socket_path, project, ready("echo", session_id))
+            await asyncio.to_thread(daemon.terminate)
+            again = await asyncio.to_thread(start_daemon)
+            # The next request connects again; the new daemon knew nothing of the session's servers.
+            assert (await conn.prompt(session_id=session_id, prompt=script(chunks=["back"]))).stop_reason == "end_turn"
+            servers = await asyncio.to_thread(session_servers, again.socket_path, project, ready("echo", session_id))
+            assert [(s["name"], s["state"]) for s in servers] == [("echo", "ready")], servers
+
+    await in_editor(scenario)
+
+
+async def test_sse_servers_are_left_out_and_renames_told_once_on_stderr(
     daemon: Daemon, env: dict[str, str], project: Path
 ) -> None:
     stderr = b""
+    sse = acp.schema.SseMcpServer(type="sse", name="events", url="https://127.0.0.1:9/sse", headers=[])
+    servers: list[Any] = [sse, echo_server("my echo")]
 
     async def scenario() -> None:
         nonlocal stderr
-        server = acp.schema.McpServerStdio(name="files", command="/bin/true", args=[], env=[])
-        client: Any = Editor()
-        async with acp.spawn_agent_process(
-            client, ACP[0], *ACP[1:], env=env, cwd=project, transport_kwargs={"stderr": subprocess.PIPE}
-        ) as (conn, process):
+        async with bridge_with_stderr(Editor(), env, project) as (conn, process):
             await conn.initialize(protocol_version=1)
-            await conn.new_session(cwd=str(project), mcp_servers=[server])
-            await conn.new_session(cwd=str(project), mcp_servers=[server])
+            # An editor gives each of its sessions the same servers: what is said of them is said once.
+            await conn.new_session(cwd=str(project), mcp_servers=servers)
+            await conn.new_session(cwd=str(project), mcp_servers=servers)
         assert process.stderr is not None
         stderr = await process.stderr.read()
 
     await in_editor(scenario)
-    assert stderr.count(b"mcpServers (files): kept with the session, but not yet supported") == 1, stderr
+    assert stderr.count(b"MCP server 'events' left out: agentd speaks stdio and streamable HTTP") == 1, stderr
+    assert stderr.count(b"MCP server 'my echo' is named 'my-echo' in agentd") == 1, stderr
+    assert b"tok-never-shown" not in stderr
+
+
+def told_refusal(editor: Editor, session_id: str) -> bool:
+    return "did not take this session's MCP servers" in editor.texts(session_id)
+
+
+async def test_a_refused_mcp_servers_call_is_told_and_the_session_goes_on(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    # A server agentd will not run (a URL it cannot speak to): the call is refused, not the session.
+    secret = acp.schema.HttpHeader(name="Authorization", value="Bearer sk-never-shown")
+    refused = acp.schema.HttpMcpServer(type="http", name="remote", url="ftp://127.0.0.1/mcp", headers=[secret])
+    editor, later = Editor(), Editor()
+    stderr = b""
+
+    async def scenario() -> None:
+        nonlocal stderr
+        async with bridge_with_stderr(editor, env, project) as (conn, process):
+            await conn.initialize(protocol_version=1)
+            session_id = (await conn.new_session(cwd=str(project), mcp_servers=[refused])).session_id
+            await editor.until(lambda: told_refusal(editor, session_id))
+            reply = await conn.prompt(session_id=session_id, prompt=script(chunks=["on we go"]))
+            assert reply.stop_reason == "end_turn"
+            await editor.until(lambda: editor.texts(session_id).endswith("on we go"))
+            # A load with the same servers is told too, after its replay.
+            await conn.load_session(cwd=str(project), session_id=session_id, mcp_servers=[refused])
+            await editor.until(lambda: editor.texts(session_id).count("did not take") == 2)
+        assert process.stderr is not None
+        stderr = await process.stderr.read()
+        # A load with none misses nothing: whatever agentd says of an empty list, the editor is not told.
+        async with bridge(later, env, project) as (conn, _):
+            await conn.initialize(protocol_version=1)
+            await conn.load_session(cwd=str(project), session_id=session_id, mcp_servers=[])
+            # Its replay, then its own run: no note between them.
+            await later.saw(session_id, "on we go")
+            await conn.prompt(session_id=session_id, prompt=script(chunks=["!"]))
+            await later.saw(session_id, "on we go!")
+
+    await in_editor(scenario)
+    assert stderr.count(b"agentd refused the MCP servers of session ses_") == 2, stderr
+    assert b"(remote)" in stderr and b"sk-never-shown" not in stderr
 
 
 # --- raw bytes on the bridge's stdin
@@ -696,3 +852,22 @@ async def test_a_model_that_counts_no_tokens_gives_no_usage(daemon: Daemon, env:
             assert reply.stop_reason == "end_turn" and reply.usage is None
 
     await in_editor(scenario)
+
+
+async def test_a_malformed_mcp_server_refuses_session_new_naming_it_before_any_session_is_made(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    servers = [{"name": "files", "command": "/bin/files", "env": [{"name": "TOKEN", "value": 7}]}]
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}},
+        {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": str(project), "mcpServers": servers}},
+    ]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    with trio.fail_after(WAIT * 2):
+        done = await trio.run_process(ACP, stdin=data, capture_stdout=True, env=env, cwd=project, check=False)
+    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    assert replies[1]["id"] == 2
+    assert replies[1]["error"] == {"code": -32602, "message": "mcpServers[0].env[0].value: must be a string"}
+    async with daemon.client() as client:
+        ws = await client.open_workspace(project)
+        assert await client.list_sessions(ws.id) == []

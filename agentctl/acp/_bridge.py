@@ -5,6 +5,7 @@
       ├── the daemon's connection: open_client(start_daemon=True), held until it
       │   is lost or stdin ends; a lost one is made again by the next request
       │   that needs it, which feeds each workspace again from the last seq seen
+      │   and gives each session its editor's MCP servers again
       ├── requests nursery: read stdin → one task per editor request (a prompt
       │   lasts its run); at stdin's end, given EOF_GRACE, prompts let go
       └── one feed per workspace: events.subscribe → each session's updates,
@@ -25,6 +26,7 @@ import datetime
 import os
 import sys
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +45,7 @@ from agentctl.acp._jsonrpc import (
     Response,
     RpcFailure,
 )
+from agentctl.acp._mcp import editor_servers, refusal_update
 from agentctl.acp._updates import SessionView, grant_action, permission_params, stop_reason
 from agentctl.errors import ConnectionLost
 from agentctl.runstream import RunStream, new_run_id
@@ -74,11 +77,6 @@ def _cwd(params: Any) -> str:
     if not os.path.isabs(cwd):
         raise RpcFailure(INVALID_PARAMS, f"cwd: must be an absolute path, not {cwd!r}")
     return cwd
-
-
-def _mcp_servers(params: Any) -> list[Any]:
-    servers: list[Any] = field(params, "mcpServers", list, required=False) or []
-    return servers
 
 
 def prompt_text(blocks: Any) -> str:
@@ -146,11 +144,15 @@ class Then:
 
 
 class Session:
-    def __init__(self, session_id: str, workspace_id: str, root: str, model: str, mcp_servers: list[Any]) -> None:
+    def __init__(
+        self, session_id: str, workspace_id: str, root: str, model: str, mcp_servers: list[dict[str, Any]]
+    ) -> None:
         self.id = session_id
         self.workspace_id = workspace_id
         self.root = root
         self.model = model
+        #: The editor's MCP servers as McpServerSpec maps: the daemon keeps them in memory only, so a
+        #: restarted one is given them again.
         self.mcp_servers = mcp_servers
         self.view = SessionView(session_id, root)
         self.prompts: dict[str, Prompt] = {}
@@ -183,7 +185,8 @@ class Bridge:
         # workspace_id -> the seq of the last event its feed handed out: the `since` of its next one.
         self._last_seq: dict[str, int] = {}
         self._calls: dict[int, tuple[trio.Event, list[Response]]] = {}
-        self._mcp_reported = False
+        # The notes about the editor's MCP servers said on stderr: its every session/new brings the same list.
+        self._mcp_told: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "initialize": self.initialize,
@@ -244,6 +247,11 @@ class Bridge:
             self._feeds.clear()
             for workspace_id, root in {s.workspace_id: s.root for s in self.sessions.values()}.items():
                 await self._reopen(client, workspace_id, root)
+            # A restarted daemon has none of the sessions' MCP servers: it keeps them in memory only.
+            for session in [s for s in self.sessions.values() if s.mcp_servers]:
+                refused = await self._give_servers(client, session)
+                if refused is not None:
+                    await self._tell_refusal(session, refused)
         except Exception as exc:
             if self._connect_error is None:
                 log(f"cannot reach agentd: {exc}")
@@ -418,11 +426,34 @@ class Bridge:
             }
         ]
 
-    def _note_mcp(self, servers: list[Any]) -> None:
-        if servers and not self._mcp_reported:
-            self._mcp_reported = True
-            names = ", ".join(str(server.get("name")) for server in servers if isinstance(server, dict))
-            log(f"mcpServers ({names}): kept with the session, but not yet supported: agentd runs no MCP servers yet")
+    # --- the editor's MCP servers
+
+    def _editor_servers(self, params: Any) -> list[dict[str, Any]]:
+        """The request's mcpServers as agentd's specs; what was renamed or left out is said once on stderr."""
+        servers = editor_servers(params.get("mcpServers"))
+        for note in servers.notes:
+            if note not in self._mcp_told:
+                self._mcp_told.add(note)
+                log(note)
+        return servers.specs
+
+    async def _give_servers(self, client: Client, session: Session) -> str | None:
+        """The session's servers to the daemon, in place of those it had; why it refused them, or None.
+
+        A refusal (a server it will not run) leaves the session as it was: the
+        editor's request goes on, and the user is told.
+        """
+        names = ", ".join(spec["name"] for spec in session.mcp_servers) or "none"
+        params = {"workspace_id": session.workspace_id, "session_id": session.id, "servers": session.mcp_servers}
+        try:
+            await client.call("session.mcp_servers", params)
+        except RpcError as exc:
+            log(f"agentd refused the MCP servers of session {session.id} ({names}): {exc}")
+            return str(exc)
+        return None
+
+    async def _tell_refusal(self, session: Session, reason: str) -> None:
+        await self.notify_update(session.id, refusal_update(reason, f"note_{uuid.uuid4().hex}"))
 
     async def _open(self, client: Client, cwd: str) -> tuple[str, str]:
         """The workspace of `cwd`, fed: its id, and its root as the daemon resolved it (the updates' paths)."""
@@ -433,21 +464,27 @@ class Bridge:
         await self._ensure_feed(client, workspace.id)
         return workspace.id, workspace.path
 
-    async def session_new(self, params: Any) -> dict[str, Any]:
+    async def session_new(self, params: Any) -> Then:
         cwd = _cwd(params)
-        servers = _mcp_servers(params)
+        servers = self._editor_servers(params)
         client = await self.client()
         workspace_id, root = await self._open(client, cwd)
         created = await client.create_session(workspace_id)
         names, current = await self._models(client)
-        self.sessions[created.id] = Session(created.id, workspace_id, root, current, servers)
-        self._note_mcp(servers)
-        return {"sessionId": created.id, "configOptions": self._config_options(names, current)}
+        session = self.sessions[created.id] = Session(created.id, workspace_id, root, current, servers)
+        refused = await self._give_servers(client, session) if servers else None
+
+        async def tell() -> None:
+            # After the answer: the editor knows the session only from it.
+            if refused is not None:
+                await self._tell_refusal(session, refused)
+
+        return Then({"sessionId": created.id, "configOptions": self._config_options(names, current)}, tell)
 
     async def session_load(self, params: Any) -> Then:
         session_id: str = field(params, "sessionId", str)
         cwd = _cwd(params)
-        servers = _mcp_servers(params)
+        servers = self._editor_servers(params)
         client = await self.client()
         workspace_id, root = await self._open(client, cwd)
         ids = {"workspace_id": workspace_id, "session_id": session_id}
@@ -464,7 +501,11 @@ class Bridge:
         waiting = await client.call("permission.list", {"workspace_id": workspace_id})
         for update in session.view.replay(messages):
             await self.notify_update(session_id, update)
-        self._note_mcp(servers)
+        # The loading editor's list is the session's, even an empty one: servers an earlier editor gave
+        # it (or this one, before its user changed them) stop. An empty list refused misses nothing.
+        refused = await self._give_servers(client, session)
+        if refused is not None and servers:
+            await self._tell_refusal(session, refused)
 
         async def go_live() -> None:
             held, session.held = session.held or [], None
