@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,9 @@ async def attach(ws: Workspace, session: str, *servers: dict[str, object]) -> No
     await ws.client.call(
         "session.mcp_servers", {"workspace_id": ws.id, "session_id": session, "servers": list(servers)}
     )
+
+
+TOKEN = "tok-1234567890-secret"
 
 
 def _status_of(name: str) -> Callable[[dict[str, Any]], bool]:
@@ -117,22 +121,31 @@ async def test_a_server_runs_in_the_workspace_without_the_daemons_keys(
         ws = await open_workspace(client, project)
         session = await ws.new_session()
         server = toolbox()
-        server["env"] = {"TOOLBOX_TOKEN": "tok-1234567890-secret"}
+        server["env"] = {"TOOLBOX_TOKEN": TOKEN}
         await attach(ws, session, server)
         await until_state(ws, "box", "ready")
-        both: list[dict[str, Any]] = [
+        three: list[dict[str, Any]] = [
             {"name": "mcp__box__where"},
-            {"name": "mcp__box__echo", "arguments": {"text": "hi"}},
+            {"name": "mcp__box__echo", "arguments": {"text": TOKEN}},
+            {"name": "mcp__box__token"},
         ]
-        sent = await ws.send(session, calls(both), allow=["*"])
+        sent = await ws.send(session, calls(three), allow=["*"])
         await ws.events.until_complete(sent["run_id"])
-        where, _echo = await tool_results(ws, session)
+        where, echoed, told = await tool_results(ws, session)
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session})
     assert where["output"] == f"cwd={os.path.realpath(project)} env=TOOLBOX_TOKEN,PATH"
-    # Its stderr went to the daemon's log, and its env's values never do.
+    # The token the server was given is taken out of its results, as a provider's key is.
+    assert echoed["output"] == "[box env TOOLBOX_TOKEN]"
+    assert told["output"] == "using token [box env TOOLBOX_TOKEN]"
+    # (The model's own call carries it as an argument, in the prompt here: that is the model's, not the server's.)
+    results = [m for m in messages if m["role"] == "tool"]
+    finished = [e for e in ws.events.seen if e["type"] == "tool.finished"]
+    assert TOKEN not in json.dumps(results) and TOKEN not in json.dumps(finished)
+    # Its stderr goes to the daemon's log, its env's values never do.
     with trio.fail_after(WAIT):
-        while "mcp box: echo called with 2 characters" not in daemon.log():
+        while "mcp box: echo: [TOOLBOX_TOKEN]" not in daemon.log():
             await trio.sleep(0.05)
-    assert "tok-1234567890-secret" not in daemon.log()
+    assert TOKEN not in daemon.log()
 
 
 async def test_a_run_does_not_wait_for_a_slow_server_and_its_tools_come_once_it_is_ready(ws: Workspace) -> None:

@@ -26,8 +26,7 @@ from typing import Any
 
 import attrs
 
-from agentd.mcp import server_name_problem
-from agentd.mcp._config import MAX_NAME_CHARS
+from agentd.mcp import MAX_NAME_CHARS, server_name_problem
 
 from ._jsonrpc import INVALID_PARAMS, RpcFailure
 

@@ -59,6 +59,7 @@ class Coordinator:
     ) -> None:
         self._agent = SessionAgent(workspace_path, store, broker, terminal, permissions, mcp)
         self._models = models
+        self._mcp = mcp
         self._refresh_mcp = refresh_mcp
 
     async def run(self, run: Run) -> None:
@@ -68,10 +69,10 @@ class Coordinator:
         if self._refresh_mcp is not None:
             await self._refresh_mcp()
         hidden = config.key_variables()
-        shield = ToolShield(
-            environment={k: v for k, v in os.environ.items() if k not in hidden},
-            secrets=config.tool_secrets(os.environ),
-        )
+        secrets = config.tool_secrets(os.environ)
+        if self._mcp is not None:
+            secrets |= self._mcp.secrets(run.session_id)
+        shield = ToolShield(environment={k: v for k, v in os.environ.items() if k not in hidden}, secrets=secrets)
         await self._agent.run(run, model, config.agent.max_steps, shield, config.agent.mcp_wait)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_MCP_WAIT",
     "DEFAULT_STARTUP_TIMEOUT",
+    "MAX_NAME_CHARS",
     "McpServerConfig",
     "McpSource",
     "server_name_problem",

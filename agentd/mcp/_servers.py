@@ -34,6 +34,8 @@ __all__ = ["WorkspaceMcp"]
 log = logging.getLogger("agentd.mcp")
 
 _Key = tuple[str, str | None, str]
+# Shorter values (a flag like "1", a port) are no credential, and replacing them would garble results.
+_SHORTEST_SECRET = 8
 
 
 def _key(config: McpServerConfig) -> _Key:
@@ -164,6 +166,24 @@ class WorkspaceMcp:
         from ._tools import mcp_tool_specs
 
         return mcp_tool_specs(self._visible(session_id), taken)
+
+    def secrets(self, session_id: str) -> dict[str, str]:
+        """The credentials this session's servers were given (`env` and `headers` values), with what to show instead.
+
+        A server may hand its token back in a result (an error that quotes its
+        configuration, say): like a provider's key, it must not reach the
+        model, the store or the events.
+        """
+        found: dict[str, str] = {}
+        for server in self._visible(session_id):
+            config = server.config
+            for key, value in config.env.items():
+                found[value] = f"[{config.name} env {key}]"
+            for key, value in config.headers.items():
+                # "Bearer TOKEN": the token alone is a secret too.
+                for part in (value, value.split(" ", 1)[-1]):
+                    found[part] = f"[{config.name} header {key}]"
+        return {value: label for value, label in found.items() if len(value) >= _SHORTEST_SECRET}
 
     def views(self) -> list[McpServerView]:
         """Every server: the configuration's, the project's (also untrusted), then the sessions'."""

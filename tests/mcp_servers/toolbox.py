@@ -49,7 +49,7 @@ def add(a: int, b: int) -> int:
 @app.tool()
 def echo(text: str) -> str:
     """Say the text back."""
-    print(f"echo called with {len(text)} characters", file=sys.stderr, flush=True)
+    print(f"echo: {text}", file=sys.stderr, flush=True)
     return text
 
 
@@ -70,6 +70,12 @@ async def grow(ctx: Context) -> str:
     app.add_tool(shout)
     await ctx.session.send_tool_list_changed()
     return "grown"
+
+
+@app.tool()
+def token() -> str:
+    """The TOOLBOX_TOKEN it was given, as a careless server might say it."""
+    return f"using token {os.environ.get('TOOLBOX_TOKEN', '')}"
 
 
 @app.tool()
