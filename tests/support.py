@@ -283,3 +283,24 @@ provider = "loop"
 model = "loop-model-1"
 """,
     )
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs: neither gone nor a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def gone(pid: int, timeout: float = WAIT) -> bool:
+    """Whether process `pid` ends within `timeout` (polled: it is not ours to wait for)."""
+    with trio.move_on_after(timeout):
+        while alive(pid):
+            await trio.sleep(0.05)
+        return True
+    return False

@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 from loopback_http import Streamed, start_loopback_server
-from support import DaemonFactory, Workspace, run_agentctl
+from support import DaemonFactory, Workspace, alive, gone, run_agentctl
 from test_models_e2e import HELLO, configure
 
 from agentd.agent._history import turns
@@ -149,14 +149,6 @@ async def test_the_workspace_instructions_reach_the_model(
 # --- with the real tools ---------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_cancelling_a_run_in_a_tool_kills_its_group_and_records_the_call_cancelled(
     ws: Workspace, project: Path
 ) -> None:
@@ -170,14 +162,12 @@ async def test_cancelling_a_run_in_a_tool_kills_its_group_and_records_the_call_c
         while not pidfile.exists() or not pidfile.read_text().strip():
             await trio.sleep(0.01)
     child = int(pidfile.read_text())
-    assert _alive(child)
+    assert alive(child)
     await ws.cancel(session_id)
     rc = await ws.events.until_complete(reply["run_id"])
     assert (rc["cancelled"], rc["error"], rc["stop_reason"]) == (True, None, "cancelled")
     # The shell's child went with its group.
-    with trio.fail_after(10):
-        while _alive(child):
-            await trio.sleep(0.02)
+    assert await gone(child)
     _user, asked, results = await messages_of(ws, session_id, reply["run_id"])
     assert asked["finish_reason"] == "tool_calls"
     [result] = results["parts"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 from mcp_servers import TOOLBOX, toolbox
-from support import WAIT, DaemonFactory, Workspace, open_workspace
+from support import WAIT, DaemonFactory, Workspace, alive, gone, open_workspace
 
 from agentctl.client import RpcError
 from agentd.rpc import ErrorCode
@@ -66,22 +66,6 @@ async def test_a_session_server_tool_is_called_and_its_result_reaches_the_model(
     assert result["name"] == "mcp__box__add"
     assert result["status"] == "ok"
     assert result["output"] == "42"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def _gone(pid: int, timeout: float = WAIT) -> bool:
-    with trio.move_on_after(timeout):
-        while _alive(pid):
-            await trio.sleep(0.05)
-        return True
-    return False
 
 
 async def test_a_server_tool_result_that_is_an_error_image_or_too_long_is_told_to_the_model(ws: Workspace) -> None:
@@ -252,13 +236,13 @@ async def _close_with_server_running(ws: Workspace, short_tmp: Path) -> None:
     (result,) = await tool_results(ws, session)
     child = int(result["output"])
     (server,) = (int(pid) for pid in starts.read_text().split())
-    assert _alive(server) and _alive(child)
+    assert alive(server) and alive(child)
     # The last client lets go of it: after its idle grace, the workspace closes.
     await ws.client.call("workspace.close", {"workspace_id": ws.id})
     await ws.events.until(lambda e: e["type"] == "workspace.closed")
-    assert await _gone(server)
+    assert await gone(server)
     # The child ignored SIGTERM: the group's SIGKILL took it.
-    assert await _gone(child)
+    assert await gone(child)
 
 
 async def test_a_message_over_the_cap_is_a_tool_error_and_junk_on_stdout_is_skipped(ws: Workspace, daemon: Any) -> None:
@@ -360,7 +344,7 @@ async def _server_and_child(ws: Workspace, session: str, starts: Path) -> tuple[
     await ws.events.until_complete(sent["run_id"])
     child = int((await tool_results(ws, session))[-1]["output"])
     server = int(starts.read_text().split()[-1])
-    assert _alive(server) and _alive(child)
+    assert alive(server) and alive(child)
     return server, child
 
 
@@ -369,8 +353,8 @@ async def test_a_crashed_servers_children_are_killed_with_its_group(ws: Workspac
     server, child = await _server_and_child(ws, session, short_tmp / "starts")
     sent = await ws.send(session, calls([{"name": "mcp__box__crash"}]), allow=["*"])
     await ws.events.until_complete(sent["run_id"])
-    assert await _gone(server)
-    assert await _gone(child)
+    assert await gone(server)
+    assert await gone(child)
 
 
 async def test_deleting_a_session_stops_its_servers(ws: Workspace, short_tmp: Path) -> None:
@@ -379,7 +363,7 @@ async def test_deleting_a_session_stops_its_servers(ws: Workspace, short_tmp: Pa
     await ws.client.call("session.delete", {"workspace_id": ws.id, "session_id": session})
     stopped = await until_state(ws, "box", "stopped")
     assert stopped["session_id"] == session
-    assert await _gone(server) and await _gone(child)
+    assert await gone(server) and await gone(child)
     listed = await ws.client.call("mcp.list", {"workspace_id": ws.id})
     assert listed["servers"] == []
 
@@ -394,5 +378,5 @@ async def test_daemon_shutdown_stops_every_server(start_daemon: DaemonFactory, p
         assert status["mcp_servers"] == {"ready": 1}
     daemon.proc.send_signal(signal.SIGTERM)
     assert await daemon.exited() == 0
-    assert not _alive(server)
-    assert await _gone(child)
+    assert not alive(server)
+    assert await gone(child)

@@ -9,20 +9,7 @@ from typing import Any
 
 import trio
 from mcp_servers import TOOLBOX
-from support import WAIT, Daemon, DaemonFactory, run_agentctl, write_config
-
-
-async def gone(pid: int) -> None:
-    """Wait (bounded) until process `pid` is no more, or only a zombie."""
-    with trio.fail_after(WAIT):
-        while True:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except FileNotFoundError:
-                return
-            if state == "Z":
-                return
-            await trio.sleep(0.05)
+from support import WAIT, Daemon, DaemonFactory, gone, run_agentctl, write_config
 
 
 def server_table(name: str, *args: str, extra: str = "") -> str:
@@ -146,7 +133,7 @@ async def test_a_project_server_starts_only_once_the_file_is_trusted_and_stops_w
         listed = await client.call("mcp.list", {"workspace_id": ws["id"]})
         assert [(s["name"], s["state"]) for s in listed["servers"]] == [("proj", "untrusted")]
     (pid,) = (int(p) for p in starts.read_text().split())
-    await gone(pid)
+    assert await gone(pid)
 
 
 async def test_removing_a_server_from_config_toml_stops_it_at_the_next_run(
@@ -160,4 +147,4 @@ async def test_removing_a_server_from_config_toml_stops_it_at_the_next_run(
     write_config(env, "")
     ((_name, status, summary),) = await run_tools(env, project, "--yolo", *scripted([{"name": "mcp__box__add"}]))
     assert status == "error" and summary.startswith("unknown tool 'mcp__box__add'")
-    await gone(pid)
+    assert await gone(pid)

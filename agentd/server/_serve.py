@@ -11,14 +11,21 @@
         │   workspace, no run and no new connection
         ├── workspaces nursery: one task per open workspace
         │   └── workspace nursery: one task per session lane; runs are cancel scopes in it
-        │       (a permission request waits in its run's task, its timeout a cancel scope there)
+        │       (a permission request waits in its run's task, its timeout a cancel scope there);
+        │       the event journal, the seq reserver, the run-end recorder; and
+        │       └── MCP nursery: one task per MCP server, in its own cancel scope (stopped
+        │           when the configuration drops it); each holds its process (group) or its
+        │           HTTP client, and kills the group on the way out, shielded and bounded.
+        │           Cancelled with the workspace's background tasks, after its last run ended
         └── connections nursery: the accept loop, then one task per client
             └── connection nursery: reader, one task per request, one writer per subscription
 
 Shutdown (SIGTERM, SIGINT, `server.shutdown`, idle exit): tell systemd STOPPING=1, stop accepting, refuse new work,
 cancel every run and wait for each one's RunComplete (a stuck subscriber is
-waited for `shutdown_delivery_timeout`, not the full must-deliver timeout), let
-the subscription writers flush, then close every connection. Each step is
+waited for `shutdown_delivery_timeout`, not the full must-deliver timeout), stop
+each workspace's MCP servers (stdin closed, then SIGTERM, then SIGKILL to the
+group, about 3 s at most), let the subscription writers flush, then close
+every connection. Each step is
 bounded, so the daemon exits within seconds.
 """
 
