@@ -25,7 +25,7 @@ from agentctl._mcp import _call, format_servers
 from agentctl.blocking import BlockingClient
 from agentctl.client import RpcError
 from agentctl.errors import ErrorCode
-from agentd.mcp._project import PROJECT_CONFIG, read_project_config
+from agentd.models import PROJECT_CONFIG, read_project_config
 from agentd.protocol import McpServerList, McpServerView, unstructure
 
 PROJECT_FILE = """\

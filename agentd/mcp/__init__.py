@@ -1,9 +1,9 @@
 """MCP servers as tools: their configuration, their lives in a workspace's nursery, and their tools for the model.
 
-Only the configuration's types are imported with the package, because the
-model configuration (`agentd.models`) needs them, and the rest needs models
-(the project file's parser, the tools): the workspace imports `_servers` and
-`_project` itself. The SDK (`mcp`, on anyio, so on
+Only the configuration's types are imported with the package: the model
+configuration (`agentd.models`, which also reads a project's
+.agentd/config.toml) needs them, and the rest needs the tools, which need
+models; the workspace imports `_servers` itself. The SDK (`mcp`, on anyio, so on
 trio) is imported when a workspace first has a server to start.
 """
 

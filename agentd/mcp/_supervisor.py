@@ -27,6 +27,7 @@ import trio
 import agentd
 from agentd.tools import ToolError
 
+from ._names import tool_name
 from ._stdio import CannotStart, Connection, stdio_connection
 
 if TYPE_CHECKING:
@@ -98,8 +99,6 @@ class McpServer:
 
     def view(self) -> McpServerView:
         from agentd.protocol import McpServerView
-
-        from ._tools import tool_name
 
         retry_in = None
         if self.state == "failed" and self._retry_at is not None:

@@ -8,37 +8,20 @@ tool's output is; a result the server marks as an error is a ToolError.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 from agentd.tools import ToolContext, ToolError, ToolOutput, ToolSpec
 
+from ._names import tool_name
 from ._results import result_text
 
 if TYPE_CHECKING:
     from ._supervisor import ListedTool, McpServer
 
-__all__ = ["mcp_tool_specs", "tool_name"]
+__all__ = ["mcp_tool_specs"]
 
-PREFIX = "mcp__"
-# What OpenAI accepts in a function's name (Anthropic allows more): ^[a-zA-Z0-9_-]{1,64}$.
-MAX_NAME_CHARS = 64
-_NOT_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _ARGUMENTS_SHOWN = 100
-
-
-def tool_name(server: str, tool: str) -> str:
-    """`mcp__SERVER__TOOL`, made a name every provider takes: other characters become '_', a long one is cut.
-
-    A cut name ends in 8 hex digits of the whole, so two long names cut to the same prefix stay apart.
-    """
-    name = f"{PREFIX}{server}__{_NOT_NAME.sub('_', tool) or '_'}"
-    if len(name) <= MAX_NAME_CHARS:
-        return name
-    digest = hashlib.sha256(f"{server}\0{tool}".encode()).hexdigest()[:8]
-    return f"{name[: MAX_NAME_CHARS - 9]}_{digest}"
 
 
 def _cut(text: str, limit: int) -> str:

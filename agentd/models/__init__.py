@@ -27,12 +27,15 @@ from ._config import (
     ResolvedModel,
 )
 from ._config_source import ConfigFile, config_path, load_config
+from ._project_file import MAX_PROJECT_CONFIG_BYTES, PROJECT_CONFIG, ProjectConfig, read_project_config
 from ._registry import DEFAULT_MODEL, ModelRegistry
 
 __all__ = [
     "BUILTIN_MODELS",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_MODEL",
+    "MAX_PROJECT_CONFIG_BYTES",
+    "PROJECT_CONFIG",
     "AgentSettings",
     "Config",
     "ConfigError",
@@ -44,6 +47,7 @@ __all__ = [
     "ModelError",
     "ModelRegistry",
     "ModelRequest",
+    "ProjectConfig",
     "ProviderConfig",
     "ResolvedModel",
     "Retrying",
@@ -57,4 +61,5 @@ __all__ = [
     "Usage",
     "config_path",
     "load_config",
+    "read_project_config",
 ]

@@ -34,7 +34,7 @@ The file is `$XDG_CONFIG_HOME/agentd/config.toml`, else `~/.config/agentd/config
     headers = { Authorization = "Bearer ..." }   # optional, HTTP only
 
 A project's own `.agentd/config.toml` may hold `[mcp.NAME]` tables too, and
-nothing else (`agentd.mcp._project`); its servers start once the user trusted it.
+nothing else (`_project_file`); its servers start once the user trusted it.
 
 With no file, the environment decides: `OPENAI_API_KEY` (and `OPENAI_BASE_URL`)
 gives provider `openai`, `ANTHROPIC_API_KEY` (and `ANTHROPIC_BASE_URL`) gives

@@ -20,7 +20,7 @@ import attrs
 import agentd
 from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut, Unavailable
 from agentd.mcp import session_server
-from agentd.mcp._project import PROJECT_CONFIG, read_project_config
+from agentd.models import PROJECT_CONFIG, read_project_config
 from agentd.protocol import (
     AgentCancelParams,
     AgentSendParams,

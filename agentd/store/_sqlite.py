@@ -393,7 +393,7 @@ class Store:
         """
         return await self._run(self._transaction, lambda conn: self._reserve_seq(conn, workspace_id, count))
 
-    # --- trust of projects' MCP servers (agentd.mcp._project)
+    # --- trust of projects' MCP servers (agentd.models._project_file)
 
     async def mcp_trusted_digest(self, path: str) -> str | None:
         """The digest of the project MCP file at `path` the user trusted, or None."""

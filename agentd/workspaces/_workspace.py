@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from agentd.agent import Coordinator
-from agentd.mcp._project import PROJECT_CONFIG, ProjectConfig, read_project_config
 from agentd.mcp._servers import WorkspaceMcp
-from agentd.models import ModelRegistry
+from agentd.models import PROJECT_CONFIG, ModelRegistry, ProjectConfig, read_project_config
 from agentd.permissions import Permissions
 from agentd.protocol import ReplayGapPayload, WorkspaceClosed, events, unstructure
 from agentd.pubsub import Broker, DropStats, Event, Subscriber

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from agentd.mcp import McpServerConfig
-from agentd.mcp._project import MAX_PROJECT_CONFIG_BYTES, PROJECT_CONFIG, ProjectConfig, read_project_config
+from agentd.models import MAX_PROJECT_CONFIG_BYTES, PROJECT_CONFIG, ProjectConfig, read_project_config
 
 SERVERS = """\
 [mcp.notes]

@@ -4,7 +4,8 @@ A project file must not start programs on its own: its servers start only
 once the user trusted the file's present content (`mcp.trust`, `agentctl mcp
 trust`); a changed file needs trusting again. What the file may say is the
 `[mcp.NAME]` grammar of config.toml, read by the same parser
-(`agentd.models._config_file`); nothing else of the user's configuration.
+(`_config_file`); nothing else of the user's configuration. It lives with
+the configuration it is read as; the MCP servers it names are `agentd.mcp`'s.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import stat
 import attrs
 import trio
 
-from agentd.models import ConfigError, ConfigProblem
-from agentd.models._config_file import project_mcp_servers
+from agentd.mcp import McpServerConfig
 
-from ._config import McpServerConfig
+from ._config import ConfigError, ConfigProblem
+from ._config_file import project_mcp_servers
 
 __all__ = ["MAX_PROJECT_CONFIG_BYTES", "PROJECT_CONFIG", "ProjectConfig", "read_project_config"]
 
