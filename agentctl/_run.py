@@ -218,6 +218,8 @@ class RunCommand:
         self.quiet = quiet
         # Tool calls of the run under way: call_id -> what the call does, until it ends.
         self._tool_calls: dict[str, Any] = {}
+        # The MCP servers whose failure this run has told.
+        self._mcp_told: set[str] = set()
         self.detach = detach
         # Attaching follows a run that exists (`run_id`, else the latest here)
         # instead of sending one.
@@ -530,6 +532,8 @@ class RunCommand:
                 self._tool_calls[str(event["payload"].get("call_id"))] = event["payload"].get("summary")
             elif event.get("type") == events.TOOL_FINISHED and stream.is_ours(event) and self._spinner_wanted():
                 self._tool_line(event["payload"])
+            if event.get("type") == events.MCP_STATUS:
+                self._mcp_note(event["payload"].get("server") or {})
             if event.get("type") == events.RUN_RETRY and stream.is_ours(event):
                 retry = event["payload"]
                 self._note(
@@ -656,6 +660,19 @@ class RunCommand:
             return
         self._stop_spinner()
         print(f"agentctl {'attach' if self.attach else 'run'}: {message}", file=self.err, flush=True)
+
+    def _mcp_note(self, server: dict[str, Any]) -> None:
+        """An MCP server of this run's session failed meanwhile: its tools are missing, so say why, once a server."""
+        name = str(server.get("name"))
+        if server.get("state") != "failed" or name in self._mcp_told:
+            return
+        stream = self.stream
+        if server.get("source") == "session" and (stream is None or server.get("session_id") != stream.session_id):
+            return
+        self._mcp_told.add(name)
+        retry = server.get("retry_in")
+        again = f"; starting it again in {retry:g} s" if isinstance(retry, (int, float)) else ""
+        self._note(f"MCP server {name} failed: {_one_line(str(server.get('error')))}{again}", informational=True)
 
     def _tool_line(self, payload: dict[str, Any]) -> None:
         """One line on the terminal per tool call of the run, as it ends: what it did and how it went."""

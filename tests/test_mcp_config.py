@@ -148,3 +148,20 @@ async def test_removing_a_server_from_config_toml_stops_it_at_the_next_run(
     ((_name, status, summary),) = await run_tools(env, project, "--yolo", *scripted([{"name": "mcp__box__add"}]))
     assert status == "error" and summary.startswith("unknown tool 'mcp__box__add'")
     assert await gone(pid)
+
+
+async def test_agentctl_run_says_when_a_server_fails_during_the_run(
+    daemon: Daemon, env: dict[str, str], project: Path
+) -> None:
+    # The run's first turn waits for the server's first start, which fails meanwhile.
+    config = "[agent]\nmcp_wait = 8\n\n" + server_table("slow", "--start-delay", "20", extra="startup_timeout = 1")
+    write_config(env, config)
+    done = await run_agentctl("run", "--yolo", *scripted([{"name": "mcp__slow__add"}]), env=env, cwd=project)
+    assert done.returncode == 0, done.stderr
+    told = [line for line in done.stderr.decode().splitlines() if "MCP server" in line]
+    assert told == [
+        "agentctl run: MCP server slow failed: it did not start within 1 s (startup_timeout in its configuration);"
+        " starting it again in 1 s"
+    ]
+    quiet = await run_agentctl("run", "-q", *scripted([]), env=env, cwd=project)
+    assert b"MCP server" not in quiet.stderr
