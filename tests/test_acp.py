@@ -23,6 +23,7 @@ import pytest
 import trio
 from acp.exceptions import RequestError
 from loopback_http import Streamed, start_loopback_server
+from mcp_servers import START_WAIT
 from support import WAIT, Daemon, DaemonFactory, agentctl_command, configure_loopback
 from test_models_e2e import HELLO
 
@@ -579,8 +580,8 @@ def echo_server(name: str = "echo") -> acp.schema.McpServerStdio:
 def session_servers(
     socket_path: Path, project: Path, until: Callable[[list[dict[str, Any]]], bool]
 ) -> list[dict[str, Any]]:
-    """mcp.list's session servers of the project's workspace, asked again (within WAIT) until `until` holds."""
-    deadline = time.monotonic() + WAIT
+    """mcp.list's session servers of the project's workspace, asked again (within START_WAIT) until `until` holds."""
+    deadline = time.monotonic() + START_WAIT
     with BlockingClient.connect(socket_path) as client:
         ws = client.open_workspace(project)
         while True:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["TOOLBOX", "toolbox"]
+__all__ = ["START_WAIT", "TOOLBOX", "toolbox"]
 
 TOOLBOX = str(Path(__file__).parent / "toolbox.py")
+# The bound on a server's start in a test: the SDK's imports alone take seconds on a loaded machine.
+START_WAIT = 40.0
 
 
 def toolbox(name: str = "box", *args: str) -> dict[str, object]:
