@@ -307,6 +307,7 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
         "subscriptions": int,
         "active_runs": int,
         "events_dropped": int,
+        "tasks": int,
         "socket_activated": bool,
     }
     # Not socket-activated, so it never exits on its own (tests/test_systemd.py has the other case).
@@ -320,12 +321,22 @@ async def test_server_status_fields_and_types(daemon: Daemon, ws: Workspace) -> 
     assert status["uptime_s"] >= 0
     assert status["workspaces"] == 1 and status["clients"] == 1 and status["subscriptions"] == 1
     assert status["active_runs"] == 0 and status["events_dropped"] == 0
+    # The root, trio's own, the daemon's long-lived tasks, this connection, the workspace and its subscription writer.
+    assert status["tasks"] > 5
+    idle = status
 
     async with daemon.client() as other:
         session_id, _ = await hanging_run(ws)
         status = await other.call("server.status")
         assert status["clients"] == 2 and status["active_runs"] == 1
+        # The other connection and the hanging run are tasks of their own.
+        assert status["tasks"] >= idle["tasks"] + 2
         await ws.cancel(session_id)
+        await ws.events.until(lambda e: e["type"] == "run.complete")
+    # Both over, the count is back where it was (the connection's task ends a moment after it closes).
+    with trio.fail_after(WAIT):
+        while (await ws.client.call("server.status"))["tasks"] != idle["tasks"]:
+            await trio.sleep(0.02)
 
 
 # --- one client's trouble is its own ------------------------------------------------------

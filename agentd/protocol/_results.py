@@ -70,6 +70,8 @@ class ServerStatus:
     subscriptions: int
     active_runs: int
     events_dropped: int
+    # trio tasks alive in the daemon, its own included: a number that only grows under steady use is a leak.
+    tasks: int
     # Handed its socket by systemd; and after how many idle seconds it exits (None: never).
     socket_activated: bool = False
     idle_exit_s: float | None = None

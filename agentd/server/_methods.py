@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 import agentd
 from agentd.errors import AgentdError, Conflict, InvalidRequest, NotFound, ShuttingDown, TimedOut, Unavailable
@@ -94,6 +95,22 @@ def _mcp_counts(hosts: Iterable[WorkspaceHost]) -> dict[str, int]:
             for state, count in host.mcp.counts().items():
                 counted[state] = counted.get(state, 0) + count
     return counted
+
+
+def _live_tasks() -> int:
+    """Every trio task alive in this run, the root and trio's own system tasks included.
+
+    Walked, not counted as tasks start and end: nothing can forget to count one.
+    """
+    root = trio.lowlevel.current_root_task()
+    tasks = [root] if root is not None else []
+    count = 0
+    while tasks:
+        task = tasks.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            tasks.extend(nursery.child_tasks)
+    return count
 
 
 def _rpc_error(exc: AgentdError) -> RpcError:
@@ -307,6 +324,7 @@ class Methods:
             subscriptions=sum(len(h.broker) for h in s.workspaces.hosts()),
             active_runs=s.runs.unfinished(),
             events_dropped=s.stats.events_dropped,
+            tasks=_live_tasks(),
             socket_activated=s.socket_activated,
             idle_exit_s=s.idle_exit,
             mcp_servers=_mcp_counts(s.workspaces.hosts()),
