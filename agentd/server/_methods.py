@@ -138,6 +138,7 @@ class Method:
     __slots__ = (
         "constant",
         "constant_reply",
+        "kept",
         "params_type",
         "handler",
         "immediate",
@@ -153,8 +154,11 @@ class Method:
         result_type: Any,
         immediate: bool,
         constant: bool = False,
+        kept: bool = False,
     ) -> None:
         self.params_type = params_type
+        #: Whether, once read, it takes effect even if its connection closes before the reply (`call`).
+        self.kept = kept
         self.handler = handler
         self.result_type = result_type
         self.immediate = immediate
@@ -193,7 +197,22 @@ class Method:
         return Admitted(structured, turn)
 
     async def call(self, conn: ClientConnection, admitted: Admitted, after_reply: AfterReply) -> Any:
-        """Run an admitted waiting method, in its turn, to its reply's value; RpcError for an error reply."""
+        """Run an admitted waiting method, in its turn, to its reply's value; RpcError for an error reply.
+
+        A kept method (agent.cancel, agent.queue_clear) is shielded from its
+        connection closing: a client that writes a cancel and hangs up at once
+        has still cancelled (it may wait for its session's turn behind an
+        agent.send). Bounded, so that it cannot hold up the connection's end,
+        or a shutdown, for long; it changes nothing until its last step, which
+        does not wait, so running out of time means it did nothing.
+        """
+        if not self.kept:
+            return await self._call(admitted, conn, after_reply)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + KEPT_TIMEOUT):
+            return await self._call(admitted, conn, after_reply)
+        raise RpcError(ErrorCode.UNAVAILABLE, f"it could not take effect within {KEPT_TIMEOUT:g} s, and did nothing")
+
+    async def _call(self, admitted: Admitted, conn: ClientConnection, after_reply: AfterReply) -> Any:
         try:
             if admitted.turn is None:
                 return self._encode(await self.handler(conn, admitted.params, after_reply))
@@ -202,6 +221,9 @@ class Method:
         except AgentdError as exc:
             raise _rpc_error(exc) from None
 
+
+# How long a kept method may take once its connection has closed (see `Method.call`).
+KEPT_TIMEOUT = 5.0
 
 # What still works while the daemon shuts down: saying hello and watching it go.
 _ALLOWED_WHILE_SHUTTING_DOWN = frozenset({"initialize", "ping", "server.status", "run.wait"})
@@ -220,6 +242,10 @@ class Methods:
         def later(params: type, handler: Callable[..., Awaitable[Any]], result: Any) -> Method:
             """A coroutine handler: it may wait, so it gets a task of its own."""
             return Method(params, handler, result, immediate=False)
+
+        def kept(params: type, handler: Callable[..., Awaitable[Any]], result: Any) -> Method:
+            """A coroutine handler that takes effect once read, even if its connection closes (`Method.call`)."""
+            return Method(params, handler, result, immediate=False, kept=True)
 
         def constant(params: type, reply: object, result: Any) -> Method:
             """A reply that never changes: the connection answers `[]` with it, packed once (`constant_replies`)."""
@@ -241,9 +267,9 @@ class Methods:
             "session.delete": later(SessionRef, self.session_delete, Session),
             "session.messages": later(SessionRef, self.session_messages, list[Message]),
             "agent.send": later(AgentSendParams, self.agent_send, SendResult),
-            "agent.cancel": later(AgentCancelParams, self.agent_cancel, CancelResult),
+            "agent.cancel": kept(AgentCancelParams, self.agent_cancel, CancelResult),
             "agent.queue": later(SessionRef, self.agent_queue, list[QueuedPrompt]),
-            "agent.queue_clear": later(SessionRef, self.agent_queue_clear, QueueCleared),
+            "agent.queue_clear": kept(SessionRef, self.agent_queue_clear, QueueCleared),
             "run.wait": later(RunWaitParams, self.run_wait, RunComplete),
             "run.get": later(RunGetParams, self.run_get, RunInfo),
             "events.subscribe": later(EventsSubscribeParams, self.events_subscribe, Subscribed),
