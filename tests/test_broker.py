@@ -224,6 +224,103 @@ async def test_must_deliver_after_drops_reaches_the_reader_after_the_gap_for_the
     ]
 
 
+async def read_as_the_writer_does(sub: Subscriber, until: int) -> list[Event]:
+    """Receive until seq `until` arrives, taking the owed gap whenever the channel is drained, as the writer does."""
+    seen: list[Event] = []
+    while until not in [e.seq for e in seen if e.type != events.EVENTS_GAP]:
+        # Let the publishers queue what they can, then take a whole batch with
+        # no checkpoint in between: a publisher parked for room cannot get in
+        # before the gap is taken.
+        await trio.testing.wait_all_tasks_blocked()
+        seen += drain(sub)
+        gap = sub.take_gap()
+        if gap is not None:
+            seen.append(gap)
+    return seen
+
+
+async def test_a_gap_for_losses_after_a_waiting_must_deliver_event_goes_behind_it() -> None:
+    # The writer drains the channel while the run.complete still waits for the
+    # room it just made: the gap owed then tells of events published after the
+    # run.complete, so it must not be written ahead of it (the client would see
+    # seq jump past the run.complete and then go back to it).
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    broker.publish(events.MESSAGE_DELTA, delta(0))  # seq 1 fills the channel
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broker.publish_must_deliver, events.RUN_COMPLETE, {})  # seq 2
+            await trio.testing.wait_all_tasks_blocked()
+            broker.publish(events.MESSAGE_DELTA, delta(1))  # seq 3: dropped, behind the waiting run.complete
+            seen = await read_as_the_writer_does(sub, 2)
+    gap = sub.take_gap()
+    seen += [gap] if gap is not None else []
+    assert [(e.type, e.seq) for e in seen] == [
+        (events.MESSAGE_DELTA, 1),
+        (events.RUN_COMPLETE, 2),
+        (events.EVENTS_GAP, 3),
+    ]
+
+
+async def test_losses_on_either_side_of_a_waiting_must_deliver_event_get_a_gap_on_each_side() -> None:
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    broker.publish(events.MESSAGE_DELTA, delta(0))  # seq 1 fills the channel
+    broker.publish(events.MESSAGE_DELTA, delta(1))  # seq 2: dropped
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broker.publish_must_deliver, events.RUN_COMPLETE, {"n": 1})  # seq 3
+            await trio.testing.wait_all_tasks_blocked()
+            broker.publish(events.MESSAGE_DELTA, delta(2))  # seq 4: dropped
+            nursery.start_soon(broker.publish_must_deliver, events.RUN_COMPLETE, {"n": 2})  # seq 5
+            await trio.testing.wait_all_tasks_blocked()
+            broker.publish(events.MESSAGE_DELTA, delta(3))  # seq 6: dropped
+            seen = await read_as_the_writer_does(sub, 5)
+    gap = sub.take_gap()
+    seen += [gap] if gap is not None else []
+    assert [(e.type, e.seq, e.payload.get("dropped")) for e in seen] == [
+        (events.MESSAGE_DELTA, 1, None),
+        (events.EVENTS_GAP, 2, 1),
+        (events.RUN_COMPLETE, 3, None),
+        (events.EVENTS_GAP, 4, 1),
+        (events.RUN_COMPLETE, 5, None),
+        (events.EVENTS_GAP, 6, 1),
+    ]
+    assert sub.dropped_total == 3
+
+
+async def test_losses_held_behind_a_must_deliver_event_are_told_once_it_is_taken_with_nothing_published_after() -> None:
+    # The writer may take the run.complete in a batch before its publisher is
+    # done with it (trio runs the two in either order: try many times), and
+    # then waits for the next event: the gap held behind the run.complete must
+    # come by itself, since nothing more is published to carry it.
+    for _ in range(40):
+        broker, _ = make_broker()
+        sub = broker.subscribe("s", 2, Overflows())
+        broker.publish(events.MESSAGE_DELTA, delta(0))  # seq 1
+        broker.publish(events.MESSAGE_DELTA, delta(1))  # seq 2: the channel is full
+        seen: list[Event] = []
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(broker.publish_must_deliver, events.RUN_COMPLETE, {})  # seq 3
+                await trio.testing.wait_all_tasks_blocked()
+                broker.publish(events.MESSAGE_DELTA, delta(2))  # seq 4: dropped
+                seen.append(sub.receive_channel.receive_nowait())
+                while len(sub.receive_channel) < 2:  # the run.complete is in
+                    await trio.lowlevel.checkpoint()
+                seen += drain(sub)  # one batch, as the writer takes it
+                if (gap := sub.take_gap()) is not None:
+                    seen.append(gap)
+            # The writer now waits for its next event.
+            seen += drain(sub)
+        assert [(e.type, e.seq) for e in seen] == [
+            (events.MESSAGE_DELTA, 1),
+            (events.MESSAGE_DELTA, 2),
+            (events.RUN_COMPLETE, 3),
+            (events.EVENTS_GAP, 4),
+        ]
+
+
 # --- must-deliver ---------------------------------------------------------------------------
 
 

@@ -64,9 +64,13 @@ class Subscriber:
         self._on_overflow = on_overflow
         self._on_close = on_close
         self.dropped_total = 0
-        # Dropped since the last gap this subscriber was told about.
-        self._dropped_pending = 0
-        self._last_dropped_seq = 0
+        # Losses not told yet, oldest first, each run `[count, seq of its last
+        # event]`. A run never spans a must-deliver event that waits for room:
+        # the gap for what was lost before it goes ahead of it, the gap for what
+        # was lost after it behind it, so seq never goes back.
+        self._losses: deque[list[int]] = deque()
+        # ticket -> seq of the must-deliver event waiting with it.
+        self._waiting_seqs: dict[int, int] = {}
         # Must-deliver events that found no room wait their turn, in seq order:
         # tickets are handed out as they are published, served strictly in turn.
         self._tickets_issued = 0
@@ -96,17 +100,20 @@ class Subscriber:
                 self._flush_deadlines.popleft()
 
     def take_gap(self) -> Event | None:
-        """The `events.gap` owed to this subscriber, if any, clearing the debt."""
-        if not self._dropped_pending:
+        """The `events.gap` owed to this subscriber now, if any, clearing that debt.
+
+        Only for losses older than every must-deliver event still waiting for
+        room: the rest is owed behind those, and is taken once they are queued.
+        """
+        limit = min(self._waiting_seqs.values(), default=math.inf)
+        count = 0
+        last = 0
+        while self._losses and self._losses[0][1] < limit:
+            lost, last = self._losses.popleft()
+            count += lost
+        if not count:
             return None
-        gap = Event(
-            self.workspace_id,
-            self._last_dropped_seq,
-            events.EVENTS_GAP,
-            unstructure(GapPayload(self._dropped_pending)),
-        )
-        self._dropped_pending = 0
-        return gap
+        return Event(self.workspace_id, last, events.EVENTS_GAP, unstructure(GapPayload(count)))
 
     def close(self) -> None:
         """End the subscription: the broker forgets it, its writer drains and stops."""
@@ -137,14 +144,15 @@ class Subscriber:
             return True  # nobody left to tell
         if self._turn != self._tickets_issued:
             return False  # must-deliver events are waiting: nothing overtakes them
-        if self._dropped_pending:
-            # The gap goes where the lost events were, ahead of anything newer.
+        if self._losses:
+            # The gap goes where the lost events were, ahead of anything newer
+            # (no must-deliver event waits: it takes them all).
             gap = self.take_gap()
             assert gap is not None
             try:
                 self._queue.send_nowait(gap)
             except trio.WouldBlock:
-                self._dropped_pending = gap.payload["dropped"]
+                self._losses.appendleft([gap.payload["dropped"], gap.seq])
                 return False
         queue = self._queue
         if queue.absorb(event):
@@ -156,8 +164,13 @@ class Subscriber:
         return True
 
     def _drop(self, event: Event, stats: DropStats) -> None:
-        self._dropped_pending += 1
-        self._last_dropped_seq = event.seq
+        losses = self._losses
+        # A must-deliver event published since the last loss starts a new run.
+        if losses and losses[-1][1] > max(self._waiting_seqs.values(), default=0):
+            losses[-1][0] += 1
+            losses[-1][1] = event.seq
+        else:
+            losses.append([1, event.seq])
         self.dropped_total += 1
         stats.events_dropped += 1
 
@@ -169,9 +182,10 @@ class Subscriber:
         if scope is not None and deadline < scope.deadline:
             scope.deadline = deadline
 
-    def _take_ticket(self) -> int:
+    def _take_ticket(self, seq: int) -> int:
         ticket = self._tickets_issued
         self._tickets_issued += 1
+        self._waiting_seqs[ticket] = seq
         return ticket
 
     async def _put_in_turn(self, ticket: int, event: Event, deadline: float) -> None:
@@ -179,7 +193,8 @@ class Subscriber:
         try:
             while self._turn != ticket:
                 await self._turn_changed.park()
-            # Events lost before this one are owed first: the gap goes ahead.
+            # Events lost before this one are owed first: the gap goes ahead
+            # (those lost since it was published are owed behind it).
             gap = self.take_gap()
             if gap is not None:
                 await self._queue.send(gap)
@@ -189,6 +204,7 @@ class Subscriber:
             self._end_turn(ticket)
 
     def _end_turn(self, ticket: int) -> None:
+        self._waiting_seqs.pop(ticket, None)
         if self._turn != ticket:
             self._abandoned.add(ticket)  # gave up before its turn: skip it when it comes
             return
@@ -197,6 +213,13 @@ class Subscriber:
             self._abandoned.discard(self._turn)
             self._turn += 1
         self._turn_changed.unpark_all()
+        if self._turn == self._tickets_issued and not self.closed and not len(self._queue):
+            # The writer took everything, this event too, while the losses
+            # behind it were still held back for it: they are owed now, and
+            # nothing may be published to carry them.
+            gap = self.take_gap()
+            if gap is not None:
+                self._queue.send_nowait(gap)
 
 
 class Broker:
@@ -303,7 +326,7 @@ class Broker:
                 sub._queued_must_deliver(deadline)
             else:
                 # The ticket is taken now, in publish order, not when a task starts.
-                waiting.append((sub, sub._take_ticket()))
+                waiting.append((sub, sub._take_ticket(event.seq)))
         if waiting:
             async with trio.open_nursery() as nursery:
                 for sub, ticket in waiting:
