@@ -1,0 +1,172 @@
+"""The promise under process faults: kill -9 in a loop, another process holding the database, a full disk.
+
+Each test owns its daemon (`bench._stress._faults.OwnedDaemon`): it kills
+and restarts it, and checks the database from outside with SQLite itself.
+The kill loop is seeded: `AGENTD_STRESS_SEED=N` runs it again as it failed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+from support import WAIT, Events, Workspace
+
+from agentctl.client import Client, RpcError
+from agentd.rpc import ErrorCode
+from bench._stress._faults import INTEGRITY_OK, OwnedDaemon, WriteLock, integrity_check, kill_loop
+
+SEED = int(os.environ.get("AGENTD_STRESS_SEED", "20261202"))
+DAEMON_ARGS = ("--idle-grace", "0.5", "--must-deliver-timeout", "2")
+BUSY_TIMEOUT = 5.0  # the store's (agentd/store/_sqlite.py): a write waits this long for another process's lock
+KILLS = 20
+
+
+@pytest.fixture
+async def owned(short_tmp: Path, env: dict[str, str]) -> AsyncIterator[OwnedDaemon]:
+    daemon = OwnedDaemon(
+        socket_path=Path(env["AGENTD_SOCKET"]),
+        data_dir=Path(env["XDG_DATA_HOME"]) / "agentd",
+        log_dir=short_tmp / "logs",
+        env=env,
+        args=DAEMON_ARGS,
+    )
+    yield daemon
+    await daemon.stop()
+
+
+async def open_ws(client: Client, path: Path) -> Workspace:
+    opened = await client.call("workspace.open", {"path": str(path)})
+    sub = await client.call("events.subscribe", {"workspace_id": opened["id"]})
+    return Workspace(client, opened["id"], Events(client, sub["subscription_id"]))
+
+
+# --- kill -9 in a loop ------------------------------------------------------------------------------
+
+
+async def test_kill_9_twenty_times_with_runs_tools_and_permissions_in_flight_keeps_the_promise(
+    owned: OwnedDaemon, short_tmp: Path
+) -> None:
+    projects = []
+    for name in ("p0", "p1"):
+        (short_tmp / name).mkdir()
+        projects.append(short_tmp / name)
+    await owned.start()
+    started = time.monotonic()
+    with trio.fail_after(KILLS * 10):
+        stats = await kill_loop(owned, projects, SEED, KILLS)
+    took = time.monotonic() - started
+    assert stats.violations == [], "\n".join(stats.violations) + f"\n{stats.counts}\n" + owned.log()[-4000:]
+    # The faults really happened with all of it in flight.
+    assert stats.counts["kills"] == KILLS
+    assert stats.counts["runs"] >= KILLS * 2
+    assert stats.counts.get("tool_calls", 0) > 0 and stats.counts.get("permission_requests", 0) > 0, stats.counts
+    assert stats.counts["records_checked"] >= stats.counts["runs"], stats.counts
+    assert "Traceback" not in owned.log(), owned.log()
+    print(f"kill loop (seed {SEED}): {stats.counts} in {took:.1f} s")
+
+
+# --- another process holds the database -------------------------------------------------------------
+
+
+async def finished_run(ws: Workspace, session_id: str, text: str) -> dict[str, Any]:
+    reply = await ws.send(session_id, text, model="echo")
+    return await ws.events.until_complete(reply["run_id"])
+
+
+def assert_refused_by_the_database(exc: RpcError, db_path: Path, problem: str) -> None:
+    assert exc.code == ErrorCode.UNAVAILABLE, exc
+    assert str(db_path) in exc.message and problem in exc.message, exc.message
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_fails_requests_with_code_7_then_they_work_again(
+    owned: OwnedDaemon, project: Path
+) -> None:
+    await owned.start()
+    async with owned.client() as client:
+        ws = await open_ws(client, project)
+        session_id = await ws.new_session()
+        before = await finished_run(ws, session_id, "before the lock")
+        lock = await WriteLock.hold(owned.db_path)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RpcError) as refused, trio.fail_after(BUSY_TIMEOUT * 6):
+                await ws.send(session_id, "while locked", run_id="locked-1")
+            waited = time.monotonic() - started
+            # Reads are not blocked by another writer, and the daemon serves meanwhile.
+            with trio.fail_after(WAIT):
+                assert await client.call("ping") == {}
+                messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+            with pytest.raises(RpcError) as refused_too, trio.fail_after(BUSY_TIMEOUT * 6):
+                await client.call("session.create", {"workspace_id": ws.id})
+        finally:
+            await lock.release()
+        assert_refused_by_the_database(refused.value, owned.db_path, "locked")
+        assert_refused_by_the_database(refused_too.value, owned.db_path, "locked")
+        assert waited >= BUSY_TIMEOUT * 0.9, f"refused after {waited:.1f} s, before the busy timeout"
+        # The refused send did nothing.
+        with pytest.raises(RpcError) as unknown:
+            await client.call("run.get", {"run_id": "locked-1"})
+        assert unknown.value.code == ErrorCode.NOT_FOUND
+        # Released: everything works again, and nothing acknowledged went missing.
+        after = await finished_run(ws, session_id, "after the lock")
+        assert after["error"] is None and after["text"] == "after the lock"
+        assert (await client.call("run.get", {"run_id": before["run_id"]}))["complete"] == before
+        now = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        assert now[: len(messages)] == messages and len(now) == len(messages) + 2
+    assert await integrity_check(owned.db_path) == INTEGRITY_OK
+    assert "Traceback" not in owned.log(), owned.log()
+
+
+async def test_a_write_lock_whose_holder_is_killed_mid_transaction_frees_the_database(
+    owned: OwnedDaemon, project: Path
+) -> None:
+    await owned.start()
+    async with owned.client() as client:
+        ws = await open_ws(client, project)
+        session_id = await ws.new_session()
+        before = await finished_run(ws, session_id, "before the lock")
+        # The holder also wrote pages it never commits, some into the WAL.
+        lock = await WriteLock.hold(owned.db_path, dirty=True)
+        with pytest.raises(RpcError) as refused, trio.fail_after(BUSY_TIMEOUT * 6):
+            await ws.send(session_id, "while locked")
+        assert_refused_by_the_database(refused.value, owned.db_path, "locked")
+        replies: list[dict[str, Any]] = []
+
+        async def send_waiting_on_the_lock() -> None:
+            replies.append(await ws.send(session_id, "while the holder dies"))
+
+        started = time.monotonic()
+        with trio.fail_after(BUSY_TIMEOUT * 6):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_waiting_on_the_lock)
+                # A checkpoint lets the send go out; whether the kill comes before
+                # it reaches the store or while it waits there, it must succeed.
+                await trio.lowlevel.checkpoint()
+                await lock.kill()
+        # Its lock went with it: the send did not wait out the busy timeout and fail.
+        assert time.monotonic() - started < BUSY_TIMEOUT * 2
+        done = await ws.events.until_complete(replies[0]["run_id"])
+        assert done["error"] is None and done["text"] == "while the holder dies"
+        assert (await client.call("run.get", {"run_id": before["run_id"]}))["complete"] == before
+    await owned.stop()
+    # Nothing of the holder's transaction is in the database, and it is whole.
+    assert await integrity_check(owned.db_path) == INTEGRITY_OK
+    assert "holder_scratch" not in await table_names(owned.db_path)
+    assert "Traceback" not in owned.log(), owned.log()
+
+
+async def table_names(db_path: Path) -> set[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
