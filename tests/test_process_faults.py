@@ -20,7 +20,15 @@ from support import WAIT, Events, Workspace
 
 from agentctl.client import Client, RpcError
 from agentd.rpc import ErrorCode
-from bench._stress._faults import INTEGRITY_OK, OwnedDaemon, WriteLock, integrity_check, kill_loop
+from bench._stress._faults import (
+    INTEGRITY_OK,
+    OwnedDaemon,
+    SmallDisk,
+    StartFailed,
+    WriteLock,
+    integrity_check,
+    kill_loop,
+)
 
 SEED = int(os.environ.get("AGENTD_STRESS_SEED", "20261202"))
 DAEMON_ARGS = ("--idle-grace", "0.5", "--must-deliver-timeout", "2")
@@ -170,3 +178,151 @@ async def table_names(db_path: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:
         conn.close()
+
+
+# --- a full disk -------------------------------------------------------------------------------------
+
+DISK_SIZE = 8 * 1024 * 1024
+
+
+@pytest.fixture
+async def small_disk(short_tmp: Path) -> AsyncIterator[SmallDisk]:
+    why = SmallDisk.unavailable()
+    if why is not None:
+        pytest.skip(why)
+    try:
+        disk = await SmallDisk.mount(short_tmp / "disk", DISK_SIZE)
+    except RuntimeError as exc:
+        pytest.skip(f"no small filesystem of the test's own: {exc}")
+    yield disk
+    await disk.aclose()
+
+
+async def replayed_completes(client: Client, workspace_id: str) -> dict[str, list[dict[str, Any]]]:
+    """run_id -> the run.complete events the workspace's whole log replays for it."""
+    sub = await client.call("events.subscribe", {"workspace_id": workspace_id, "since": 0})
+    events = Events(client, sub["subscription_id"])
+    for _ in range(sub["replayed"]):
+        await events.next()
+    await client.call("events.unsubscribe", {"subscription_id": sub["subscription_id"]})
+    found: dict[str, list[dict[str, Any]]] = {}
+    for event in events.of_type("run.complete"):
+        found.setdefault(event["payload"]["run_id"], []).append(event["payload"])
+    return found
+
+
+async def test_a_full_disk_fails_runs_clearly_loses_nothing_acknowledged_and_recovers_once_space_is_freed(
+    small_disk: SmallDisk, short_tmp: Path, env: dict[str, str], project: Path
+) -> None:
+    daemon = OwnedDaemon(
+        socket_path=Path(env["AGENTD_SOCKET"]),
+        data_dir=small_disk.mountpoint / "data",
+        log_dir=short_tmp / "logs",
+        env=env,
+        args=DAEMON_ARGS,
+        prefix=small_disk.prefix,
+    )
+    await daemon.start()
+    async with daemon.client() as client:
+        ws = await open_ws(client, project)
+        session_id = await ws.new_session()
+        acknowledged = [await finished_run(ws, session_id, f"before the disk filled {i}") for i in range(3)]
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        # A run streams as the disk fills.
+        streaming = await ws.send(session_id, {"chunks": ["a", "b", "c"], "delay_ms": 300})
+        await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["text"] == "a")
+        small_disk.fill()
+        # The WAL may have room left in pages it holds: send until the database refuses (it does at once, mostly).
+        told: dict[str, dict[str, Any]] = {}
+        with trio.fail_after(60):
+            for i in range(100):
+                try:
+                    reply = await ws.send(session_id, f"on a full disk {i} " + "x" * 65536, model="echo")
+                except RpcError as exc:
+                    assert_refused_by_the_database(exc, daemon.db_path, "full")
+                    break
+                told[reply["run_id"]] = await ws.events.until_complete(reply["run_id"])
+            else:
+                raise AssertionError("100 sends of 64 KiB on a full disk of 8 MiB were all taken")
+        live = await ws.events.until_complete(streaming["run_id"], timeout=WAIT * 3)
+        told[streaming["run_id"]] = live
+        # Its end could be kept neither in the database nor beside it: the run says so, with its text.
+        assert live["text"] == "abc", live
+        assert live["error"] is None or live["error"].startswith("the run could not be saved: "), live
+        assert "No space left on device" in (live["error"] or "No space left on device"), live
+        # The daemon lives through it, and serves what needs no write.
+        with trio.fail_after(WAIT):
+            assert await client.call("ping") == {}
+            now = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        assert now[: len(messages)] == messages
+        small_disk.free()
+        after = await finished_run(ws, session_id, "after the disk was freed")
+        assert after["error"] is None and after["text"] == "after the disk was freed"
+        told[after["run_id"]] = after
+    assert await daemon.stop() == 0, daemon.log()
+    assert await integrity_check(daemon.db_path, daemon.prefix) == INTEGRITY_OK
+    await daemon.start()
+    try:
+        async with daemon.client() as client:
+            opened = await client.call("workspace.open", {"path": str(project)})
+            replayed = await replayed_completes(client, opened["id"])
+            for complete in [*acknowledged, *told.values()]:
+                run_id = complete["run_id"]
+                run = await client.call("run.get", {"run_id": run_id})
+                assert run["state"] == "done" and run["complete"] == complete, (run, complete)
+                assert replayed.get(run_id) == [complete], (run_id, replayed.get(run_id))
+            now = await client.call("session.messages", {"workspace_id": opened["id"], "session_id": session_id})
+            assert now[: len(messages)] == messages
+    finally:
+        assert await daemon.stop() == 0, daemon.log()
+    assert await integrity_check(daemon.db_path, daemon.prefix) == INTEGRITY_OK
+
+
+async def test_kill_9_on_a_full_disk_then_a_start_that_cannot_write_says_so_and_one_after_freeing_recovers(
+    small_disk: SmallDisk, short_tmp: Path, env: dict[str, str], project: Path
+) -> None:
+    daemon = OwnedDaemon(
+        socket_path=Path(env["AGENTD_SOCKET"]),
+        data_dir=small_disk.mountpoint / "data",
+        log_dir=short_tmp / "logs",
+        env=env,
+        args=DAEMON_ARGS,
+        prefix=small_disk.prefix,
+    )
+    await daemon.start()
+    async with daemon.client() as client:
+        ws = await open_ws(client, project)
+        session_id = await ws.new_session()
+        done = await finished_run(ws, session_id, "before the disk filled")
+        hanging = await ws.send(await ws.new_session(), {"chunks": ["partial"], "hang": True})
+        await ws.events.until(lambda e: e["type"] == "message.delta")
+        messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        small_disk.fill()
+        await daemon.kill()
+    # Starting means writing (the interrupted runs' ends): refused, in one line that says what to do.
+    with pytest.raises(StartFailed) as refused:
+        await daemon.start()
+    assert refused.value.status == 1, refused.value
+    said = refused.value.said.strip()
+    assert said == (
+        f"agentd: cannot open the database {daemon.db_path}: database or disk is full;"
+        " free some disk space, or pass --data-dir on another disk"
+    ), said
+    small_disk.free()
+    await daemon.start()
+    try:
+        async with daemon.client() as client:
+            interrupted = await client.call("run.get", {"run_id": hanging["run_id"]})
+            assert interrupted["state"] == "done", interrupted
+            assert interrupted["complete"]["error"] == "interrupted: daemon restarted", interrupted
+            assert (await client.call("run.get", {"run_id": done["run_id"]}))["complete"] == done
+            opened = await client.call("workspace.open", {"path": str(project)})
+            replayed = await replayed_completes(client, opened["id"])
+            assert replayed[hanging["run_id"]] == [interrupted["complete"]]
+            now = await client.call("session.messages", {"workspace_id": opened["id"], "session_id": session_id})
+            assert now == messages
+            again = await finished_run(await open_ws(client, project), session_id, "works again")
+            assert again["error"] is None
+    finally:
+        assert await daemon.stop() == 0, daemon.log()
+    assert await integrity_check(daemon.db_path, daemon.prefix) == INTEGRITY_OK

@@ -33,6 +33,7 @@ __all__ = [
     "INTEGRITY_OK",
     "OwnedDaemon",
     "SmallDisk",
+    "StartFailed",
     "Stats",
     "WriteLock",
     "integrity_check",
@@ -43,6 +44,15 @@ READY_TIMEOUT = 30.0  # a start on two loaded cores, with the database's recover
 STOP_TIMEOUT = 15.0
 INTEGRITY_OK = "ok"
 INTERRUPTED = "interrupted: daemon restarted"  # docs/protocol.md §9.3
+
+
+class StartFailed(RuntimeError):
+    """The daemon exited, or never said it was ready; `status` is its exit status, `said` its last life's log."""
+
+    def __init__(self, status: int | None, said: str) -> None:
+        super().__init__(f"agentd did not start (status {status}): {said}")
+        self.status = status
+        self.said = said
 
 
 @attrs.frozen
@@ -140,10 +150,11 @@ class OwnedDaemon:
         finally:
             os.close(read_fd)
         if not ready:
-            if proc.poll() is None:
+            status = proc.poll()  # None: it hung, and is killed
+            if status is None:
                 proc.kill()
             proc.wait()
-            raise RuntimeError(f"agentd did not start (status {proc.returncode}):\n{self.log()}")
+            raise StartFailed(status, log_path.read_text(errors="replace") if log_path.exists() else "")
         return proc
 
     async def kill(self) -> None:
