@@ -19,7 +19,11 @@ import trio.lowlevel
 from support import WAIT, Events, Workspace
 
 from agentctl.client import Client, RpcError
+from agentd.changes import ChangeRequests, RunChanges
+from agentd.changes._record import DEFAULT_LIMITS
 from agentd.rpc import ErrorCode
+from agentd.runs import RunIndex
+from agentd.store import RunRecord, Store
 from bench._stress._faults import (
     INTEGRITY_OK,
     OwnedDaemon,
@@ -326,3 +330,37 @@ async def test_kill_9_on_a_full_disk_then_a_start_that_cannot_write_says_so_and_
     finally:
         assert await daemon.stop() == 0, daemon.log()
     assert await integrity_check(daemon.db_path, daemon.prefix) == INTEGRITY_OK
+
+
+# --- what the kill loop found -------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a run killed between a write's before-record and its after-record gets an interrupted"
+    " RunComplete whose `changes` does not count that file (the store counts only after_written rows),"
+    " while run.changes lists it (it takes the file on disk as the run's): docs/protocol.md §9.6 says the"
+    " RunComplete counts what its tools wrote",
+)
+async def test_a_run_killed_mid_write_counts_that_file_in_its_interrupted_run_complete(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    db = str(tmp_path / "data" / "agentd.db")
+    store = await Store.open(db)
+    workspace = await store.workspace_for_path(str(root))
+    session = await store.create_session(workspace.id, "s")
+    await store.create_run(RunRecord("mid-write", workspace.id, session.id, "write it", "scripted", time.time()))
+    await store.start_run("mid-write")
+    # What the write tool does, up to the kill: the file before is committed, then the file written...
+    await RunChanges(store, str(root), "mid-write", session.id, DEFAULT_LIMITS).before_write("made.txt")
+    (root / "made.txt").write_text("the run's\n")
+    # ...and the daemon dies before it records the file after.
+    await store.aclose()
+    again = await Store.open(db)
+    try:
+        [interrupted] = again.recovered
+        listed = await ChangeRequests(again, RunIndex(again)).list("mid-write")
+    finally:
+        await again.aclose()
+    assert [f.path for f in listed.files] == ["made.txt"]
+    assert interrupted.changes == len(listed.files)
