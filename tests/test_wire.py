@@ -513,3 +513,21 @@ async def test_ping_answers_alike_with_no_params_and_an_empty_map(daemon: Daemon
     assert sorted((r.msgid, r.error, r.result) for r in got if isinstance(r, Response)) == sorted(
         (msgid, None, {}) for msgid in sent
     )
+
+
+async def test_an_agent_cancel_written_just_before_the_connection_closes_still_cancels(
+    daemon: Daemon, ws: Workspace
+) -> None:
+    session_id, run_id = await hanging_run(ws)
+    for _ in range(5):
+        raw = await open_raw(daemon)
+        # A send and its cancel in one write, then gone: both are applied, in the session's order.
+        again = f"again-{_}"
+        send = [0, 1, "agent.send", [{"workspace_id": ws.id, "session_id": session_id, "prompt": "x", "run_id": again}]]
+        cancel = [0, 2, "agent.cancel", [{"workspace_id": ws.id, "session_id": session_id, "run_id": again}]]
+        await raw.send_bytes(msgpack.packb(send) + msgpack.packb(cancel))
+        await raw.stream.aclose()
+        done = await ws.client.call("run.wait", {"run_id": again, "timeout": WAIT})
+        assert done["cancelled"] is True, done
+    await ws.cancel(session_id)
+    assert (await ws.events.until_complete(run_id))["cancelled"] is True
