@@ -519,13 +519,14 @@ async def test_an_agent_cancel_written_just_before_the_connection_closes_still_c
     daemon: Daemon, ws: Workspace
 ) -> None:
     session_id, run_id = await hanging_run(ws)
-    for _ in range(5):
+    for i in range(5):
         raw = await open_raw(daemon)
-        # A send and its cancel in one write, then gone: both are applied, in the session's order.
-        again = f"again-{_}"
-        send = [0, 1, "agent.send", [{"workspace_id": ws.id, "session_id": session_id, "prompt": "x", "run_id": again}]]
+        # A run queued behind the hanging one; then its cancel, and the connection gone at once.
+        again = f"again-{i}"
+        send = {"workspace_id": ws.id, "session_id": session_id, "prompt": "x", "run_id": again}
+        assert (await raw.call("agent.send", send)).error is None
         cancel = [0, 2, "agent.cancel", [{"workspace_id": ws.id, "session_id": session_id, "run_id": again}]]
-        await raw.send_bytes(msgpack.packb(send) + msgpack.packb(cancel))
+        await raw.send_bytes(msgpack.packb(cancel))
         await raw.stream.aclose()
         done = await ws.client.call("run.wait", {"run_id": again, "timeout": WAIT})
         assert done["cancelled"] is True, done
