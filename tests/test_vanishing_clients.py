@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from support import WAIT, Daemon, DaemonFactory
+from support import WAIT, DaemonFactory
 
 from agentctl.client import open_client
-from bench._stress._clients import Health, daemon_health, drive_clients, leaks
+from bench._stress._clients import drive_clients
+from bench._stress._health import health, settled_leaks
 
 MUST_DELIVER_TIMEOUT = 2.0
 # Long enough for every kind of client to have its turn several times, on two loaded cores.
@@ -26,16 +27,6 @@ BUDGET = 15.0
 def stress_seed() -> int:
     given = os.environ.get("AGENTD_STRESS_SEED")
     return int(given) if given else random.SystemRandom().randrange(2**32)
-
-
-async def settled_health(daemon: Daemon, before: Health, seed: int) -> list[str]:
-    """What the daemon holds over `before` once closing connections and workspaces are gone (polled: /proc)."""
-    async with open_client(daemon.socket_path) as client:
-        with trio.move_on_after(WAIT):
-            while found := leaks(before, await daemon_health(daemon.proc.pid, client)):
-                await trio.sleep(0.1)
-            return []
-        return [f"{leak} (seed {seed}: AGENTD_STRESS_SEED={seed} pytest {__file__})" for leak in found]
 
 
 @pytest.mark.skip(
@@ -56,7 +47,7 @@ async def test_stalled_half_closed_vanishing_and_churning_clients_keep_the_promi
         "0.5",
     )
     async with open_client(daemon.socket_path) as client:
-        before = await daemon_health(daemon.proc.pid, client)
+        before = await health(daemon.proc.pid, client)
     stats = await drive_clients(
         daemon.socket_path,
         project,
@@ -75,5 +66,6 @@ async def test_stalled_half_closed_vanishing_and_churning_clients_keep_the_promi
     assert counts.get("permission_requests", 0) >= 1, where
     assert counts["churned"] >= 200, where
     assert (await daemon.exited() if daemon.proc.poll() is not None else None) is None, daemon.log()
-    assert await settled_health(daemon, before, seed) == []
+    found, _ = await settled_leaks(daemon.socket_path, daemon.proc.pid, before, WAIT)
+    assert found == [], where
     assert "Traceback" not in daemon.log()

@@ -20,7 +20,7 @@ clients misbehave around them:
 
 What must hold: each observer gets exactly one `run.complete` for every run
 accepted in its workspace, and a `permission.resolved` for each request; no
-run and no ping waits past its bound; and (`daemon_health`, `leaks`) nothing
+run and no ping waits past its bound; and (`_health.leaks`, the caller's) nothing
 is left behind once they are gone. The seed fixes every choice the driver
 makes, not the daemon's timing.
 """
@@ -46,7 +46,7 @@ import trio
 
 from agentctl.client import Client, ConnectionLost, RpcError, open_client
 
-__all__ = ["Health", "Stats", "daemon_health", "drive_clients", "leaks"]
+__all__ = ["Stats", "drive_clients"]
 
 # Every run streams this much text after it starts: more than any Unix socket
 # holds, so a subscriber that stopped reading before the run began cannot take
@@ -67,43 +67,6 @@ _MUST_DELIVER = frozenset({"run.complete", "permission.request", "permission.res
 class Stats:
     counts: dict[str, int]
     violations: list[str]
-
-
-# --- leaks: the daemon's fds and server.status counts, before and after --------------------------------
-
-
-@attrs.frozen
-class Health:
-    fds: dict[int, str]
-    clients: int
-    subscriptions: int
-    workspaces: int
-    active_runs: int
-
-
-async def daemon_health(pid: int, client: Client) -> Health:
-    """What the daemon holds now: its fds (from /proc) and server.status's counts, the caller's connection included."""
-    status = await client.call("server.status")
-    fds: dict[int, str] = {}
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            fds[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
-        except FileNotFoundError:
-            pass  # closed while we looked
-    return Health(fds, status["clients"], status["subscriptions"], status["workspaces"], status["active_runs"])
-
-
-def leaks(before: Health, after: Health) -> list[str]:
-    """What `after` holds that `before` did not: each a sentence."""
-    found = [
-        f"server.status {name} is {getattr(after, name)}, was {getattr(before, name)}"
-        for name in ("clients", "subscriptions", "workspaces", "active_runs")
-        if getattr(after, name) > getattr(before, name)
-    ]
-    extra = sorted(set(after.fds.items()) - set(before.fds.items()))
-    if len(after.fds) > len(before.fds):
-        found.append(f"the daemon holds {len(after.fds)} fds, held {len(before.fds)}; new: {extra[:10]}")
-    return found
 
 
 # --- a connection of our own, byte by byte -------------------------------------------------------------
