@@ -62,10 +62,13 @@ async def two_sharing_a_first_digit(ws: Workspace) -> tuple[str, list[str]]:
 
 
 async def start_hanging_run(ws: Workspace) -> tuple[str, str]:
-    """A session with a run that streams one chunk and then hangs: (session id, run id)."""
+    """A session with a run that has streamed its one chunk and hangs: (session id, run id).
+
+    Its chunk, not its run.started: cancelled before the chunk, the run may have no assistant message yet.
+    """
     session_id = await ws.new_session("busy one")
     reply = await ws.send(session_id, {"chunks": ["x"], "hang": True})
-    await ws.events.until(lambda e: e["type"] == "run.started" and e["payload"]["run_id"] == reply["run_id"])
+    await ws.events.until(lambda e: e["type"] == "message.delta" and e["payload"]["run_id"] == reply["run_id"])
     return session_id, reply["run_id"]
 
 
