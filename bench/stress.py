@@ -1,7 +1,8 @@
 """`python -m bench.stress [--minutes N] [--seed S] [--only DRIVER,...]`: every fault driver at once, then the promise.
 
-The soak. One daemon takes the lifecycle schedule, the slow and vanishing
-clients and the protocol fuzzing together; a second one is killed with
+The soak. One daemon takes the lifecycle schedule (its runs call an MCP
+server's tools too, and kill it), the slow and vanishing clients and the
+protocol fuzzing together; a second one is killed with
 SIGKILL and started again, round after round, with its own traffic (a daemon
 that is killed cannot host the others' checks). Each driver is the one its
 test runs for a few seconds (bench/_stress); here they run side by side until
@@ -40,9 +41,9 @@ import trio
 from ._common import bench_env
 from ._stress._clients import drive_clients
 from ._stress._faults import INTEGRITY_OK, OwnedDaemon, integrity_check, kill_loop
-from ._stress._health import Health, health, settled_leaks
+from ._stress._health import RSS_SLACK, Health, health, settled_leaks
 from ._stress._ledger import Ledger
-from ._stress._lifecycle import drive_lifecycle
+from ._stress._lifecycle import drive_lifecycle, mcp_config
 
 DRIVERS = ("lifecycle", "clients", "kills")
 DEFAULT_MINUTES = 2.0
@@ -67,6 +68,9 @@ KILLED_ARGS = ("--idle-grace", "0.5", "--must-deliver-timeout", "2")
 # A kill loop round (traffic, SIGKILL, restart, the checks) takes about this long on two loaded cores.
 ROUND_SECONDS = 6.0
 SAMPLE_EVERY = 0.5
+MCP = "box"
+# What the MCP SDK's modules take once the first workspace's server has loaded them (never given back): measured 41 MiB.
+MCP_SDK_RSS = 48 << 20
 _PROVIDER_ENV = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
@@ -98,12 +102,8 @@ class Report:
 
     def totals(self) -> dict[str, int]:
         """The headline numbers, summed over the drivers."""
-        c = {name: Counter(counts) for name, counts in self.counts.items()}
-        lifecycle, clients, kills = (
-            c.get("lifecycle", Counter()),
-            c.get("clients", Counter()),
-            c.get("kills", Counter()),
-        )
+        c = {name: Counter(self.counts.get(name, {})) for name in (*DRIVERS, "fuzz")}
+        lifecycle, clients, kills = c["lifecycle"], c["clients"], c["kills"]
         return {
             "runs": lifecycle["runs"] + clients["runs"] + clients["churn_runs_accepted"] + kills["runs"],
             "tool_calls": self.tool_calls,
@@ -134,20 +134,20 @@ class Report:
         return "\n".join(lines)
 
 
-def _env(workdir: Path) -> dict[str, str]:
+def _env(workdir: Path, config_text: str) -> dict[str, str]:
     env = bench_env(workdir)
     # No real model: the drivers speak to the scripted one only.
     for name in _PROVIDER_ENV:
         env.pop(name, None)
     config = workdir / "config" / "agentd" / "config.toml"
     config.parent.mkdir(parents=True)
-    config.write_text(f"[permissions]\ntimeout = {PERMISSION_TIMEOUT}\n")
+    config.write_text(config_text)
     return env
 
 
-def _owned(workdir: Path, args: tuple[str, ...]) -> OwnedDaemon:
+def _owned(workdir: Path, args: tuple[str, ...], config_text: str = "") -> OwnedDaemon:
     workdir.mkdir(parents=True)
-    env = _env(workdir)
+    env = _env(workdir, config_text)
     return OwnedDaemon(
         socket_path=Path(env["AGENTD_SOCKET"]),
         data_dir=Path(env["XDG_DATA_HOME"]) / "agentd",
@@ -177,7 +177,9 @@ class _Soak:
     def __init__(self, report: Report, workdir: Path) -> None:
         self.report = report
         self.workdir = workdir
-        self.shared = _owned(workdir / "shared", SHARED_ARGS)
+        # Every workspace of the shared daemon has the toolbox MCP server; the lifecycle's runs call it, and kill it.
+        shared_config = f"[permissions]\ntimeout = {PERMISSION_TIMEOUT}\n\n{mcp_config(MCP)}"
+        self.shared = _owned(workdir / "shared", SHARED_ARGS, shared_config)
         self.killed = _owned(workdir / "killed", KILLED_ARGS)
         self.ledger = Ledger(how_to_reproduce=f"seed {report.seed}: {report.reproduce}")
         rng = random.Random(report.seed)
@@ -236,6 +238,7 @@ class _Soak:
                     reproduce=self.ledger.how_to_reproduce,
                     idle_grace=IDLE_GRACE,
                     permission_timeout=PERMISSION_TIMEOUT,
+                    mcp=MCP,
                 ),
             )
         if "clients" in chosen:
@@ -269,7 +272,10 @@ class _Soak:
                     # Its own (new) violations are appended to the driver's, which the report has already.
                     before = len(self.ledger.violations())
                     report.violations.extend((await self.ledger.settle(client, SETTLE))[before:])
-            found, report.end = await settled_leaks(shared.socket_path, shared.pid, report.start, SETTLE)  # type: ignore[arg-type]
+            assert report.start is not None
+            found, report.end = await settled_leaks(
+                shared.socket_path, shared.pid, report.start, SETTLE, rss_slack=RSS_SLACK + MCP_SDK_RSS
+            )
             report.violations.extend(found)
         if bound.cancelled_caught:
             self._violate(f"the checks once idle took over {SETTLE * 2:.0f} s")

@@ -1,7 +1,8 @@
 """The run lifecycle under seeded random schedules against a real daemon: the promise is checked after every step.
 
 Each seed is one daemon and one `drive_lifecycle()` schedule (bench/_stress):
-prompts that succeed, fail, hang and call tools, cancels, queue clears,
+prompts that succeed, fail, hang and call tools (the toolbox MCP server's too, which one
+of them kills), cancels, queue clears,
 permission answers from one client, two or none (the permission timeout is
 short here), connections and subscriptions coming and going, workspaces
 closed and opened again, sessions deleted and runs reverted. Then
@@ -22,7 +23,7 @@ import trio
 from support import WAIT, DaemonFactory, write_config
 
 from bench._stress._ledger import Ledger
-from bench._stress._lifecycle import drive_lifecycle, reproduce_hint
+from bench._stress._lifecycle import drive_lifecycle, mcp_config, reproduce_hint
 
 SEED_ENV = "AGENTD_STRESS_SEED"
 STEPS_ENV = "AGENTD_STRESS_STEPS"
@@ -36,6 +37,8 @@ SCHEDULE_BUDGET = 15.0
 IDLE_GRACE = 0.3
 DAEMON_ARGS = ("--idle-grace", str(IDLE_GRACE), "--must-deliver-timeout", "5")
 PERMISSION_TIMEOUT = 0.5
+# Every workspace has the toolbox MCP server under this name; some runs call it, and one of its tools kills it.
+MCP = "box"
 
 
 def seeds() -> list[int]:
@@ -47,7 +50,7 @@ def seeds() -> list[int]:
 async def test_lifecycle_by_seed_keeps_the_promise(
     start_daemon: DaemonFactory, env: dict[str, str], short_tmp: Path, seed: int
 ) -> None:
-    write_config(env, f"[permissions]\ntimeout = {PERMISSION_TIMEOUT}\n")
+    write_config(env, f"[permissions]\ntimeout = {PERMISSION_TIMEOUT}\n\n{mcp_config(MCP)}")
     daemon = start_daemon(*DAEMON_ARGS)
     projects = []
     for name in ("p0", "p1"):
@@ -67,6 +70,7 @@ async def test_lifecycle_by_seed_keeps_the_promise(
             steps=steps,
             idle_grace=IDLE_GRACE,
             permission_timeout=PERMISSION_TIMEOUT,
+            mcp=MCP,
         )
         async with daemon.client() as client:
             settled = await ledger.settle(client, WAIT)

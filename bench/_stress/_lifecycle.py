@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ from agentctl.client import Client, ConnectionLost, RpcError, event_params, open
 
 from ._ledger import Ledger
 
-__all__ = ["Stats", "drive_lifecycle"]
+__all__ = ["Stats", "drive_lifecycle", "mcp_config", "reproduce_hint"]
 
 # The bound on one step, and on each wait the driver makes for the daemon.
 STEP_BOUND = 10.0
@@ -56,6 +57,18 @@ MAX_CLIENTS = 4
 SCHEDULE_SHOWN = 12
 MUST_DELIVER = frozenset({"run.complete", "permission.request", "permission.resolved", "workspace.closed"})
 UNKNOWN_MODEL = "no-such-model"
+# The tests' toolbox MCP server, whose tools the "mcp" runs call, and the bound on each of its calls (its `never`).
+TOOLBOX = Path(__file__).resolve().parents[2] / "tests" / "mcp_servers" / "toolbox.py"
+MCP_CALL_TIMEOUT = 2.0
+# How long a run's first turn waits for a server still starting (workspaces open and close all the time here):
+# the toolbox's start, the SDK's imports, takes seconds on a loaded machine; shorter, and most calls find no tool.
+MCP_WAIT = 5.0
+
+
+def mcp_config(name: str) -> str:
+    """config.toml tables that give every workspace the toolbox as server `name`, for `drive_lifecycle(mcp=name)`."""
+    command = json.dumps([sys.executable, str(TOOLBOX)])
+    return f"[mcp.{name}]\ncommand = {command}\ncall_timeout = {MCP_CALL_TIMEOUT}\n\n[agent]\nmcp_wait = {MCP_WAIT}\n"
 
 
 @attrs.frozen
@@ -126,8 +139,10 @@ class _Driver:
         hint: str,
         idle_grace: float | None,
         wait_for_timeouts: bool,
+        mcp: str | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.mcp = mcp
         self.idle_grace = idle_grace
         self.wait_for_timeouts = wait_for_timeouts
         self.rng = random.Random(seed)
@@ -201,6 +216,9 @@ class _Driver:
             workspace.closes += 1
         elif kind == "run.complete":
             self.run_complete(payload)
+        elif kind == "tool.finished" and str(payload.get("name", "")).startswith("mcp__"):
+            # Which of the server's calls ended how: the soak's proof that the server was there to call.
+            self.counts[f"{payload['name']}.{payload.get('status')}"] += 1
         self.changed.set()
 
     def run_complete(self, payload: dict[str, Any]) -> None:
@@ -209,7 +227,7 @@ class _Driver:
             return  # not ours, or a second one (the ledger reports that)
         run.complete = payload
         session, cancelled, error = run.session, payload["cancelled"], payload["error"]
-        expected_text = {"ok": "a b ", "tools": "done", "ask": "done"}.get(run.kind)
+        expected_text = {"ok": "a b ", "tools": "done", "ask": "done", "mcp": "done"}.get(run.kind)
         if cancelled:
             pass
         elif run.kind == "hang":
@@ -329,16 +347,37 @@ class _Driver:
             bash = {"name": "bash", "arguments": {"command": "echo ran"}}
             script = {"steps": [{"tool_calls": [write, bash]}, {"chunks": ["done"]}]}
             extra["allow"] = ["*"]
+        elif kind == "mcp":
+            script = {"steps": [{"tool_calls": [self.mcp_call()]}, {"chunks": ["done"]}]}
+            # Most run at once; the others ask first, as an MCP tool does unless allowed.
+            if self.rng.random() < 0.7:
+                extra["allow"] = ["*"]
         else:  # "ask": a write no rule allows, so it waits for an answer
             write = {"name": "write", "arguments": {"path": session.file, "content": content}}
             script = {"steps": [{"tool_calls": [write]}, {"chunks": ["done"]}]}
         return json.dumps(script), extra
 
+    def mcp_call(self) -> dict[str, Any]:
+        """A toolbox call: one that answers, one that fails, one that never answers, one that kills the server."""
+        tool, arguments = self.rng.choice(
+            [
+                ("echo", {"text": "hi"}),
+                ("echo", {"text": "ho"}),
+                ("refuse", {"reason": "no"}),
+                ("never", {}),
+                ("crash", {}),
+            ]
+        )
+        return {"name": f"mcp__{self.mcp}__{tool}", "arguments": arguments}
+
     async def send(self) -> str:
         session = await self.some_session()
         if session is None:
             return "send: no session"
-        kind = self.rng.choice(["ok", "ok", "ok", "error", "hang", "tools", "tools", "tools", "ask", "unknown_model"])
+        kinds = ["ok", "ok", "ok", "error", "hang", "tools", "tools", "tools", "ask", "unknown_model"]
+        if self.mcp is not None:
+            kinds += ["mcp", "mcp"]
+        kind = self.rng.choice(kinds)
         run_id = f"lc{self.rng.getrandbits(64):016x}"
         prompt, extra = self.prompt(kind, session, run_id)
         params = {
@@ -479,6 +518,18 @@ class _Driver:
         holders = [c for c in self.conns if workspace.id in c.claims]
         if not holders or workspace.id is None:
             return "close: not claimed"
+        mine = [s for s in self.sessions if s.workspace is workspace and not s.deleted]
+        if self.rng.random() < 0.5 and any(self.active(s) for s in mine):
+            # Quieted first, half the time: a workspace released busy is mostly claimed again before it is idle,
+            # and then its closing is never heard.
+            for session in mine:
+                if self.active(session):
+                    params = {"workspace_id": workspace.id, "session_id": session.id}
+                    await self.call(holders[0], "agent.cancel", params)
+            if not await self.until(lambda: not any(self.active(s) for s in mine), CANCEL_BOUND):
+                self.violate(
+                    f"workspace {workspace.id}: its cancelled runs had no run.complete within {CANCEL_BOUND} s"
+                )
         for conn in holders:
             await self.call(conn, "workspace.close", {"workspace_id": workspace.id})
             conn.claims.discard(workspace.id)
@@ -605,17 +656,22 @@ async def drive_lifecycle(
     reproduce: str | None = None,
     idle_grace: float | None = None,
     permission_timeout: float | None = None,
+    mcp: str | None = None,
 ) -> Stats:
     """Random steps against the daemon at `socket_path` until `deadline` (or `steps` of them), in `projects`.
 
     Given the daemon's `idle_grace` (`--idle-grace`), a workspace released
     while idle must be heard closing within it; given its `[permissions]
     timeout`, short, a request nobody answers must be heard ending. Without
-    them the driver does not wait for either.
+    them the driver does not wait for either. Given `mcp`, the name of a
+    server of the toolbox's (tests/mcp_servers/toolbox.py) that the daemon's
+    configuration starts, some runs call its tools: one that answers, one
+    that fails, one that never answers (cancelled, or its call timeout), one
+    that kills the server.
     """
     hint = reproduce or reproduce_hint(seed)
     wait_for_timeouts = permission_timeout is not None and permission_timeout < CANCEL_BOUND
-    driver = _Driver(socket_path, projects, seed, ledger, hint, idle_grace, wait_for_timeouts)
+    driver = _Driver(socket_path, projects, seed, ledger, hint, idle_grace, wait_for_timeouts, mcp)
     reported = len(ledger.violations())
     async with trio.open_nursery() as nursery:
         driver.nursery = nursery
