@@ -1,7 +1,11 @@
-"""What the fault tests share: the promise's bookkeeping, and the drivers that try to break it.
+"""What the fault tests and the soak share: the promise's bookkeeping, the daemon's health, and the drivers.
 
-`tests/test_lifecycle_machine.py`, `tests/test_vanishing_clients.py` and
-`tests/test_process_faults.py` run each driver for a bounded budget. Every
-driver takes a seed (`AGENTD_STRESS_SEED` in the tests) and every failure says
-how to run it again. The soak that runs them all at once is still to come.
+`_ledger.py` checks what an observer saw against the promise; `_health.py`
+reads what a daemon holds. The drivers: `_lifecycle.py` (random schedules),
+`_clients.py` (slow and vanishing clients), `_faults.py` (kill -9, a held
+write lock, a full disk). `tests/test_lifecycle_machine.py`,
+`tests/test_vanishing_clients.py` and `tests/test_process_faults.py` run each
+for a bounded budget; `python -m bench.stress` (bench/stress.py) runs them
+all at once. Every driver takes a seed (`AGENTD_STRESS_SEED` in the tests,
+`--seed` in the soak) and every failure says how to run it again.
 """
