@@ -41,7 +41,7 @@ import trio
 from ._common import bench_env
 from ._stress._clients import drive_clients
 from ._stress._faults import INTEGRITY_OK, OwnedDaemon, integrity_check, kill_loop
-from ._stress._health import RSS_SLACK, Health, health, settled_leaks
+from ._stress._health import MCP_SDK_RSS, RSS_SLACK, Health, health, settled_leaks
 from ._stress._ledger import Ledger
 from ._stress._lifecycle import drive_lifecycle, mcp_config
 
@@ -69,8 +69,6 @@ KILLED_ARGS = ("--idle-grace", "0.5", "--must-deliver-timeout", "2")
 ROUND_SECONDS = 6.0
 SAMPLE_EVERY = 0.5
 MCP = "box"
-# What the MCP SDK's modules take once the first workspace's server has loaded them (never given back): measured 41 MiB.
-MCP_SDK_RSS = 48 << 20
 _PROVIDER_ENV = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",

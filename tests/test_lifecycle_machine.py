@@ -22,6 +22,7 @@ import pytest
 import trio
 from support import WAIT, DaemonFactory, write_config
 
+from bench._stress._health import MCP_SDK_RSS, RSS_SLACK, health, settled_leaks
 from bench._stress._ledger import Ledger
 from bench._stress._lifecycle import drive_lifecycle, mcp_config, reproduce_hint
 
@@ -57,6 +58,8 @@ async def test_lifecycle_by_seed_keeps_the_promise(
         (short_tmp / name).mkdir()
         projects.append(short_tmp / name)
     ledger = Ledger(how_to_reproduce=reproduce_hint(seed))
+    async with daemon.client() as client:
+        before = await health(daemon.proc.pid, client)
     steps = int(os.environ.get(STEPS_ENV, STEPS))
     # The schedule's own bound, then each of its steps' (10 s), then winding down and settling.
     with trio.fail_after(SCHEDULE_BUDGET + 4 * WAIT):
@@ -74,9 +77,14 @@ async def test_lifecycle_by_seed_keeps_the_promise(
         )
         async with daemon.client() as client:
             settled = await ledger.settle(client, WAIT)
+        # Idle again: the clients, subscriptions, workspaces (their MCP servers), tasks and fds are all gone.
+        leaked, _ = await settled_leaks(
+            daemon.socket_path, daemon.proc.pid, before, WAIT, rss_slack=RSS_SLACK + MCP_SDK_RSS
+        )
     print(f"seed {seed}: {stats.counts}")
     assert stats.violations == [], "\n".join(stats.violations)
     assert settled == [], "\n".join(settled)
+    assert leaked == [], f"{reproduce_hint(seed)}: {leaked}"
     assert stats.counts["steps"] >= 1
     log = daemon.log()
     assert "Traceback" not in log and " ERROR " not in log, f"{reproduce_hint(seed)}\n{log}"

@@ -15,13 +15,16 @@ import trio
 
 from agentctl.client import Client, open_client
 
-__all__ = ["COUNTS", "Health", "health", "leaks", "settled_leaks"]
+__all__ = ["COUNTS", "MCP_SDK_RSS", "RSS_SLACK", "Health", "health", "leaks", "settled_leaks"]
 
 # The server.status counts that must come back to where they were once everything a driver did is over.
 COUNTS = ("clients", "subscriptions", "workspaces", "active_runs", "tasks")
 # RSS a daemon may keep over its start once idle: CPython keeps freed memory in its arenas, and SQLite its page
 # cache. Memory that grows without bound passes this soon; a leak per request in a fuzzing round does too.
 RSS_SLACK = 64 << 20
+# What the MCP SDK's modules take once a workspace's first server has loaded them, never given back (measured:
+# 41 MiB): a daemon whose workspaces ran MCP servers may keep this much more.
+MCP_SDK_RSS = 48 << 20
 
 
 @attrs.frozen
