@@ -162,6 +162,7 @@ class _Driver:
         self.schedule: list[str] = []
         self.step = 0
         self.nursery: trio.Nursery | None = None
+        self.waiting: tuple[str, float] = ("", 0.0)
 
     # --- connections ---------------------------------------------------------------------------------------
 
@@ -294,6 +295,8 @@ class _Driver:
         """The result, or None for an error reply with a code in `expect` (any other is a violation)."""
         assert conn.client is not None
         self.counts["requests"] += 1
+        # What a step that overruns its bound was waiting on, and since when.
+        self.waiting = (f"{method} on {conn.name} {params}", trio.current_time())
         try:
             return await conn.client.call(method, params)
         except RpcError as exc:
@@ -617,10 +620,15 @@ class _Driver:
         name = self.rng.choices(names, weights)[0]
         step: Callable[[], Awaitable[str]] = getattr(self, name)
         done = f"{self.step}: {name}"
+        self.waiting = ("", trio.current_time())
         with trio.move_on_after(STEP_BOUND) as bound:
             done = f"{self.step}: {await step()}"
         if bound.cancelled_caught:
-            self.violate(f"{name} did not finish within {STEP_BOUND} s")
+            what, since = self.waiting
+            self.violate(
+                f"{name} did not finish within {STEP_BOUND} s"
+                f" (its last request, {trio.current_time() - since:.1f} s before: {what[:300] or 'none'})"
+            )
         self.schedule.append(done)
         self.counts["steps"] += 1
 
