@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -20,10 +21,10 @@ from support import WAIT, Events, Workspace
 
 from agentctl.client import Client, RpcError
 from agentd.changes import ChangeRequests, RunChanges
-from agentd.changes._record import DEFAULT_LIMITS
+from agentd.protocol import RunComplete, RunReverted
 from agentd.rpc import ErrorCode
 from agentd.runs import RunIndex
-from agentd.store import RunRecord, Store
+from agentd.store import INTERRUPTED, RunRecord, Store
 from bench._stress._faults import (
     INTEGRITY_OK,
     OwnedDaemon,
@@ -335,32 +336,95 @@ async def test_kill_9_on_a_full_disk_then_a_start_that_cannot_write_says_so_and_
 # --- what the kill loop found -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a run killed between a write's before-record and its after-record gets an interrupted"
-    " RunComplete whose `changes` does not count that file (the store counts only after_written rows),"
-    " while run.changes lists it (it takes the file on disk as the run's): docs/protocol.md §9.6 says the"
-    " RunComplete counts what its tools wrote",
-)
-async def test_a_run_killed_mid_write_counts_that_file_in_its_interrupted_run_complete(tmp_path: Path) -> None:
+@attrs.frozen
+class CutShort:
+    """A run killed in the middle of a write tool's call to `path`, and the store opened again after it."""
+
+    store: Store
+    root: Path
+    run_id: str
+    interrupted: RunComplete
+
+    async def listed(self) -> list[str]:
+        return [f.path for f in (await ChangeRequests(self.store, RunIndex(self.store)).list(self.run_id)).files]
+
+    async def revert(self, *, force: bool = False) -> RunReverted:
+        return await ChangeRequests(self.store, RunIndex(self.store)).revert(self.run_id, force=force)
+
+
+CutShortAt = Callable[[str, bytes | None, bytes | None], Awaitable[CutShort]]
+
+
+@pytest.fixture
+async def cut_short(tmp_path: Path) -> AsyncIterator[CutShortAt]:
+    """`cut_short(path, before, written)`: `path` holds `before` (None: no file), the run's write tool keeps it
+
+    (the before-record), writes `written` (None: the kill came first), and
+    the daemon dies before the after-record. What the next start finds.
+    """
     root = tmp_path / "project"
     root.mkdir()
     db = str(tmp_path / "data" / "agentd.db")
-    store = await Store.open(db)
-    workspace = await store.workspace_for_path(str(root))
-    session = await store.create_session(workspace.id, "s")
-    await store.create_run(RunRecord("mid-write", workspace.id, session.id, "write it", "scripted", time.time()))
-    await store.start_run("mid-write")
-    # What the write tool does, up to the kill: the file before is committed, then the file written...
-    await RunChanges(store, str(root), "mid-write", session.id, DEFAULT_LIMITS).before_write("made.txt")
-    (root / "made.txt").write_text("the run's\n")
-    # ...and the daemon dies before it records the file after.
-    await store.aclose()
-    again = await Store.open(db)
-    try:
+    opened: list[Store] = []
+
+    async def at(path: str, before: bytes | None, written: bytes | None) -> CutShort:
+        if before is not None:
+            (root / path).write_bytes(before)
+        store = await Store.open(db)
+        workspace = await store.workspace_for_path(str(root))
+        session = await store.create_session(workspace.id, "s")
+        await store.create_run(RunRecord("mid-write", workspace.id, session.id, "write it", "scripted", time.time()))
+        await store.start_run("mid-write")
+        await RunChanges(store, str(root), "mid-write", session.id).before_write(path)
+        if written is not None:
+            (root / path).write_bytes(written)
+        await store.aclose()
+        again = await Store.open(db)
+        opened.append(again)
         [interrupted] = again.recovered
-        listed = await ChangeRequests(again, RunIndex(again)).list("mid-write")
-    finally:
-        await again.aclose()
-    assert [f.path for f in listed.files] == ["made.txt"]
-    assert interrupted.changes == len(listed.files)
+        return CutShort(again, root, "mid-write", interrupted)
+
+    yield at
+    for store in opened:
+        await store.aclose()
+
+
+async def test_a_run_killed_mid_write_counts_that_file_in_its_interrupted_run_complete(cut_short: CutShortAt) -> None:
+    # Killed once the file was written, before its after was recorded.
+    cut = await cut_short("made.txt", None, b"the run's\n")
+    assert cut.interrupted.error == INTERRUPTED
+    assert await cut.listed() == ["made.txt"]
+    assert cut.interrupted.changes == 1
+    reverted = await cut.revert()
+    assert [(f.path, f.action) for f in reverted.reverted] == [("made.txt", "created")] and not reverted.refused
+    assert not (cut.root / "made.txt").exists()
+
+
+async def test_a_run_killed_between_keeping_a_file_and_writing_it_neither_counts_nor_lists_it(
+    cut_short: CutShortAt,
+) -> None:
+    # Killed after the before-record, before the write: the file is the user's, as it was.
+    cut = await cut_short("mine.txt", b"the user's\n", None)
+    assert await cut.listed() == []
+    assert cut.interrupted.changes == 0
+    reverted = await cut.revert()
+    assert reverted.reverted == [] and reverted.refused == []
+    assert (cut.root / "mine.txt").read_bytes() == b"the user's\n"
+
+
+async def test_a_file_the_user_edits_after_a_restart_cut_a_write_short_is_not_reverted_over(
+    cut_short: CutShortAt,
+) -> None:
+    cut = await cut_short("shared.txt", b"before\n", b"the run's\n")
+    assert cut.interrupted.changes == 1
+    # Once the daemon is back, the user changes the file: that is theirs, not the run's.
+    (cut.root / "shared.txt").write_bytes(b"the user's, since\n")
+    [change] = (await ChangeRequests(cut.store, RunIndex(cut.store)).list(cut.run_id)).files
+    assert change.changed_since and "+the run's" in change.diff, change
+    refused = await cut.revert()
+    assert refused.reverted == [] and [f.path for f in refused.refused] == ["shared.txt"], refused
+    assert (cut.root / "shared.txt").read_bytes() == b"the user's, since\n"
+    # Only when asked to: the content from before the run, as it was.
+    forced = await cut.revert(force=True)
+    assert [f.path for f in forced.reverted] == ["shared.txt"]
+    assert (cut.root / "shared.txt").read_bytes() == b"before\n"
