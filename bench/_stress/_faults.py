@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from agentctl.autostart import wait_ready
 from agentctl.client import Client, ConnectionLost, RpcError, event_params, open_client
 
 from ._ledger import Ledger
@@ -148,7 +147,7 @@ class OwnedDaemon:
         finally:
             os.close(write_fd)
         try:
-            ready = _wait_ready(read_fd, READY_TIMEOUT)
+            ready = wait_ready(read_fd, READY_TIMEOUT)
         finally:
             os.close(read_fd)
         if not ready:
@@ -188,23 +187,6 @@ class OwnedDaemon:
             proc.kill()
             await trio.to_thread.run_sync(proc.wait)
             return -signal.SIGKILL
-
-
-def _wait_ready(fd: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        readable, _, _ = select.select([fd], [], [], left)
-        if not readable:
-            return False
-        chunk = os.read(fd, 64)
-        if not chunk:
-            return False
-        data += chunk
-    return data.startswith(b"ready")
 
 
 # --- the database from outside ----------------------------------------------------------------------
