@@ -93,81 +93,93 @@ async def finished_run(ws: Workspace, session_id: str, text: str) -> dict[str, A
     return await ws.events.until_complete(reply["run_id"])
 
 
+@attrs.frozen
+class Serving:
+    """The owned daemon started, a client subscribed to the project, a session, and a run it finished."""
+
+    client: Client
+    ws: Workspace
+    session_id: str
+    # The run finished before the fault: its record must come through it unchanged.
+    before: dict[str, Any]
+
+
+@pytest.fixture
+async def serving(owned: OwnedDaemon, project: Path) -> AsyncIterator[Serving]:
+    await owned.start()
+    async with owned.client() as client:
+        ws = await open_ws(client, project)
+        session_id = await ws.new_session()
+        yield Serving(client, ws, session_id, await finished_run(ws, session_id, "before the fault"))
+
+
 def assert_refused_by_the_database(exc: RpcError, db_path: Path, problem: str) -> None:
     assert exc.code == ErrorCode.UNAVAILABLE, exc
     assert str(db_path) in exc.message and problem in exc.message, exc.message
 
 
 async def test_a_write_lock_held_past_the_busy_timeout_fails_requests_with_code_7_then_they_work_again(
-    owned: OwnedDaemon, project: Path
+    owned: OwnedDaemon, serving: Serving
 ) -> None:
-    await owned.start()
-    async with owned.client() as client:
-        ws = await open_ws(client, project)
-        session_id = await ws.new_session()
-        before = await finished_run(ws, session_id, "before the lock")
-        lock = await WriteLock.hold(owned.db_path)
-        try:
-            started = time.monotonic()
-            with pytest.raises(RpcError) as refused, trio.fail_after(BUSY_TIMEOUT * 6):
-                await ws.send(session_id, "while locked", run_id="locked-1")
-            waited = time.monotonic() - started
-            # Reads are not blocked by another writer, and the daemon serves meanwhile.
-            with trio.fail_after(WAIT):
-                assert await client.call("ping") == {}
-                messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
-            with pytest.raises(RpcError) as refused_too, trio.fail_after(BUSY_TIMEOUT * 6):
-                await client.call("session.create", {"workspace_id": ws.id})
-        finally:
-            await lock.release()
-        assert_refused_by_the_database(refused.value, owned.db_path, "locked")
-        assert_refused_by_the_database(refused_too.value, owned.db_path, "locked")
-        assert waited >= BUSY_TIMEOUT * 0.9, f"refused after {waited:.1f} s, before the busy timeout"
-        # The refused send did nothing.
-        with pytest.raises(RpcError) as unknown:
-            await client.call("run.get", {"run_id": "locked-1"})
-        assert unknown.value.code == ErrorCode.NOT_FOUND
-        # Released: everything works again, and nothing acknowledged went missing.
-        after = await finished_run(ws, session_id, "after the lock")
-        assert after["error"] is None and after["text"] == "after the lock"
-        assert (await client.call("run.get", {"run_id": before["run_id"]}))["complete"] == before
-        now = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
-        assert now[: len(messages)] == messages and len(now) == len(messages) + 2
+    client, ws, session_id, before = serving.client, serving.ws, serving.session_id, serving.before
+    lock = await WriteLock.hold(owned.db_path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RpcError) as refused, trio.fail_after(BUSY_TIMEOUT * 6):
+            await ws.send(session_id, "while locked", run_id="locked-1")
+        waited = time.monotonic() - started
+        # Reads are not blocked by another writer, and the daemon serves meanwhile.
+        with trio.fail_after(WAIT):
+            assert await client.call("ping") == {}
+            messages = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+        with pytest.raises(RpcError) as refused_too, trio.fail_after(BUSY_TIMEOUT * 6):
+            await client.call("session.create", {"workspace_id": ws.id})
+    finally:
+        await lock.release()
+    assert_refused_by_the_database(refused.value, owned.db_path, "locked")
+    assert_refused_by_the_database(refused_too.value, owned.db_path, "locked")
+    assert waited >= BUSY_TIMEOUT * 0.9, f"refused after {waited:.1f} s, before the busy timeout"
+    # The refused send did nothing.
+    with pytest.raises(RpcError) as unknown:
+        await client.call("run.get", {"run_id": "locked-1"})
+    assert unknown.value.code == ErrorCode.NOT_FOUND
+    # Released: everything works again, and nothing acknowledged went missing.
+    after = await finished_run(ws, session_id, "after the lock")
+    assert after["error"] is None and after["text"] == "after the lock"
+    assert (await client.call("run.get", {"run_id": before["run_id"]}))["complete"] == before
+    now = await client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id})
+    assert now[: len(messages)] == messages and len(now) == len(messages) + 2
     assert await integrity_check(owned.db_path) == INTEGRITY_OK
     assert "Traceback" not in owned.log(), owned.log()
 
 
 async def test_a_write_lock_whose_holder_is_killed_mid_transaction_frees_the_database(
-    owned: OwnedDaemon, project: Path
+    owned: OwnedDaemon, serving: Serving
 ) -> None:
-    await owned.start()
-    async with owned.client() as client:
-        ws = await open_ws(client, project)
-        session_id = await ws.new_session()
-        before = await finished_run(ws, session_id, "before the lock")
-        # The holder also wrote pages it never commits, some into the WAL.
-        lock = await WriteLock.hold(owned.db_path, dirty=True)
-        with pytest.raises(RpcError) as refused, trio.fail_after(BUSY_TIMEOUT * 6):
-            await ws.send(session_id, "while locked")
-        assert_refused_by_the_database(refused.value, owned.db_path, "locked")
-        replies: list[dict[str, Any]] = []
+    client, ws, session_id, before = serving.client, serving.ws, serving.session_id, serving.before
+    # The holder also wrote pages it never commits, some into the WAL.
+    lock = await WriteLock.hold(owned.db_path, dirty=True)
+    with pytest.raises(RpcError) as refused, trio.fail_after(BUSY_TIMEOUT * 6):
+        await ws.send(session_id, "while locked")
+    assert_refused_by_the_database(refused.value, owned.db_path, "locked")
+    replies: list[dict[str, Any]] = []
 
-        async def send_waiting_on_the_lock() -> None:
-            replies.append(await ws.send(session_id, "while the holder dies"))
+    async def send_waiting_on_the_lock() -> None:
+        replies.append(await ws.send(session_id, "while the holder dies"))
 
-        started = time.monotonic()
-        with trio.fail_after(BUSY_TIMEOUT * 6):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send_waiting_on_the_lock)
-                # A checkpoint lets the send go out; whether the kill comes before
-                # it reaches the store or while it waits there, it must succeed.
-                await trio.lowlevel.checkpoint()
-                await lock.kill()
-        # Its lock went with it: the send did not wait out the busy timeout and fail.
-        assert time.monotonic() - started < BUSY_TIMEOUT * 2
-        done = await ws.events.until_complete(replies[0]["run_id"])
-        assert done["error"] is None and done["text"] == "while the holder dies"
-        assert (await client.call("run.get", {"run_id": before["run_id"]}))["complete"] == before
+    started = time.monotonic()
+    with trio.fail_after(BUSY_TIMEOUT * 6):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_waiting_on_the_lock)
+            # A checkpoint lets the send go out; whether the kill comes before
+            # it reaches the store or while it waits there, it must succeed.
+            await trio.lowlevel.checkpoint()
+            await lock.kill()
+    # Its lock went with it: the send did not wait out the busy timeout and fail.
+    assert time.monotonic() - started < BUSY_TIMEOUT * 2
+    done = await ws.events.until_complete(replies[0]["run_id"])
+    assert done["error"] is None and done["text"] == "while the holder dies"
+    assert (await client.call("run.get", {"run_id": before["run_id"]}))["complete"] == before
     await owned.stop()
     # Nothing of the holder's transaction is in the database, and it is whole.
     assert await integrity_check(owned.db_path) == INTEGRITY_OK
@@ -203,6 +215,21 @@ async def small_disk(short_tmp: Path) -> AsyncIterator[SmallDisk]:
     await disk.aclose()
 
 
+@pytest.fixture
+async def disk_daemon(small_disk: SmallDisk, short_tmp: Path, env: dict[str, str]) -> AsyncIterator[OwnedDaemon]:
+    """An agentd whose database is on the small disk (it runs in the disk's mount namespace); not started."""
+    daemon = OwnedDaemon(
+        socket_path=Path(env["AGENTD_SOCKET"]),
+        data_dir=small_disk.mountpoint / "data",
+        log_dir=short_tmp / "logs",
+        env=env,
+        args=DAEMON_ARGS,
+        prefix=small_disk.prefix,
+    )
+    yield daemon
+    await daemon.stop()
+
+
 async def replayed_completes(client: Client, workspace_id: str) -> dict[str, list[dict[str, Any]]]:
     """run_id -> the run.complete events the workspace's whole log replays for it."""
     sub = await client.call("events.subscribe", {"workspace_id": workspace_id, "since": 0})
@@ -217,16 +244,9 @@ async def replayed_completes(client: Client, workspace_id: str) -> dict[str, lis
 
 
 async def test_a_full_disk_fails_runs_clearly_loses_nothing_acknowledged_and_recovers_once_space_is_freed(
-    small_disk: SmallDisk, short_tmp: Path, env: dict[str, str], project: Path
+    small_disk: SmallDisk, disk_daemon: OwnedDaemon, project: Path
 ) -> None:
-    daemon = OwnedDaemon(
-        socket_path=Path(env["AGENTD_SOCKET"]),
-        data_dir=small_disk.mountpoint / "data",
-        log_dir=short_tmp / "logs",
-        env=env,
-        args=DAEMON_ARGS,
-        prefix=small_disk.prefix,
-    )
+    daemon = disk_daemon
     await daemon.start()
     async with daemon.client() as client:
         ws = await open_ws(client, project)
@@ -284,16 +304,9 @@ async def test_a_full_disk_fails_runs_clearly_loses_nothing_acknowledged_and_rec
 
 
 async def test_kill_9_on_a_full_disk_then_a_start_that_cannot_write_says_so_and_one_after_freeing_recovers(
-    small_disk: SmallDisk, short_tmp: Path, env: dict[str, str], project: Path
+    small_disk: SmallDisk, disk_daemon: OwnedDaemon, project: Path
 ) -> None:
-    daemon = OwnedDaemon(
-        socket_path=Path(env["AGENTD_SOCKET"]),
-        data_dir=small_disk.mountpoint / "data",
-        log_dir=short_tmp / "logs",
-        env=env,
-        args=DAEMON_ARGS,
-        prefix=small_disk.prefix,
-    )
+    daemon = disk_daemon
     await daemon.start()
     async with daemon.client() as client:
         ws = await open_ws(client, project)
