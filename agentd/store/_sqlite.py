@@ -1,6 +1,7 @@
 """The state store: workspaces, sessions, messages, runs and the event log, in SQLite.
 
-The schema and its migrations are in `_schema`; what the store raises, in `_errors`.
+The schema and its migrations are in `_schema`; what the store raises, in `_errors`;
+a workspace's file as the store keeps it (and how it is read), in `_snapshot`.
 
 One database file, one connection, WAL and `synchronous=NORMAL`. Every call
 runs on a worker thread, one at a time (a CapacityLimiter of 1), so the trio
