@@ -31,9 +31,11 @@ from bench._stress._faults import (
     SmallDisk,
     StartFailed,
     WriteLock,
+    _Loop,
     integrity_check,
     kill_loop,
 )
+from bench._stress._ledger import Ledger
 
 SEED = int(os.environ.get("AGENTD_STRESS_SEED", "20261202"))
 DAEMON_ARGS = ("--idle-grace", "0.5", "--must-deliver-timeout", "2")
@@ -83,6 +85,24 @@ async def test_kill_9_twenty_times_with_runs_tools_and_permissions_in_flight_kee
     assert stats.counts["records_checked"] >= stats.counts["runs"], stats.counts
     assert "Traceback" not in owned.log(), owned.log()
     print(f"kill loop (seed {SEED}): {stats.counts} in {took:.1f} s")
+
+
+def test_across_a_restart_the_kill_loop_counts_a_replayed_run_complete_once_and_a_second_one_as_a_violation() -> None:
+    loop = _Loop(SEED, Ledger())
+    loop.ledger.accepted("ws", "r1")
+
+    def complete(seq: int) -> dict[str, Any]:
+        payload = {"run_id": "r1", "session_id": "s", "error": INTERRUPTED}
+        return {"workspace_id": "ws", "seq": seq, "type": "run.complete", "payload": payload}
+
+    loop.observe("ws", complete(100_001))
+    # After the next kill: the replay opens with the lost gap (the protocol's), then repeats what was seen.
+    loop.observe("ws", {"workspace_id": "ws", "seq": 200_001, "type": "events.gap", "payload": {"reason": "lost"}})
+    loop.observe("ws", complete(100_001))
+    assert loop.stats().violations == [] and loop.since["ws"] == 100_001
+    loop.observe("ws", complete(200_002))
+    [second] = loop.stats().violations
+    assert "second run.complete" in second, second
 
 
 # --- another process holds the database -------------------------------------------------------------
