@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # subprocess, select, fcntl and time are imported where a daemon is started:
 # every agentctl call that finds one running (nearly all) never pays for them.
 
-__all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon"]
+__all__ = ["DaemonUnavailable", "daemon_log_path", "ensure_daemon", "is_listening", "spawn_daemon", "wait_ready"]
 
 READY_TIMEOUT = 15.0
 
@@ -110,7 +110,7 @@ def spawn_daemon(
     finally:
         os.close(write_fd)
     try:
-        ready = _wait_ready(read_fd, timeout)
+        ready = wait_ready(read_fd, timeout)
     finally:
         os.close(read_fd)
     if not ready:
@@ -134,7 +134,12 @@ def _open_private_log(path: str) -> BinaryIO:
     return os.fdopen(open_private(path), "ab")
 
 
-def _wait_ready(fd: int, timeout: float) -> bool:
+def wait_ready(fd: int, timeout: float) -> bool:
+    """Whether agentd said it is ready on the `--ready-fd` pipe read from `fd` within `timeout`.
+
+    False when it closed the pipe first (it exited, or is exiting) or said
+    nothing in time: the caller finds out which from the process.
+    """
     import select
     import time
 

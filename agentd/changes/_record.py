@@ -21,7 +21,7 @@ import os
 import attrs
 import trio
 
-from agentd.store import FileSnapshot, Store, StoreError
+from agentd.store import KEEP_FILE_BYTES, KEEP_RUN_BYTES, FileSnapshot, Store, StoreError
 from agentd.tools._base import ToolError
 
 from ._diff import differs
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 @attrs.frozen
 class ChangeLimits:
     # Bytes of one file's content kept, before and after each.
-    max_file_bytes: int = 10 * 1024 * 1024
+    max_file_bytes: int = KEEP_FILE_BYTES
     # Bytes of content kept for one run in all.
-    max_run_bytes: int = 100 * 1024 * 1024
+    max_run_bytes: int = KEEP_RUN_BYTES
     # Bytes of a file (either side) beyond which run.changes says "too large to diff".
     max_diff_bytes: int = 1024 * 1024
 

@@ -1,5 +1,14 @@
 """The one place state lives: SQLite (see `_sqlite`)."""
 
+from ._snapshot import (
+    ABSENT,
+    KEEP_FILE_BYTES,
+    KEEP_RUN_BYTES,
+    Unreadable,
+    check_relative,
+    open_dir,
+    read_snapshot,
+)
 from ._sqlite import (
     GAP_LOST,
     GAP_TOO_OLD,
@@ -20,6 +29,13 @@ from ._sqlite import (
 from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
+    "ABSENT",
+    "KEEP_FILE_BYTES",
+    "KEEP_RUN_BYTES",
+    "Unreadable",
+    "check_relative",
+    "open_dir",
+    "read_snapshot",
     "DatabaseDamaged",
     "EventReplay",
     "FileChangeRecord",

@@ -1,6 +1,7 @@
 """The state store: workspaces, sessions, messages, runs and the event log, in SQLite.
 
-The schema and its migrations are in `_schema`; what the store raises, in `_errors`.
+The schema and its migrations are in `_schema`; what the store raises, in `_errors`;
+a workspace's file as the store keeps it (and how it is read), in `_snapshot`.
 
 One database file, one connection, WAL and `synchronous=NORMAL`. Every call
 runs on a worker thread, one at a time (a CapacityLimiter of 1), so the trio
@@ -31,6 +32,7 @@ from agentd.protocol import Message, MessagePart, RunComplete, Workspace, conver
 
 from ._errors import DatabaseDamaged, NotOurDatabase, StoreError, StoreRefused, advice, damaged, is_damage
 from ._schema import SCHEMA_VERSION, check_ours, check_tables, migrate
+from ._snapshot import ABSENT, KEEP_FILE_BYTES, KEEP_RUN_BYTES, FileSnapshot, Unreadable, read_snapshot
 from ._terminal_log import TerminalLog, TerminalRecord
 
 __all__ = [
@@ -96,26 +98,6 @@ class RunRecord:
     started_at: float | None = None
     finished_at: float | None = None
     complete: RunComplete | None = None
-
-
-@attrs.frozen
-class FileSnapshot:
-    """A file at one moment, as the store keeps it (see `agentd.changes`)."""
-
-    # None: there was no file.
-    size: int | None
-    sha256: str | None = None
-    mode: int | None = None
-    # None for no file, or for one too large to keep (its size and hash still say what it was).
-    content: bytes | None = None
-
-    @property
-    def exists(self) -> bool:
-        return self.size is not None
-
-    @property
-    def kept(self) -> bool:
-        return self.size is None or self.content is not None
 
 
 @attrs.frozen
@@ -313,7 +295,9 @@ class Store:
                         "UPDATE messages SET finish_reason = 'error' WHERE id = ? AND finish_reason IS NULL",
                         (message_id,),
                     )
-                # What its tools wrote before the crash is kept, and counted.
+                # What its tools wrote before the crash is kept, and counted: a
+                # write the crash cut short gets its after from the file now.
+                self._finish_file_changes(conn, run_id, workspace_id, now)
                 changes = self._count_file_changes(conn, run_id)
                 rc = run_complete(
                     session_id, run_id, message_id=message_id, text=text, error=INTERRUPTED, changes=changes
@@ -325,6 +309,49 @@ class Store:
             return done
 
         return self._transaction(body)
+
+    @staticmethod
+    def _finish_file_changes(conn: sqlite3.Connection, run_id: str, workspace_id: str, now: float) -> None:
+        """Record, for each file the run began to write and never recorded after, the file as it is now.
+
+        The run was killed between keeping a file's before and keeping its
+        after: whether the write itself happened is unknown, so the file on
+        disk is taken as the run's. Recorded here, before the RunComplete
+        counts it, so its `changes`, `run.changes` and `run.revert` all go by
+        the same after, and a change someone makes once the daemon is back is
+        told apart from the run's (revert refuses it without `force`).
+        """
+        pending = [
+            path
+            for (path,) in conn.execute(
+                "SELECT path FROM file_changes WHERE run_id = ? AND after_written = 0 ORDER BY created_at, path",
+                (run_id,),
+            )
+        ]
+        if not pending:
+            return
+        row = conn.execute("SELECT path FROM workspaces WHERE id = ?", (workspace_id,)).fetchone()
+        root = os.path.realpath(row[0]) if row is not None else None
+        (kept,) = conn.execute(
+            "SELECT coalesce(sum(coalesce(length(before_content), 0) + coalesce(length(after_content), 0)), 0)"
+            " FROM file_changes WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        for path in pending:
+            room = max(0, min(KEEP_FILE_BYTES, KEEP_RUN_BYTES - kept))
+            try:
+                after = read_snapshot(root, path, room) if root is not None else ABSENT
+            except (OSError, ValueError, Unreadable):
+                # No regular file we may read is there (a directory, a symlink
+                # put there since, a permission): none the run left, as far as
+                # anyone can tell; a revert finds it changed since and refuses.
+                after = ABSENT
+            kept += len(after.content or b"")
+            conn.execute(
+                "UPDATE file_changes SET after_written = 1, after_size = ?, after_sha256 = ?, after_content = ?,"
+                " updated_at = ? WHERE run_id = ? AND path = ?",
+                (after.size, after.sha256, after.content, now, run_id, path),
+            )
 
     def _apply_terminal_record(self, conn: sqlite3.Connection, record: TerminalRecord, now: float) -> None:
         """Put a RunComplete the database once refused where it belongs; a no-op if it is there."""

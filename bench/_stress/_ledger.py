@@ -152,6 +152,11 @@ class Ledger:
         """The type and run_id of the event the observer saw at `seq`, or None: to check another subscriber against."""
         return self._seen.get((workspace_id, seq))
 
+    def complete_of(self, run_id: str) -> dict[str, Any] | None:
+        """The run.complete the observer saw for `run_id` (its first), or None: to check the run's record against."""
+        run = self._runs.get(run_id)
+        return run.complete if run is not None else None
+
     def violations(self) -> list[str]:
         """What is already wrong, each a sentence ending with how to reproduce it."""
         return list(self._violations)
