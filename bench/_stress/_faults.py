@@ -451,9 +451,18 @@ class _Loop:
 
 
 async def kill_loop(
-    daemon: OwnedDaemon, projects: list[Path], seed: int, rounds: int, *, round_budget: float = 10.0
+    daemon: OwnedDaemon,
+    projects: list[Path],
+    seed: int,
+    rounds: int,
+    *,
+    round_budget: float = 10.0,
+    deadline: float | None = None,
 ) -> Stats:
     """`rounds` lives of the daemon, each ended by SIGKILL with runs, tools and permission requests in flight.
+
+    With a `deadline` (a trio.current_time()), fewer once it has passed: the
+    life that starts after it is the last, checked and not killed.
 
     After each restart, every client resubscribes with `since`, and: every
     accepted run has its one terminal record (`run.get`, `run.wait`) and it
@@ -466,7 +475,7 @@ async def kill_loop(
     loop = _Loop(seed, Ledger(how_to_reproduce=_repro(seed)))
     rng = random.Random(seed)
     for round_no in range(rounds + 1):
-        last = round_no == rounds
+        last = round_no == rounds or (deadline is not None and trio.current_time() >= deadline)
         with trio.move_on_after(round_budget * 3) as overtime:
             await _one_life(daemon, projects, rng, loop, round_no, last=last)
         if overtime.cancelled_caught:
