@@ -71,6 +71,7 @@ async def test_stalled_half_closed_vanishing_and_churning_clients_keep_the_promi
     assert counts.get("permission_requests", 0) >= 1, where
     assert counts["churned"] >= 200, where
     assert (await daemon.exited() if daemon.proc.poll() is not None else None) is None, daemon.log()
-    found, _ = await settled_leaks(daemon.socket_path, daemon.proc.pid, before, WAIT)
+    found, after = await settled_leaks(daemon.socket_path, daemon.proc.pid, before, WAIT)
+    print(f"before {before.summary()}, after {after.summary()}")
     assert found == [], where
     assert "Traceback" not in daemon.log()
