@@ -61,7 +61,7 @@ async def test_stalled_half_closed_vanishing_and_churning_clients_keep_the_promi
         print("\n".join(line for line in daemon.log().splitlines() if "WARNING" in line or "ERROR" in line))
     where = f"seed {seed}; counts {stats.counts}"
     print(where)
-    assert stats.violations == [], where
+    assert not stats.violations, "\n".join([*stats.violations, where])
     counts = stats.counts
     # Every kind of client had its turn, and the runs did what they were scripted to.
     for name in ("runs_stream", "runs_tools", "runs_ask", "stalled_cut", "pausers", "half_closed"):
