@@ -2,14 +2,15 @@
 
 `drive_clients` opens two workspaces under the project folder it is given,
 keeps one observer subscribed to each throughout, and streams runs (plain
-bursts, and tool steps with and without a permission to ask) while these
-clients misbehave around them:
+bursts, and tool steps with and without a permission to ask), two at a time
+in each workspace, while these clients misbehave around them:
 
 - a staller subscribes and stops reading: once a run that started after it
   has streamed more than a socket holds, that run's `run.complete` cannot be
   written, and the daemon must close it within the must-deliver timeout;
-- a pauser stops reading for a fraction of the timeout, again and again: it
-  must lose only lossy events, be told with `events.gap`, and stay connected;
+- a pauser reads what has come, then stops for a fraction of the timeout,
+  again and again: it must lose only lossy events, be told with
+  `events.gap`, and stay connected;
 - a half-closer shuts its writing side with requests under way and keeps
   reading: every request is answered, then the daemon closes;
 - a leaver stalls until a must-deliver event is owed to it, then vanishes
