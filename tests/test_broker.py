@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -351,6 +352,27 @@ async def test_must_deliver_to_a_full_subscriber_waits_for_the_reader_and_keeps_
     assert published == [third]
     assert not sub.disconnected and overflows.calls == []
     assert sub.dropped_total == 0 and stats.events_dropped == 0
+
+
+async def test_a_must_deliver_event_that_waited_for_room_owes_no_flush_once_written() -> None:
+    # The writer may take the event the moment it is queued, before its publisher runs again. Were its
+    # deadline recorded only then, it would outlive the event: the writer's next wait for a full socket
+    # would be held to it, and a subscriber that owes nothing would be cut off. Which of the two runs
+    # first is the scheduler's choice, so both orders get their turns.
+    broker, _ = make_broker()
+    sub = broker.subscribe("s", 1, Overflows())
+    for i in range(20):
+        broker.publish(events.MESSAGE_DELTA, delta(i))  # fills the channel: the next must-deliver waits
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(broker.publish_must_deliver, events.RUN_COMPLETE, {})
+                await trio.testing.wait_all_tasks_blocked()
+                # As the connection's writer does: take each event as it comes, then say what was written.
+                for _ in range(2):
+                    event = await sub.receive_channel.receive()
+                    sub.flushed(int(event.must_deliver))
+        assert sub.flush_deadline == math.inf, f"round {i}: a deadline outlived its event"
+    assert not sub.disconnected
 
 
 async def test_lossy_events_published_while_a_must_deliver_waits_do_not_overtake_it() -> None:

@@ -198,8 +198,12 @@ class Subscriber:
             gap = self.take_gap()
             if gap is not None:
                 await self._queue.send(gap)
-            await self._queue.send(event)
+            # Owed from now on, before it is queued: the writer may take and write it
+            # before this task runs again, and a deadline recorded after that would
+            # outlive its event and cut off a subscriber that owes nothing. Meanwhile
+            # it bounds the write that holds it up, as it would once queued.
             self._queued_must_deliver(deadline)
+            await self._queue.send(event)
         finally:
             self._end_turn(ticket)
 

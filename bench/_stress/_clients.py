@@ -2,14 +2,15 @@
 
 `drive_clients` opens two workspaces under the project folder it is given,
 keeps one observer subscribed to each throughout, and streams runs (plain
-bursts, and tool steps with and without a permission to ask) while these
-clients misbehave around them:
+bursts, and tool steps with and without a permission to ask), two at a time
+in each workspace, while these clients misbehave around them:
 
 - a staller subscribes and stops reading: once a run that started after it
   has streamed more than a socket holds, that run's `run.complete` cannot be
   written, and the daemon must close it within the must-deliver timeout;
-- a pauser stops reading for a fraction of the timeout, again and again: it
-  must lose only lossy events, be told with `events.gap`, and stay connected;
+- a pauser reads what has come, then stops for a fraction of the timeout,
+  again and again: it must lose only lossy events, be told with
+  `events.gap`, and stay connected;
 - a half-closer shuts its writing side with requests under way and keeps
   reading: every request is answered, then the daemon closes;
 - a leaver stalls until a must-deliver event is owed to it, then vanishes
@@ -79,7 +80,9 @@ class _Raw:
         self.sock = sock
         self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
         self._msgid = 0
+        self._fed = 0
         self.closed = False
+        self.subscription_id = ""  # once it has subscribed: for what the daemon's log says of it
 
     @classmethod
     async def connect(cls, path: Path) -> _Raw:
@@ -114,6 +117,15 @@ class _Raw:
             if not data:
                 return None
             self._unpacker.feed(data)
+            self._fed += len(data)
+
+    def ready(self) -> bool:
+        """Whether something has come that is not read yet: bytes we hold, or bytes (or the end) in the socket."""
+        if self._fed > self._unpacker.tell():
+            return True
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     async def call(self, method: str, params: dict[str, Any] | None, events: list[dict[str, Any]]) -> Any:
         """The reply's result; event envelopes read on the way go to `events`. Raises RpcError, ConnectionLost."""
@@ -241,6 +253,9 @@ class _Drive:
         self.accepted: dict[str, _Workspace] = {}
         # Sent by churn, whose reply nobody read: accepted or not, run.get says.
         self.maybe_accepted: dict[str, _Workspace] = {}
+        # Set once every session has sent its last run and had its run.wait answered.
+        self.runs_over = trio.Event()
+        self._sessions_running = 0
 
     def violation(self, text: str) -> None:
         self.violations.append(
@@ -269,40 +284,61 @@ class _Drive:
         # "ask": no rule allows the call, so it waits for a permission.request's answer (the observer's).
         return json.dumps({"steps": steps}), (["*"] if kind == "tools" else None), kind
 
-    async def run_session(self, client: Client, ws: _Workspace, session_id: str) -> None:
-        while self.going():
-            prompt, allow, kind = self.script()
-            run_id = uuid.uuid4().hex
-            params: dict[str, Any] = {
-                "workspace_id": ws.id,
-                "session_id": session_id,
-                "prompt": prompt,
-                "model": "scripted",
-                "run_id": run_id,
-            }
-            if allow is not None:
-                params["allow"] = allow
-            try:
-                await client.call("agent.send", params)
-            except RpcError as exc:
-                self.violation(f"agent.send of a {kind} run was refused: {exc.code} {exc.message}")
-                return
-            self.accepted[run_id] = ws
-            ws.running.add(run_id)
-            self.counts["runs"] += 1
-            self.counts[f"runs_{kind}"] += 1
-            started = trio.current_time()
-            try:
-                rc = await client.call("run.wait", {"run_id": run_id, "timeout": self.run_budget})
-            except RpcError as exc:
-                self.violation(f"run {run_id} ({kind}) had no run.complete within {self.run_budget:.0f}s: {exc}")
-                return
-            finally:
-                ws.running.discard(run_id)
-            took = trio.current_time() - started
-            self.counts["max_run_ms"] = max(self.counts["max_run_ms"], int(took * 1000))
-            if rc["error"] is not None:
-                self.violation(f"run {run_id} ({kind}) failed: {rc['error']}")
+    async def run_sessions(self, client: Client, ws: _Workspace, session_ids: list[str]) -> None:
+        """Rounds of one run per session, sent together, so their bursts of text overlap.
+
+        Interleaved deltas of two messages cannot be merged in a full queue: a
+        subscriber that pauses through them loses some, and must be told.
+        """
+        self._sessions_running += 1
+        try:
+            while self.going():
+                failed: list[bool] = []
+                async with trio.open_nursery() as nursery:
+                    for session_id in session_ids:
+                        nursery.start_soon(self.one_run, client, ws, session_id, failed)
+                if failed:
+                    return
+        finally:
+            self._sessions_running -= 1
+            if not self._sessions_running:
+                self.runs_over.set()
+
+    async def one_run(self, client: Client, ws: _Workspace, session_id: str, failed: list[bool]) -> None:
+        prompt, allow, kind = self.script()
+        run_id = uuid.uuid4().hex
+        params: dict[str, Any] = {
+            "workspace_id": ws.id,
+            "session_id": session_id,
+            "prompt": prompt,
+            "model": "scripted",
+            "run_id": run_id,
+        }
+        if allow is not None:
+            params["allow"] = allow
+        try:
+            await client.call("agent.send", params)
+        except RpcError as exc:
+            self.violation(f"agent.send of a {kind} run was refused: {exc.code} {exc.message}")
+            failed.append(True)
+            return
+        self.accepted[run_id] = ws
+        ws.running.add(run_id)
+        self.counts["runs"] += 1
+        self.counts[f"runs_{kind}"] += 1
+        started = trio.current_time()
+        try:
+            rc = await client.call("run.wait", {"run_id": run_id, "timeout": self.run_budget})
+        except RpcError as exc:
+            self.violation(f"run {run_id} ({kind}) had no run.complete within {self.run_budget:.0f}s: {exc}")
+            failed.append(True)
+            return
+        finally:
+            ws.running.discard(run_id)
+        took = trio.current_time() - started
+        self.counts["max_run_ms"] = max(self.counts["max_run_ms"], int(took * 1000))
+        if rc["error"] is not None:
+            self.violation(f"run {run_id} ({kind}) failed: {rc['error']}")
 
     async def observe(self, client: Client, ws: _Workspace, ready: trio.Event, stop: trio.Event) -> None:
         observer = ws.observer
@@ -356,6 +392,32 @@ class _Drive:
 
     # --- misbehaving subscribers
 
+    async def owed(self, observer: _Observer, found: Callable[[], _T | None]) -> _T | None:
+        """`observer.until(found)` for as long as a run may still make it true: None once none can."""
+        answer: _T | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def look() -> None:
+                nonlocal answer
+                answer = await observer.until(found, self.run_budget)
+                nursery.cancel_scope.cancel()
+
+            async def give_up() -> None:
+                await self.runs_over.wait()
+                # run.wait may answer before the observer's copy of the last run.complete is on its way.
+                await observer.until(functools.partial(self.seen_every_complete, observer), self.timeout + _SLACK)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(look)
+            nursery.start_soon(give_up)
+        # The last event may have woken both: it counts.
+        return answer if answer is not None else found()
+
+    def seen_every_complete(self, observer: _Observer) -> bool | None:
+        """True once `observer` has seen the run.complete of every run its workspace's sessions sent."""
+        runs = [run_id for run_id, ws in self.accepted.items() if ws.observer is observer]
+        return True if all(run_id in observer.completes for run_id in runs) else None
+
     async def subscribed_raw(self, ws: _Workspace, events: list[dict[str, Any]]) -> tuple[_Raw, int]:
         raw = await _Raw.connect(self.socket_path)
         try:
@@ -364,6 +426,7 @@ class _Drive:
         except BaseException:
             raw.close()
             raise
+        raw.subscription_id = str(sub["subscription_id"])
         return raw, int(sub["seq"])
 
     async def stall(self, ws: _Workspace) -> None:
@@ -372,7 +435,7 @@ class _Drive:
         assert observer is not None
         raw, seq = await self.subscribed_raw(ws, [])
         try:
-            seen = await observer.until(lambda: observer.complete_of_run_started_after(seq), self.run_budget)
+            seen = await self.owed(observer, lambda: observer.complete_of_run_started_after(seq))
             if seen is None:
                 self.counts["stalls_without_run"] += 1
                 return
@@ -393,25 +456,60 @@ class _Drive:
             raw.close()
 
     async def pause(self, ws: _Workspace) -> None:
-        """Read in bursts with pauses well inside the timeout: gaps, never a disconnect, every must-deliver event."""
+        """Read in bursts with pauses well inside the timeout: gaps, never a disconnect, every must-deliver event.
+
+        Before each pause it reads what has already come: a pause is then a
+        pause, never a backlog carried into the next one, which could add up to
+        more than the timeout however short each pause is.
+        """
         observer = ws.observer
         assert observer is not None
         received: list[dict[str, Any]] = []
         raw, seq = await self.subscribed_raw(ws, received)
+        subscribed = last_message = trio.current_time()
+        longest_pause = 0.0
+
+        async def read() -> bool:
+            """One message; False if the daemon closed the connection (a violation, said here)."""
+            nonlocal last_message
+            message = await raw.next()
+            now = trio.current_time()
+            if message is None:
+                got = {e["seq"] for e in received}
+                owed = [
+                    f"{kind} {s} seen by the observer {now - when:.2f}s before"
+                    for s, kind, _run, when in observer.must_deliver
+                    if s > seq and s not in got
+                ]
+                self.violation(
+                    f"a subscriber of {ws.id} that paused at most {self.timeout / 4:.2f}s"
+                    f" (a quarter of the must-deliver timeout), each time having read what had come,"
+                    f" was disconnected ({raw.subscription_id}, {now - subscribed:.1f}s after it subscribed,"
+                    f" {now - last_message:.2f}s after its last message, its longest pause {longest_pause:.2f}s;"
+                    f" owed {owed[:3]})"
+                )
+                return False
+            last_message = now
+            if message[0] == 2 and message[1] == "event":
+                received.append(_brief(message[2][0]))
+            return True
+
         try:
             while self.going():
                 with trio.move_on_after(self.rng.uniform(0.05, 0.3)):
                     while True:
-                        message = await raw.next()
-                        if message is None:
-                            self.violation(
-                                f"a subscriber of {ws.id} that paused at most {self.timeout / 4:.2f}s"
-                                f" (a quarter of the must-deliver timeout) was disconnected"
-                            )
+                        if not await read():
                             return
-                        if message[0] == 2 and message[1] == "event":
-                            received.append(_brief(message[2][0]))
+                        if received and received[-1]["type"] == "run.started" and not raw.ready():
+                            break  # caught up as a burst of text begins: what a pause should miss
+                # Bounded: a daemon that publishes faster than we read would keep it going.
+                with trio.move_on_after(self.timeout):
+                    while raw.ready():
+                        if not await read():
+                            return
+                paused = trio.current_time()
                 await trio.sleep(self.rng.uniform(0.1, 0.25) * self.timeout)
+                longest_pause = max(longest_pause, trio.current_time() - paused)
         finally:
             raw.close()
         self.counts["pausers"] += 1
@@ -495,7 +593,7 @@ class _Drive:
         raw, seq = await self.subscribed_raw(ws, [])
         how = self.rng.choice(["close", "reset", "shutdown"])
         try:
-            seen = await observer.until(lambda: observer.must_deliver_of_run_started_after(seq), self.run_budget)
+            seen = await self.owed(observer, lambda: observer.must_deliver_of_run_started_after(seq))
             if seen is None:
                 self.counts["leavers_without_event"] += 1
                 return
@@ -553,11 +651,14 @@ class _Drive:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.pings, watcher)
                     for ws in self.workspaces:
-                        for _ in range(2):
-                            session_id = (await runner.call("session.create", {"workspace_id": ws.id}))["id"]
-                            nursery.start_soon(self.run_session, runner, ws, session_id)
+                        sessions = [
+                            (await runner.call("session.create", {"workspace_id": ws.id}))["id"] for _ in range(2)
+                        ]
+                        nursery.start_soon(self.run_sessions, runner, ws, sessions)
                     nursery.start_soon(self.loop, self.stall, "a staller")
-                    nursery.start_soon(self.loop, self.pause, "a pauser")
+                    # Two: whether a pause overlaps a burst the daemon cannot hold for it is timing's.
+                    for _ in range(2):
+                        nursery.start_soon(self.loop, self.pause, "a pauser")
                     nursery.start_soon(self.loop, self.half_close, "a half-closer")
                     nursery.start_soon(self.loop, self.leave_mid_must_deliver, "a leaver")
                     for i in range(_CHURNERS):
