@@ -640,7 +640,15 @@ class _Driver:
                 await self.call(self.conns[0], "agent.cancel", params)
         if not await self.until(lambda: all(run.complete is not None for run in self.runs.values())):
             missing = [run_id for run_id, run in self.runs.items() if run.complete is None]
-            self.violate(f"runs {missing} had no run.complete {STEP_BOUND} s after they were cancelled")
+            # What the daemon says of them: still running (a slow cancel), or done (an event the observer missed).
+            states = {}
+            for run_id in missing[:5]:
+                with trio.move_on_after(CANCEL_BOUND):
+                    got = await self.call(self.observer, "run.get", {"run_id": run_id}, {2})
+                    states[run_id] = "unknown" if got is None else f"{got['state']} {got['complete']}"
+            self.violate(
+                f"runs {missing} had no run.complete {STEP_BOUND} s after they were cancelled; run.get: {states}"
+            )
 
     def check_subscribers(self) -> None:
         """What other subscriptions got as must-deliver events is what the observer saw at the same seq."""
