@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
-from cattrs.cols import is_sequence, list_structure_factory
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
 from agentd.errors import InvalidRequest
+from agentd.rpc import clip
 
 __all__ = ["converter", "structure_params", "unstructure"]
 
@@ -50,10 +53,28 @@ class _WrongType(TypeError):
     pass
 
 
+# A key or value of the client's, quoted in an error: enough to recognise it by.
+_QUOTED = 60
+# Errors one message lists: a list of a million wrong elements is one mistake, not a million.
+_MAX_ERRORS = 10
+# One error's text: its path holds the client's map keys.
+_MAX_ERROR = 300
+
+
 def _format_error(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, _WrongType):
         return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        extra = sorted(exc.extra_fields)
+        shown = ", ".join(_bounded(key) for key in extra[:_MAX_ERRORS])
+        more = f" and {len(extra) - _MAX_ERRORS} more" if len(extra) > _MAX_ERRORS else ""
+        return f"extra fields found ({shown}{more})"
     return format_exception(exc, type_)
+
+
+def _bounded(text: str) -> str:
+    """The client's bytes, echoed back: bounded."""
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 3] + "..."
 
 
 def _describe(value: object) -> str:
@@ -74,7 +95,43 @@ def _strict_list(type_: Any, conv: cattrs.Converter) -> Any:
     return hook
 
 
+def _strict_map(type_: Any, conv: cattrs.Converter) -> Any:
+    # cattrs would call `.items()` on whatever it is given, and name what it
+    # lacks ("'str' object has no attribute 'items'") instead of what was wrong.
+    inner = mapping_structure_factory(type_, conv)
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not dict:
+            raise _WrongType(f"expected a map, got {_describe(value)}")
+        return inner(value, t)
+
+    return hook
+
+
+def _strict_record(type_: Any, conv: cattrs.Converter) -> Any:
+    # A record nested in params (a server spec in a list) gets the checks
+    # `structure_params` gives the outer map: cattrs would read a string's
+    # `.keys()`, and a non-string key breaks its own report of extra fields.
+    inner = make_dict_structure_fn(type_, conv)
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not dict:
+            raise _WrongType(f"expected a map, got {_describe(value)}")
+        _check_keys(value, _WrongType)
+        return inner(value, t)
+
+    return hook
+
+
+def _check_keys(value: dict[Any, Any], error: type[Exception]) -> None:
+    for key in value:
+        if type(key) is not str:
+            raise error(f"keys must be strings, got {_describe(key)} {_bounded(repr(key))}")
+
+
 converter.register_structure_hook_factory(is_sequence, _strict_list)
+converter.register_structure_hook_factory(is_mapping, _strict_map)
+converter.register_structure_hook_factory(attrs.has, _strict_record)
 converter.register_structure_hook(str, _strict(str, "a string"))
 converter.register_structure_hook(int, _strict(int, "an integer"))
 converter.register_structure_hook(bool, _strict(bool, "a boolean"))
@@ -106,17 +163,16 @@ def structure_params(params: object, cls: type[T]) -> T:
     fields: object = params[0] if params else {}
     if type(fields) is not dict:
         raise InvalidRequest(f"params[0] must be a map of named arguments, got {_describe(fields)}")
-    for key in fields:
-        if type(key) is not str:
-            shown = repr(key)
-            if len(shown) > 60:  # the client's bytes, echoed back: bounded
-                shown = shown[:57] + "..."
-            raise InvalidRequest(f"params[0] keys must be strings, got {_describe(key)} {shown}")
+    try:
+        _check_keys(fields, InvalidRequest)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"params[0] {exc}") from None
     try:
         return converter.structure(fields, cls)
     except Exception as exc:
         errors = cattrs.transform_error(exc, path="params", format_exception=_format_error)
-        raise InvalidRequest("; ".join(errors)) from None
+        more = [f"and {len(errors) - _MAX_ERRORS} more"] if len(errors) > _MAX_ERRORS else []
+        raise InvalidRequest("; ".join([clip(error, _MAX_ERROR) for error in errors[:_MAX_ERRORS]] + more)) from None
 
 
 def unstructure(obj: object) -> Any:
