@@ -65,7 +65,7 @@ from agentd.protocol import (
     converter,
     structure_params,
 )
-from agentd.rpc import ErrorCode, RpcError
+from agentd.rpc import ErrorCode, RpcError, clip
 from agentd.workspaces import SessionOrder, Turn
 
 if TYPE_CHECKING:
@@ -113,13 +113,19 @@ def _live_tasks() -> int:
     return count
 
 
+# An error message's length on the wire. Messages quote what the client sent (an id, a path) and a
+# client decides how long that is: a 16 MiB workspace_id must not come back as a 16 MiB error.
+ERROR_TEXT_LIMIT = 4000
+
+
 def _rpc_error(exc: AgentdError) -> RpcError:
     """The one mapping from what went wrong to its wire code."""
+    message = clip(str(exc), ERROR_TEXT_LIMIT)
     for kind in type(exc).__mro__:
         code = _CODES.get(kind)
         if code is not None:
-            return RpcError(code, str(exc))
-    return RpcError(ErrorCode.INTERNAL, str(exc))
+            return RpcError(code, message)
+    return RpcError(ErrorCode.INTERNAL, message)
 
 
 class Admitted:
