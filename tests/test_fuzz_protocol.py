@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from support import WAIT, Daemon, DaemonFactory, open_raw
 
 from agentctl.client import open_client
-from agentd.rpc import ErrorCode
+from agentd.rpc import DEFAULT_MAX_MESSAGE_SIZE, ErrorCode
 from bench._stress import _fuzz
 from bench._stress._fuzz import Case, Context, Plan, drive_fuzz, make_context, run_plan
 from bench._stress._health import Health, health, settled_leaks
@@ -195,3 +195,15 @@ async def test_a_huge_id_is_quoted_back_cut_short(daemon: Daemon) -> None:
     assert code == ErrorCode.NOT_FOUND
     assert message.startswith("workspace_id: no open workspace 'www")
     assert len(message) < 4100 and message.endswith(" more characters)")
+
+
+async def test_messages_over_the_size_limit_leave_no_memory_behind(daemon: Daemon, short_tmp: Path) -> None:
+    # Each held its 16 MiB twice over (in the codec's two unpackers, reached from the traceback of the
+    # error it kept) until the cycle collector ran: RSS grew by 32 MiB per message.
+    before = await _health(daemon)
+    plan = Plan((Case("huge", size=DEFAULT_MAX_MESSAGE_SIZE + 1),), "read")
+    for _ in range(8):
+        problems, counts = await run_plan(daemon.socket_path, plan, Context(short_tmp / "missing"), reply_bound=WAIT)
+        assert problems == [] and counts["closed_by_daemon"] == 1
+    found, after = await settled_leaks(daemon.socket_path, daemon.proc.pid, before, WAIT, rss_slack=48 << 20)
+    assert found == [], (before.summary(), after.summary())
