@@ -229,6 +229,6 @@ def test_many_extra_keys_are_counted_not_all_listed() -> None:
 
 
 def test_a_list_of_many_wrong_elements_gets_a_bounded_message() -> None:
-    fields = {"workspace_id": "w", "session_id": "s", "prompt": "p", "allow": list(range(100_000))}
+    fields = {"workspace_id": "w", "session_id": "s", "prompt": "p", "allow": list(range(20_000))}
     message = invalid([fields], AgentSendParams)
-    assert "params.allow[0]" in message and "and 99990 more" in message and len(message) < 1000
+    assert "params.allow[0]" in message and "and more" in message and len(message) < 1000

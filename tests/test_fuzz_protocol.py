@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from support import WAIT, Daemon, DaemonFactory, open_raw
 
 from agentctl.client import open_client
-from agentd.rpc import DEFAULT_MAX_MESSAGE_SIZE, ErrorCode
+from agentd.rpc import DEFAULT_MAX_MESSAGE_SIZE, MAX_VALUES, ErrorCode
 from bench._stress import _fuzz
 from bench._stress._fuzz import Case, Context, Plan, drive_fuzz, make_context, run_plan
 from bench._stress._health import Health, health, settled_leaks
@@ -112,12 +112,13 @@ def test_fuzzed_connections_get_clear_errors_and_leave_nothing_behind(
     _fuzz_examples(start(start_daemon), project, short_tmp, _fuzz.plans())
 
 
-def test_every_method_with_fuzzed_fields_split_at_every_byte(
+def test_every_method_with_fuzzed_fields_arriving_a_byte_at_a_time(
     start_daemon: DaemonFactory, project: Path, short_tmp: Path
 ) -> None:
     from hypothesis import strategies as st
 
     def one_byte_at_a_time(case: Case) -> Plan:
+        # A byte per write up to 400 bytes (most requests), 400 pieces beyond.
         return Plan((Case(case.kind, case.value, case.broken, cuts=tuple(i / 400 for i in range(1, 400))),), "read")
 
     _fuzz_examples(start(start_daemon), project, short_tmp, st.builds(one_byte_at_a_time, _fuzz.requests()))
@@ -207,3 +208,17 @@ async def test_messages_over_the_size_limit_leave_no_memory_behind(daemon: Daemo
         assert problems == [] and counts["closed_by_daemon"] == 1
     found, after = await settled_leaks(daemon.socket_path, daemon.proc.pid, before, WAIT, rss_slack=48 << 20)
     assert found == [], (before.summary(), after.summary())
+
+
+async def test_a_quarter_million_wrong_elements_are_refused_at_once(daemon: Daemon) -> None:
+    # Each wrong element was an exception with notes, formatted into the message: 15 s on one core,
+    # with the daemon's event loop held and every other client waiting.
+    params = [{"workspace_id": "w", "session_id": "s", "prompt": "p", "allow": [0] * (MAX_VALUES - 16)}]
+    raw = await open_raw(daemon)
+    await raw.send_bytes(msgpack.packb([0, 7, "agent.send", params]))
+    with trio.fail_after(3):
+        reply = await raw.response(7)
+    await raw.stream.aclose()
+    code, message = reply.error
+    assert code == ErrorCode.INVALID_PARAMS
+    assert message.startswith("expected a string, got int @ params.allow[0]") and message.endswith("; and more")

@@ -8,11 +8,12 @@ one message naming each bad field.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import attrs
 import cattrs
-from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
+from cattrs.cols import is_mapping, is_sequence
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
@@ -84,28 +85,73 @@ def _describe(value: object) -> str:
 
 
 def _strict_list(type_: Any, conv: cattrs.Converter) -> Any:
-    # cattrs would happily iterate a string into a list of characters.
-    inner = list_structure_factory(type_, conv)
+    # cattrs would happily iterate a string into a list of characters, and, for a list of a quarter
+    # million wrong elements, build as many errors and their notes: 15 seconds with the event loop held.
+    args = get_args(type_)
+    item_type = args[0] if args else Any
+    item = conv.get_structure_hook(item_type)
 
     def hook(value: object, t: object) -> object:
         if type(value) is not list:
             raise _WrongType(f"expected an array, got {_describe(value)}")
-        return inner(value, t)
+        out = []
+        errors: list[Exception] = []
+        for index, element in enumerate(value):
+            try:
+                out.append(item(element, item_type))
+            except Exception as exc:
+                errors.append(_noted(exc, IterableValidationNote(f"Structuring {t} @ index {index}", index, item_type)))
+                if len(errors) == _MAX_ERRORS:
+                    errors.append(_MoreErrors(_MORE))
+                    break
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, type_)
+        return out
 
     return hook
 
 
 def _strict_map(type_: Any, conv: cattrs.Converter) -> Any:
     # cattrs would call `.items()` on whatever it is given, and name what it
-    # lacks ("'str' object has no attribute 'items'") instead of what was wrong.
-    inner = mapping_structure_factory(type_, conv)
+    # lacks ("'str' object has no attribute 'items'") instead of what was wrong;
+    # and, like a list's, check every one of a huge map's wrong values.
+    args = get_args(type_)
+    key_type, value_type = args if len(args) == 2 else (Any, Any)
+    key_hook = conv.get_structure_hook(key_type)
+    value_hook = conv.get_structure_hook(value_type)
 
     def hook(value: object, t: object) -> object:
         if type(value) is not dict:
             raise _WrongType(f"expected a map, got {_describe(value)}")
-        return inner(value, t)
+        out = {}
+        errors: list[Exception] = []
+        for key, element in value.items():
+            try:
+                out[key_hook(key, key_type)] = value_hook(element, value_type)
+            except Exception as exc:
+                errors.append(
+                    _noted(exc, IterableValidationNote(f"Structuring mapping @ key {key!r}", key, value_type))
+                )
+                if len(errors) == _MAX_ERRORS:
+                    errors.append(_MoreErrors(_MORE))
+                    break
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, type_)
+        return out
 
     return hook
+
+
+class _MoreErrors(_WrongType):
+    """Where a list or map stopped being checked: its first errors are enough."""
+
+
+_MORE = "(checked no further)"
+
+
+def _noted(exc: Exception, note: IterableValidationNote) -> Exception:
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    return exc
 
 
 def _strict_record(type_: Any, conv: cattrs.Converter) -> Any:
@@ -171,7 +217,13 @@ def structure_params(params: object, cls: type[T]) -> T:
         return converter.structure(fields, cls)
     except Exception as exc:
         errors = cattrs.transform_error(exc, path="params", format_exception=_format_error)
-        more = [f"and {len(errors) - _MAX_ERRORS} more"] if len(errors) > _MAX_ERRORS else []
+        # A list or map checked no further than its first errors says so with a _MoreErrors.
+        cut = [error for error in errors if error.startswith(_MORE)]
+        errors = [error for error in errors if not error.startswith(_MORE)]
+        if cut:
+            more = ["and more"]
+        else:
+            more = [f"and {len(errors) - _MAX_ERRORS} more"] if len(errors) > _MAX_ERRORS else []
         raise InvalidRequest("; ".join([clip(error, _MAX_ERROR) for error in errors[:_MAX_ERRORS]] + more)) from None
 
 

@@ -391,6 +391,8 @@ def gen_fields(src: Source, cls: type) -> tuple[dict[Any, Any], tuple[str, ...]]
             # One element wrong: a list of strings with a number in it, a server spec that is a string.
             (item,) = get_args(_inner(field.type))
             value[src.integer(0, len(value) - 1)] = gen_wrong(src, item)
+            if src.choice((False,) * 9 + (True,)):
+                value = value * (20_000 // len(value))  # thousands of wrong elements: refused as fast as one
             broken.append(field.name)
         elif how == "inside" and isinstance(value, dict) and value:
             key = src.choice(sorted(value, key=repr))
@@ -469,6 +471,7 @@ def gen_case(src: Source) -> Case:
     shape = src.choice(
         ("request",) * 14
         + ("notification", "response", "arity", "kind", "value", "deep", "many", "header", "garbage", "timestamp")
+        + ("burst",)
     )
     if shape == "request":
         case = gen_request(src)
@@ -493,6 +496,12 @@ def gen_case(src: Source) -> Case:
         case = Case("many", size=src.choice((MAX_VALUES - 4, MAX_VALUES + 1, 2 * MAX_VALUES)))
     elif shape == "header":
         case = Case("header", size=src.choice((0, 1)), blob=src.choice(_OVERSIZED) + src.binary(16))
+    elif shape == "burst":
+        # Pipelined past the daemon's in-flight bound (128): its reader pauses, and must resume.
+        # Small replies only, so that not reading them until all are sent cannot fill the socket.
+        method = src.choice(("ping", "ping", "server.status", "no.such.method"))
+        params, broken = gen_params(src, method)
+        case = Case("burst", [0, None, method, params], broken, size=src.integer(2, 300))
     elif shape == "timestamp":
         # msgpack's timestamp extension, of a length or with nanoseconds it refuses: breaks the stream.
         case = Case("timestamp", blob=src.binary(13))
@@ -756,6 +765,17 @@ def render(case: Case, msgid: int, ctx: Context, used: set[int] | None = None) -
     return case.blob, Expect(anything=True), f"bytes {case.blob.hex()}"
 
 
+def _expand(cases: Sequence[Case]) -> list[Case]:
+    """The cases a connection sends: a burst is `size` requests, each a case of its own."""
+    out: list[Case] = []
+    for case in cases:
+        if case.kind == "burst":
+            out += [Case("value", case.value, case.broken)] * case.size
+        else:
+            out.append(case)
+    return out
+
+
 # --- one connection -------------------------------------------------------------------------------------------
 
 
@@ -847,7 +867,7 @@ async def run_plan(
         owed: dict[int, Expect] = {}
         closes = False
         anything = False
-        for case in plan.cases:
+        for case in _expand(plan.cases):
             msgid = conn.msgid()
             data, expect, line = render(case, msgid, ctx, set(owed))
             counts[case.kind] += 1
