@@ -9,11 +9,13 @@ from agentd.protocol import structure_params
 from agentd.protocol._types import (
     AgentSendParams,
     InitializeParams,
+    McpServerSpec,
     MessageDelta,
     NoParams,
     RunWaitParams,
     ServerShutdownParams,
     SessionCreateParams,
+    SessionMcpServersParams,
     WorkspaceRef,
 )
 
@@ -181,3 +183,52 @@ def test_missing_and_wrong_fields_are_named_together() -> None:
     message = invalid([{"session_id": 7}], AgentSendParams)
     for name in ("params.workspace_id", "params.session_id", "params.prompt"):
         assert name in message, message
+
+
+# --- records and maps inside params ----------------------------------------------------------
+
+
+def _servers(servers: object) -> list[object]:
+    return [{"workspace_id": "w", "session_id": "s", "servers": servers}]
+
+
+@pytest.mark.parametrize(("spec", "named"), [("x", "str"), (None, "nil"), (3, "int"), ([], "list")], ids=repr)
+def test_a_nested_record_that_is_not_a_map_is_named_with_its_type(spec: object, named: str) -> None:
+    # cattrs read `.keys()` of it: "'str' object has no attribute 'keys'".
+    assert invalid(_servers([spec]), SessionMcpServersParams) == f"expected a map, got {named} @ params.servers[0]"
+
+
+@pytest.mark.parametrize("key", [1, b"name", None], ids=repr)
+def test_a_non_string_key_in_a_nested_record_is_invalid_params_not_a_type_error(key: object) -> None:
+    # cattrs' own report of the extra key joined it as a string, and raised TypeError: an internal error.
+    message = invalid(_servers([{"name": "a", key: "x"}]), SessionMcpServersParams)
+    assert message.startswith("keys must be strings, got ") and message.endswith("@ params.servers[0]")
+
+
+def test_a_list_for_a_map_field_is_named() -> None:
+    message = invalid(_servers([{"name": "a", "env": ["A=1"]}]), SessionMcpServersParams)
+    assert message == "expected a map, got list @ params.servers[0].env"
+
+
+def test_a_well_formed_nested_record_structures() -> None:
+    got = structure_params(_servers([{"name": "a", "command": ["x"], "env": {"A": "1"}}]), SessionMcpServersParams)
+    assert got.servers == [McpServerSpec(name="a", command=["x"], env={"A": "1"})]
+
+
+# --- what the client sent, quoted back: bounded ------------------------------------------------
+
+
+def test_a_long_extra_key_is_quoted_cut_short() -> None:
+    message = invalid([{"workspace_id": "w", "k" * 100_000: 1}], WorkspaceRef)
+    assert len(message) < 200 and "extra fields found (kkk" in message
+
+
+def test_many_extra_keys_are_counted_not_all_listed() -> None:
+    message = invalid([{"workspace_id": "w", **{f"x{i:03}": 1 for i in range(500)}}], WorkspaceRef)
+    assert len(message) < 200 and "and 490 more" in message
+
+
+def test_a_list_of_many_wrong_elements_gets_a_bounded_message() -> None:
+    fields = {"workspace_id": "w", "session_id": "s", "prompt": "p", "allow": list(range(20_000))}
+    message = invalid([fields], AgentSendParams)
+    assert "params.allow[0]" in message and "and more" in message and len(message) < 1000

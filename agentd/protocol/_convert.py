@@ -8,13 +8,17 @@ one message naming each bad field.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
+import attrs
 import cattrs
-from cattrs.cols import is_sequence, list_structure_factory
+from cattrs.cols import is_mapping, is_sequence
+from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
 from agentd.errors import InvalidRequest
+from agentd.rpc import clip
 
 __all__ = ["converter", "structure_params", "unstructure"]
 
@@ -50,10 +54,28 @@ class _WrongType(TypeError):
     pass
 
 
+# A key or value of the client's, quoted in an error: enough to recognise it by.
+_QUOTED = 60
+# Errors one message lists: a list of a million wrong elements is one mistake, not a million.
+_MAX_ERRORS = 10
+# One error's text: its path holds the client's map keys.
+_MAX_ERROR = 300
+
+
 def _format_error(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, _WrongType):
         return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        extra = sorted(exc.extra_fields)
+        shown = ", ".join(_bounded(key) for key in extra[:_MAX_ERRORS])
+        more = f" and {len(extra) - _MAX_ERRORS} more" if len(extra) > _MAX_ERRORS else ""
+        return f"extra fields found ({shown}{more})"
     return format_exception(exc, type_)
+
+
+def _bounded(text: str) -> str:
+    """The client's bytes, echoed back: bounded."""
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 3] + "..."
 
 
 def _describe(value: object) -> str:
@@ -63,18 +85,99 @@ def _describe(value: object) -> str:
 
 
 def _strict_list(type_: Any, conv: cattrs.Converter) -> Any:
-    # cattrs would happily iterate a string into a list of characters.
-    inner = list_structure_factory(type_, conv)
+    # cattrs would happily iterate a string into a list of characters, and, for a list of a quarter
+    # million wrong elements, build as many errors and their notes: 15 seconds with the event loop held.
+    args = get_args(type_)
+    item_type = args[0] if args else Any
+    item = conv.get_structure_hook(item_type)
 
     def hook(value: object, t: object) -> object:
         if type(value) is not list:
             raise _WrongType(f"expected an array, got {_describe(value)}")
+        out = []
+        errors: list[Exception] = []
+        for index, element in enumerate(value):
+            try:
+                out.append(item(element, item_type))
+            except Exception as exc:
+                errors.append(_noted(exc, IterableValidationNote(f"Structuring {t} @ index {index}", index, item_type)))
+                if len(errors) == _MAX_ERRORS:
+                    errors.append(_MoreErrors(_MORE))
+                    break
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, type_)
+        return out
+
+    return hook
+
+
+def _strict_map(type_: Any, conv: cattrs.Converter) -> Any:
+    # cattrs would call `.items()` on whatever it is given, and name what it
+    # lacks ("'str' object has no attribute 'items'") instead of what was wrong;
+    # and, like a list's, check every one of a huge map's wrong values.
+    args = get_args(type_)
+    key_type, value_type = args if len(args) == 2 else (Any, Any)
+    key_hook = conv.get_structure_hook(key_type)
+    value_hook = conv.get_structure_hook(value_type)
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not dict:
+            raise _WrongType(f"expected a map, got {_describe(value)}")
+        out = {}
+        errors: list[Exception] = []
+        for key, element in value.items():
+            try:
+                out[key_hook(key, key_type)] = value_hook(element, value_type)
+            except Exception as exc:
+                errors.append(
+                    _noted(exc, IterableValidationNote(f"Structuring mapping @ key {key!r}", key, value_type))
+                )
+                if len(errors) == _MAX_ERRORS:
+                    errors.append(_MoreErrors(_MORE))
+                    break
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, type_)
+        return out
+
+    return hook
+
+
+class _MoreErrors(_WrongType):
+    """Where a list or map stopped being checked: its first errors are enough."""
+
+
+_MORE = "(checked no further)"
+
+
+def _noted(exc: Exception, note: IterableValidationNote) -> Exception:
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    return exc
+
+
+def _strict_record(type_: Any, conv: cattrs.Converter) -> Any:
+    # A record nested in params (a server spec in a list) gets the checks
+    # `structure_params` gives the outer map: cattrs would read a string's
+    # `.keys()`, and a non-string key breaks its own report of extra fields.
+    inner = make_dict_structure_fn(type_, conv)
+
+    def hook(value: object, t: object) -> object:
+        if type(value) is not dict:
+            raise _WrongType(f"expected a map, got {_describe(value)}")
+        _check_keys(value, _WrongType)
         return inner(value, t)
 
     return hook
 
 
+def _check_keys(value: dict[Any, Any], error: type[Exception]) -> None:
+    for key in value:
+        if type(key) is not str:
+            raise error(f"keys must be strings, got {_describe(key)} {_bounded(repr(key))}")
+
+
 converter.register_structure_hook_factory(is_sequence, _strict_list)
+converter.register_structure_hook_factory(is_mapping, _strict_map)
+converter.register_structure_hook_factory(attrs.has, _strict_record)
 converter.register_structure_hook(str, _strict(str, "a string"))
 converter.register_structure_hook(int, _strict(int, "an integer"))
 converter.register_structure_hook(bool, _strict(bool, "a boolean"))
@@ -106,17 +209,22 @@ def structure_params(params: object, cls: type[T]) -> T:
     fields: object = params[0] if params else {}
     if type(fields) is not dict:
         raise InvalidRequest(f"params[0] must be a map of named arguments, got {_describe(fields)}")
-    for key in fields:
-        if type(key) is not str:
-            shown = repr(key)
-            if len(shown) > 60:  # the client's bytes, echoed back: bounded
-                shown = shown[:57] + "..."
-            raise InvalidRequest(f"params[0] keys must be strings, got {_describe(key)} {shown}")
+    try:
+        _check_keys(fields, InvalidRequest)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"params[0] {exc}") from None
     try:
         return converter.structure(fields, cls)
     except Exception as exc:
         errors = cattrs.transform_error(exc, path="params", format_exception=_format_error)
-        raise InvalidRequest("; ".join(errors)) from None
+        # A list or map checked no further than its first errors says so with a _MoreErrors.
+        cut = [error for error in errors if error.startswith(_MORE)]
+        errors = [error for error in errors if not error.startswith(_MORE)]
+        if cut:
+            more = ["and more"]
+        else:
+            more = [f"and {len(errors) - _MAX_ERRORS} more"] if len(errors) > _MAX_ERRORS else []
+        raise InvalidRequest("; ".join([clip(error, _MAX_ERROR) for error in errors[:_MAX_ERRORS]] + more)) from None
 
 
 def unstructure(obj: object) -> Any:

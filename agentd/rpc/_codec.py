@@ -243,10 +243,32 @@ class RpcCodec:
             self._broken = ProtocolError(f"malformed msgpack: {brief(exc) if str(exc) else type(exc).__name__}")
         return self._broken
 
+    def _release(self) -> None:
+        """Once broken, and what came before the break decoded: let go of what the stream buffered.
+
+        Nothing more is decoded from it, and a message over the size limit
+        left as much again in each unpacker.
+        """
+        self._chunks = []
+        self._new_unpackers(b"")
+
+    def _error(self) -> ProtocolError:
+        """The break, to raise: a copy each time.
+
+        The one kept in `_broken`, once raised, would hold in its traceback the
+        frames that raised it, and in their locals the unpackers and messages
+        of the read: the codec, which holds it, in a cycle with 32 MiB for a
+        message over the limit, freed only by the cycle collector's next full
+        collection.
+        """
+        broken = self._broken
+        assert broken is not None
+        return type(broken)(*broken.args)
+
     def receive_data(self, data: bytes | bytearray) -> None:
         """Buffer bytes from the peer; `next_message` decodes them."""
         if self._broken is not None:
-            raise self._broken
+            raise self._error()
         if type(data) is not bytes:
             data = bytes(data)
         if self._framing:
@@ -311,7 +333,8 @@ class RpcCodec:
     def break_stream(self, exc: ProtocolError) -> None:
         """Mark the stream broken by what a message said (its shape, found by whoever read it)."""
         if self._broken is None:
-            self._broken = exc
+            self._broken = type(exc)(*exc.args)  # not `exc`, which its raiser's frames hold (see `_error`)
+            self._release()
 
     def next_values(self) -> list[object]:
         """Every complete message buffered, decoded but not yet classified, in order.
@@ -321,7 +344,7 @@ class RpcCodec:
         after some complete messages, those come first and the next call raises.
         """
         if self._broken is not None:
-            raise self._broken
+            raise self._error()
         if not self._framing:
             streamed = self._decode_streaming()
             if not self._framing:
@@ -390,8 +413,9 @@ class RpcCodec:
             failure = self._too_large()
         if failure is not None:
             self._broken = failure
+            self._release()
             if not out:
-                raise failure
+                raise self._error()
         elif self._fed == start:
             self._stop_framing()
         elif renew:

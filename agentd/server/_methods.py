@@ -113,13 +113,27 @@ def _live_tasks() -> int:
     return count
 
 
+# An error message's length on the wire. Messages quote what the client sent (an id, a path) and a
+# client decides how long that is: a 16 MiB workspace_id must not come back as a 16 MiB error.
+ERROR_TEXT_LIMIT = 4000
+
+
+def _bounded(message: str) -> str:
+    """`message`, its middle left out past ERROR_TEXT_LIMIT: a quoted value is in the middle, why at the end."""
+    if len(message) <= ERROR_TEXT_LIMIT:
+        return message
+    half = ERROR_TEXT_LIMIT // 2
+    return f"{message[:half]}… ({len(message) - 2 * half} characters left out) …{message[-half:]}"
+
+
 def _rpc_error(exc: AgentdError) -> RpcError:
     """The one mapping from what went wrong to its wire code."""
+    message = _bounded(str(exc))
     for kind in type(exc).__mro__:
         code = _CODES.get(kind)
         if code is not None:
-            return RpcError(code, str(exc))
-    return RpcError(ErrorCode.INTERNAL, str(exc))
+            return RpcError(code, message)
+    return RpcError(ErrorCode.INTERNAL, message)
 
 
 class Admitted:
