@@ -23,6 +23,7 @@ seed that reproduces it, and exits 1 on any violation.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import shutil
@@ -41,11 +42,12 @@ import trio
 from ._common import bench_env
 from ._stress._clients import drive_clients
 from ._stress._faults import INTEGRITY_OK, OwnedDaemon, integrity_check, kill_loop
+from ._stress._fuzz import drive_fuzz
 from ._stress._health import MCP_SDK_RSS, RSS_SLACK, Health, health, settled_leaks
 from ._stress._ledger import Ledger
 from ._stress._lifecycle import drive_lifecycle, mcp_config
 
-DRIVERS = ("lifecycle", "clients", "kills")
+DRIVERS = ("lifecycle", "clients", "fuzz", "kills")
 DEFAULT_MINUTES = 2.0
 MAX_MINUTES = 24 * 60.0
 # How long the drivers may take to wind down once the time is up (cancel what runs, wait for every run.complete,
@@ -100,8 +102,8 @@ class Report:
 
     def totals(self) -> dict[str, int]:
         """The headline numbers, summed over the drivers."""
-        c = {name: Counter(self.counts.get(name, {})) for name in (*DRIVERS, "fuzz")}
-        lifecycle, clients, kills = c["lifecycle"], c["clients"], c["kills"]
+        c = {name: Counter(self.counts.get(name, {})) for name in DRIVERS}
+        lifecycle, clients, fuzz, kills = c["lifecycle"], c["clients"], c["fuzz"], c["kills"]
         return {
             "runs": lifecycle["runs"] + clients["runs"] + clients["churn_runs_accepted"] + kills["runs"],
             "tool_calls": self.tool_calls,
@@ -109,8 +111,9 @@ class Report:
             "dropped": self.end.events_dropped if self.end is not None else 0,
             "disconnects": lifecycle["disconnects"]
             + sum(clients[name] for name in ("churned", "stalled_cut", "left_mid_must_deliver", "half_closed"))
+            + fuzz["closed_by_daemon"]
             + kills["kills"],
-            "fuzz_inputs": c["fuzz"]["inputs"],
+            "fuzz_connections": fuzz["connections"],
             "kills": kills["kills"],
         }
 
@@ -162,6 +165,22 @@ def _projects(root: Path, *names: str) -> list[Path]:
     return paths
 
 
+async def _in_a_thread(drive: Callable[[float], Awaitable[Any]], deadline: float) -> Any:
+    """`drive(deadline)` on a trio loop of its own, in a thread.
+
+    Building and checking fuzzed messages (16 MiB ones among them) holds a loop
+    for long stretches; on this one, the other drivers' subscribers would stop
+    reading, and the daemon would rightly cut them off as too slow.
+    """
+    seconds = deadline - trio.current_time()
+
+    async def there() -> Any:
+        # Each trio loop has a clock of its own: the deadline is carried over as what is left of it.
+        return await drive(trio.current_time() + seconds)
+
+    return await trio.to_thread.run_sync(trio.run, there)
+
+
 def _tool_results(db_path: Path) -> int:
     """Tool results the store keeps (those of deleted sessions are gone with them)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -181,7 +200,7 @@ class _Soak:
         self.killed = _owned(workdir / "killed", KILLED_ARGS)
         self.ledger = Ledger(how_to_reproduce=f"seed {report.seed}: {report.reproduce}")
         rng = random.Random(report.seed)
-        self.seeds = {name: rng.randrange(2**32) for name in DRIVERS + ("fuzz",)}
+        self.seeds = {name: rng.randrange(2**32) for name in DRIVERS}
 
     def _violate(self, text: str) -> None:
         self.report.violations.append(text)
@@ -248,6 +267,13 @@ class _Soak:
                     shared.socket_path, root, seeds["clients"], deadline, must_deliver_timeout=MUST_DELIVER_TIMEOUT
                 ),
             )
+        if "fuzz" in chosen:
+            fuzzed = _projects(self.workdir / "projects", "fuzzed")[0]
+            # Messages over the size limit too: each takes 16 MiB to send, and once leaked 32 MiB.
+            fuzz = functools.partial(
+                drive_fuzz, shared.socket_path, shared.pid, seeds["fuzz"], project=fuzzed, huge=True
+            )
+            nursery.start_soon(self._guarded, "fuzz", lambda: _in_a_thread(fuzz, deadline))
         if "kills" in chosen:
             projects = _projects(self.workdir / "projects", "killed-0", "killed-1")
             nursery.start_soon(self._guarded, "kills", lambda: self._kills(projects, deadline))

@@ -45,7 +45,7 @@ async def test_the_soak_runs_every_driver_at_once_and_finds_no_violation() -> No
     # Every driver did its part: the summary's headline numbers are all there, and none is 0.
     [totals] = [line for line in out.splitlines() if line.startswith("  runs ")]
     numbers = dict(zip(totals.split()[::2], map(int, totals.split()[1::2]), strict=True))
-    for name in ("runs", "tool_calls", "events", "dropped", "disconnects", "kills"):
+    for name in ("runs", "tool_calls", "events", "dropped", "disconnects", "fuzz_connections", "kills"):
         assert numbers[name] > 0, f"{name} is 0: {where}"
     for name in ("fds", "rss_mib", "tasks"):
         assert any(line.split()[:1] == [name] for line in out.splitlines()), where
@@ -57,7 +57,7 @@ async def test_the_soak_runs_every_driver_at_once_and_finds_no_violation() -> No
         (("--minutes", "0"), "argument --minutes: must be more than 0"),
         (("--minutes", "soon"), "argument --minutes: not a number of minutes: 'soon'"),
         (("--minutes", "100000"), "argument --minutes: must be more than 0 and at most 1440"),
-        (("--only", "lifecycle,naps"), "argument --only: unknown driver(s) naps; of lifecycle"),
+        (("--only", "lifecycle,naps"), "argument --only: unknown driver(s) naps; of lifecycle, clients, fuzz, kills"),
         (("--only", ","), "argument --only: unknown driver(s) (none)"),
         (("--seed", "x"), "argument --seed: invalid int value: 'x'"),
     ],
