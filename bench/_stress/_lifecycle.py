@@ -163,6 +163,8 @@ class _Driver:
         self.step = 0
         self.nursery: trio.Nursery | None = None
         self.waiting: tuple[str, float] = ("", 0.0)
+        # run.completes the observer saw before the driver knew the run was accepted.
+        self.early: dict[str, dict[str, Any]] = {}
 
     # --- connections ---------------------------------------------------------------------------------------
 
@@ -224,8 +226,13 @@ class _Driver:
 
     def run_complete(self, payload: dict[str, Any]) -> None:
         run = self.runs.get(payload["run_id"])
-        if run is None or run.complete is not None:
-            return  # not ours, or a second one (the ledger reports that)
+        if run is None:
+            # Not ours, or ours before its agent.send's reply was read (a quick run, on a loaded machine): send()
+            # takes it from here.
+            self.early[payload["run_id"]] = payload
+            return
+        if run.complete is not None:
+            return  # a second one: the ledger reports that
         run.complete = payload
         session, cancelled, error = run.session, payload["cancelled"], payload["error"]
         expected_text = {"ok": "a b ", "tools": "done", "ask": "done", "mcp": "done"}.get(run.kind)
@@ -406,6 +413,8 @@ class _Driver:
         assert session.workspace.id is not None
         self.runs[run_id] = _Run(session, kind, content=f"written by {run_id}\n" if kind in ("tools", "ask") else None)
         session.runs.append(run_id)
+        if run_id in self.early:
+            self.run_complete(self.early.pop(run_id))
         self.ledger.accepted(session.workspace.id, run_id, session_id=session.id, queued=reply["queued"])
         self.counts["runs"] += 1
         self.counts[f"runs_{kind}"] += 1
