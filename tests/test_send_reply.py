@@ -46,3 +46,26 @@ async def test_the_reply_says_how_many_runs_are_ahead_in_the_session(ws: Workspa
     await ws.cancel(session_id)
     for reply in (first, second, third):
         assert (await ws.events.until_complete(reply["run_id"]))["cancelled"] is True
+
+
+@pytest.mark.parametrize(
+    ("run_id", "said"),
+    [
+        ("", "run_id: must be 1 to 128 characters"),
+        ("r" * 129, "run_id: must be 1 to 128 characters"),
+        ("\x00", "run_id: '\\x00' has a control character; printable characters only"),
+        ("run\x1b[2J", "run_id: 'run\\x1b[2J' has a control character; printable characters only"),
+        ("two\nlines", "run_id: 'two\\nlines' has a control character; printable characters only"),
+    ],
+)
+async def test_a_run_id_that_is_empty_too_long_or_has_a_control_character_is_refused_by_name(
+    ws: Workspace, run_id: str, said: str
+) -> None:
+    session_id = await ws.new_session()
+    with pytest.raises(RpcError) as refused:
+        await ws.send(session_id, "hi", run_id=run_id)
+    assert (refused.value.code, refused.value.message) == (1, said)
+    # Nothing was stored, and a fine id of 128 characters, not all ASCII, is taken.
+    assert await ws.client.call("session.messages", {"workspace_id": ws.id, "session_id": session_id}) == []
+    reply = await ws.send(session_id, "hi", run_id="é" * 128)
+    assert (await ws.events.until_complete(reply["run_id"]))["text"] == "hi"

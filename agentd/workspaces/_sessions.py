@@ -146,6 +146,9 @@ class SessionRequests:
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         if not run_id or len(run_id) > _MAX_RUN_ID:
             raise InvalidRequest(f"run_id: must be 1 to {_MAX_RUN_ID} characters")
+        if not run_id.isprintable():
+            # An id is shown in terminals and logs, other clients' too: a control character in it could rewrite them.
+            raise InvalidRequest(f"run_id: {run_id!r} has a control character; printable characters only")
         record = await self._record(session_id)
         stored = await self._store.get_run(run_id)
         # The live index is checked after the await, with no checkpoint before
