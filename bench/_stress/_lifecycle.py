@@ -294,6 +294,11 @@ class _Driver:
     def claimed(self, workspace: _Workspace) -> bool:
         return workspace.id is not None and any(workspace.id in c.claims for c in self.conns)
 
+    def unclaimed_codes(self, workspace: _Workspace) -> set[int]:
+        """The errors a request to `workspace` may get: unclaimed, its runs may all have ended and it closed (2) or
+        be closing (3), though the driver has not heard of their ends yet."""
+        return set() if self.claimed(workspace) else {2, 3}
+
     # --- calls -------------------------------------------------------------------------------------------
 
     async def call(
@@ -434,7 +439,7 @@ class _Driver:
             params["run_id"] = self.rng.choice(self.active(session))
         if how == "and_vanish":
             return await self.cancel_and_vanish(session, params)
-        await self.call(self.pick_conn(), "agent.cancel", params)
+        await self.call(self.pick_conn(), "agent.cancel", params, self.unclaimed_codes(session.workspace))
         self.counts["cancels"] += 1
         return f"cancel {params.get('run_id', 'session')} of {session.id}"
 
@@ -457,9 +462,8 @@ class _Driver:
         if not busy:
             return "queue_clear: nothing queued"
         session = self.rng.choice(busy)
-        await self.call(
-            self.pick_conn(), "agent.queue_clear", {"workspace_id": session.workspace.id, "session_id": session.id}
-        )
+        params = {"workspace_id": session.workspace.id, "session_id": session.id}
+        await self.call(self.pick_conn(), "agent.queue_clear", params, self.unclaimed_codes(session.workspace))
         return f"queue_clear {session.id}"
 
     async def answer(self) -> str:
@@ -646,7 +650,7 @@ class _Driver:
         for session in self.sessions:
             if self.active(session) and not session.deleted:
                 params = {"workspace_id": session.workspace.id, "session_id": session.id}
-                await self.call(self.conns[0], "agent.cancel", params)
+                await self.call(self.conns[0], "agent.cancel", params, self.unclaimed_codes(session.workspace))
         if not await self.until(lambda: all(run.complete is not None for run in self.runs.values())):
             missing = [run_id for run_id, run in self.runs.items() if run.complete is None]
             # What the daemon says of them: still running (a slow cancel), or done (an event the observer missed).
