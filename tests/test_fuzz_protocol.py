@@ -84,7 +84,9 @@ class _Fuzzing:
         # The workspace is claimed while the plan runs, so its ids are live ones.
         async with open_client(self.daemon.socket_path) as holder:
             await holder.call("workspace.open", {"path": str(self.project)})
-            problems, _ = await run_plan(self.daemon.socket_path, plan, self.ctx, reply_bound=WAIT)
+            # Each reply is bounded within; this bounds all of the plan (its sends too).
+            with trio.fail_after(4 * WAIT):
+                problems, _ = await run_plan(self.daemon.socket_path, plan, self.ctx, reply_bound=WAIT)
             with trio.fail_after(WAIT):
                 await holder.call("ping")
         assert problems == [], problems
@@ -130,9 +132,11 @@ async def test_seeded_fuzzing_with_a_pinger_keeps_the_daemon_up_and_clean(
     seed = stress_seed()
     daemon = start(start_daemon)
     before = await _health(daemon)
-    stats = await drive_fuzz(
-        daemon.socket_path, daemon.proc.pid, seed, trio.current_time() + BUDGET, project=project, reply_bound=WAIT
-    )
+    # The driver's own bound on a plan is four replies' bound: past its budget, one more plan, and its wind-down.
+    with trio.fail_after(BUDGET + 5 * WAIT):
+        stats = await drive_fuzz(
+            daemon.socket_path, daemon.proc.pid, seed, trio.current_time() + BUDGET, project=project, reply_bound=WAIT
+        )
     where = f"seed {seed}: AGENTD_STRESS_SEED={seed} pytest {__file__} -k seeded; counts {stats.counts}"
     print(where)
     assert stats.violations == [], "\n".join([where, *stats.violations])
@@ -205,7 +209,10 @@ async def test_messages_over_the_size_limit_leave_no_memory_behind(daemon: Daemo
     before = await _health(daemon)
     plan = Plan((Case("huge", size=DEFAULT_MAX_MESSAGE_SIZE + 1),), "read")
     for _ in range(8):
-        problems, counts = await run_plan(daemon.socket_path, plan, Context(short_tmp / "missing"), reply_bound=WAIT)
+        with trio.fail_after(4 * WAIT):
+            problems, counts = await run_plan(
+                daemon.socket_path, plan, Context(short_tmp / "missing"), reply_bound=WAIT
+            )
         assert problems == [] and counts["closed_by_daemon"] == 1
     found, after = await settled_leaks(daemon.socket_path, daemon.proc.pid, before, WAIT, rss_slack=48 << 20)
     assert found == [], (before.summary(), after.summary())

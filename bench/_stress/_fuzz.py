@@ -832,6 +832,22 @@ class _Connection:
             return False
         return True
 
+    async def drain(self) -> None:
+        """Take in what comes, for receive() to hand out later; run while sending.
+
+        A burst of requests unread replies answer would otherwise fill our
+        socket: the daemon's writes wait, it stops reading at its in-flight
+        limit, and our sends wait too, both for ever.
+        """
+        while True:
+            try:
+                data = await self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            self.unpacker.feed(data)
+
     async def receive(self) -> Any:
         """The next message, or None at end of stream (or reset)."""
         while True:
@@ -867,27 +883,30 @@ async def run_plan(
         owed: dict[int, Expect] = {}
         closes = False
         anything = False
-        for case in _expand(plan.cases):
-            msgid = conn.msgid()
-            data, expect, line = render(case, msgid, ctx, set(owed))
-            counts[case.kind] += 1
-            if case.truncate is not None:
-                data = data[: int(len(data) * case.truncate)]
-                expect = Expect(anything=True)
-            shown.append(clip(line, 200) + (f" (first {len(data)} bytes)" if case.truncate is not None else ""))
-            cuts = sorted({int(len(data) * cut) for cut in case.cuts} | {0, len(data)})
-            for start, end in zip(cuts, cuts[1:], strict=False):
-                if not await conn.send(data[start:end]):
-                    break
-                await trio.lowlevel.checkpoint()
-            if expect.msgid is not None:
-                if expect.msgid in owed:
-                    problem(f"fuzzer: msgid {expect.msgid} reused")
-                owed[expect.msgid] = expect
-            closes = closes or expect.closes
-            anything = anything or expect.anything
-            if expect.closes or expect.anything or case.truncate is not None:
-                break  # what follows would be read as part of it, or not at all
+        async with trio.open_nursery() as reading:
+            reading.start_soon(conn.drain)
+            for case in _expand(plan.cases):
+                msgid = conn.msgid()
+                data, expect, line = render(case, msgid, ctx, set(owed))
+                counts[case.kind] += 1
+                if case.truncate is not None:
+                    data = data[: int(len(data) * case.truncate)]
+                    expect = Expect(anything=True)
+                shown.append(clip(line, 200) + (f" (first {len(data)} bytes)" if case.truncate is not None else ""))
+                cuts = sorted({int(len(data) * cut) for cut in case.cuts} | {0, len(data)})
+                for start, end in zip(cuts, cuts[1:], strict=False):
+                    if not await conn.send(data[start:end]):
+                        break
+                    await trio.lowlevel.checkpoint()
+                if expect.msgid is not None:
+                    if expect.msgid in owed:
+                        problem(f"fuzzer: msgid {expect.msgid} reused")
+                    owed[expect.msgid] = expect
+                closes = closes or expect.closes
+                anything = anything or expect.anything
+                if expect.closes or expect.anything or case.truncate is not None:
+                    break  # what follows would be read as part of it, or not at all
+            reading.cancel_scope.cancel()
         counts["owed"] += len(owed)
         if plan.ending == "vanish":
             return problems, counts
@@ -1050,10 +1069,14 @@ async def drive_fuzz(
                     plan = gen_plan(RandomSource(rng))
                     if huge and rng.random() < 0.01:
                         plan = Plan((Case("huge", size=DEFAULT_MAX_MESSAGE_SIZE + 1),), "read")
-                    problems, done = await run_plan(socket_path, plan, ctx, reply_bound=reply_bound)
+                    where = f"gen_plan(RandomSource(random.Random('{seed}:{index}:{number}')))"
+                    # Its sends and each reply are bounded within; this is the bound on all of it.
+                    with trio.move_on_after(reply_bound * 4) as plan_bound:
+                        problems, done = await run_plan(socket_path, plan, ctx, reply_bound=reply_bound)
+                    if plan_bound.cancelled_caught:
+                        problems, done = [f"a connection's plan took over {reply_bound * 4:g} s"], Counter()
                     counts.update(done)
                     counts["connections"] += 1
-                    where = f"gen_plan(RandomSource(random.Random('{seed}:{index}:{number}')))"
                     for text in problems:
                         violation(f"{text} (the plan: {where})")
                     number += 1
