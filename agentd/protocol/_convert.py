@@ -100,9 +100,7 @@ def _strict_list(type_: Any, conv: cattrs.Converter) -> Any:
             try:
                 out.append(item(element, item_type))
             except Exception as exc:
-                errors.append(_noted(exc, IterableValidationNote(f"Structuring {t} @ index {index}", index, item_type)))
-                if len(errors) == _MAX_ERRORS:
-                    errors.append(_MoreErrors(_MORE))
+                if _enough(errors, exc, IterableValidationNote(f"Structuring {t} @ index {index}", index, item_type)):
                     break
         if errors:
             raise IterableValidationError(f"While structuring {t!r}", errors, type_)
@@ -129,17 +127,22 @@ def _strict_map(type_: Any, conv: cattrs.Converter) -> Any:
             try:
                 out[key_hook(key, key_type)] = value_hook(element, value_type)
             except Exception as exc:
-                errors.append(
-                    _noted(exc, IterableValidationNote(f"Structuring mapping @ key {key!r}", key, value_type))
-                )
-                if len(errors) == _MAX_ERRORS:
-                    errors.append(_MoreErrors(_MORE))
+                if _enough(errors, exc, IterableValidationNote(f"Structuring mapping @ key {key!r}", key, value_type)):
                     break
         if errors:
             raise IterableValidationError(f"While structuring {t!r}", errors, type_)
         return out
 
     return hook
+
+
+def _enough(errors: list[Exception], exc: Exception, note: IterableValidationNote) -> bool:
+    """Add the error of one element to `errors`; True once there are as many as a reply lists (stop looking)."""
+    errors.append(_noted(exc, note))
+    if len(errors) == _MAX_ERRORS:
+        errors.append(_MoreErrors(_MORE))
+        return True
+    return False
 
 
 class _MoreErrors(_WrongType):

@@ -47,6 +47,8 @@ import trio
 
 from agentctl.client import Client, ConnectionLost, RpcError, open_client
 
+from ._stats import Stats
+
 __all__ = ["Stats", "drive_clients"]
 
 # Every run streams this much text after it starts: more than any Unix socket
@@ -62,12 +64,6 @@ _CHURNERS = 10
 _MIN_CHURN = 200
 _T = TypeVar("_T")
 _MUST_DELIVER = frozenset({"run.complete", "permission.request", "permission.resolved", "workspace.closed"})
-
-
-@attrs.frozen
-class Stats:
-    counts: dict[str, int]
-    violations: list[str]
 
 
 # --- a connection of our own, byte by byte -------------------------------------------------------------

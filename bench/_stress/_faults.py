@@ -29,6 +29,7 @@ from agentctl.autostart import wait_ready
 from agentctl.client import Client, ConnectionLost, RpcError, event_params, open_client
 
 from ._ledger import Ledger
+from ._stats import Stats
 
 __all__ = [
     "INTEGRITY_OK",
@@ -54,12 +55,6 @@ class StartFailed(RuntimeError):
         super().__init__(f"agentd did not start (status {status}): {said}")
         self.status = status
         self.said = said
-
-
-@attrs.frozen
-class Stats:
-    counts: dict[str, int]
-    violations: list[str]
 
 
 def _repro(seed: int) -> str:

@@ -64,6 +64,8 @@ from agentd.rpc import (
 )
 from agentd.server._methods import ERROR_TEXT_LIMIT, Methods
 
+from ._stats import Stats
+
 __all__ = [
     "METHODS",
     "Case",
@@ -965,12 +967,6 @@ async def run_plan(
 
 
 # --- the soak's driver ----------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Stats:
-    counts: dict[str, int]
-    violations: list[str]
 
 
 def _repro(seed: int) -> str:

@@ -44,6 +44,7 @@ import trio
 from agentctl.client import Client, ConnectionLost, RpcError, event_params, open_client
 
 from ._ledger import Ledger
+from ._stats import Stats
 
 __all__ = ["Stats", "drive_lifecycle", "mcp_config", "reproduce_hint"]
 
@@ -69,12 +70,6 @@ def mcp_config(name: str) -> str:
     """config.toml tables that give every workspace the toolbox as server `name`, for `drive_lifecycle(mcp=name)`."""
     command = json.dumps([sys.executable, str(TOOLBOX)])
     return f"[mcp.{name}]\ncommand = {command}\ncall_timeout = {MCP_CALL_TIMEOUT}\n\n[agent]\nmcp_wait = {MCP_WAIT}\n"
-
-
-@attrs.frozen
-class Stats:
-    counts: dict[str, int]
-    violations: list[str]
 
 
 def reproduce_hint(seed: int) -> str:
