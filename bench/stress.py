@@ -70,6 +70,10 @@ KILLED_ARGS = ("--idle-grace", "0.5", "--must-deliver-timeout", "2")
 # The kill loop's rounds go on until the time is up: one takes seconds, so this is never what ends them.
 MAX_KILLS = 1_000_000
 SAMPLE_EVERY = 0.5
+# A churning client's whole life, here: its workspace.open may wait for the workspace's close (its MCP server's
+# stop, seconds), its subscribe for a replay of the whole log, with four drivers on the daemon; the dedicated
+# test (tests/test_vanishing_clients.py) holds it to the must-deliver timeout and 5 s.
+CHURN_BOUND = 30.0
 MCP = "box"
 _PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -264,7 +268,12 @@ class _Soak:
                 self._guarded,
                 "clients",
                 lambda: drive_clients(
-                    shared.socket_path, root, seeds["clients"], deadline, must_deliver_timeout=MUST_DELIVER_TIMEOUT
+                    shared.socket_path,
+                    root,
+                    seeds["clients"],
+                    deadline,
+                    must_deliver_timeout=MUST_DELIVER_TIMEOUT,
+                    churn_bound=CHURN_BOUND,
                 ),
             )
         if "fuzz" in chosen:
