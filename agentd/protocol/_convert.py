@@ -67,13 +67,13 @@ def _format_error(exc: BaseException, type_: type | None) -> str:
         return str(exc)
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         extra = sorted(exc.extra_fields)
-        shown = ", ".join(_bounded(key) for key in extra[:_MAX_ERRORS])
+        shown = ", ".join(_quoted(key) for key in extra[:_MAX_ERRORS])
         more = f" and {len(extra) - _MAX_ERRORS} more" if len(extra) > _MAX_ERRORS else ""
         return f"extra fields found ({shown}{more})"
     return format_exception(exc, type_)
 
 
-def _bounded(text: str) -> str:
+def _quoted(text: str) -> str:
     """The client's bytes, echoed back: bounded."""
     return text if len(text) <= _QUOTED else text[: _QUOTED - 3] + "..."
 
@@ -175,7 +175,7 @@ def _strict_record(type_: Any, conv: cattrs.Converter) -> Any:
 def _check_keys(value: dict[Any, Any], error: type[Exception]) -> None:
     for key in value:
         if type(key) is not str:
-            raise error(f"keys must be strings, got {_describe(key)} {_bounded(repr(key))}")
+            raise error(f"keys must be strings, got {_describe(key)} {_quoted(repr(key))}")
 
 
 converter.register_structure_hook_factory(is_sequence, _strict_list)

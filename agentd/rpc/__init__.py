@@ -6,7 +6,7 @@ decodes the stream under it. Kept free of attrs, cattrs and typing so that
 `agentctl` can import it cheaply.
 """
 
-from ._brief import BRIEF_LENGTH, brief, clip
+from ._brief import BRIEF_LENGTH, brief, clip, clip_middle
 from ._codec import (
     CLIENT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -53,6 +53,7 @@ __all__ = [
     "TAKEN",
     "brief",
     "clip",
+    "clip_middle",
     "encode_notification",
     "encode_request",
     "encode_response",

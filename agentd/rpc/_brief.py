@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import reprlib
 
-__all__ = ["BRIEF_LENGTH", "brief", "clip"]
+__all__ = ["BRIEF_LENGTH", "brief", "clip", "clip_middle"]
 
 # Enough to recognise a value by, short enough that a log line stays one line.
 BRIEF_LENGTH = 300
@@ -36,6 +36,15 @@ def brief(value: object, limit: int = BRIEF_LENGTH) -> str:
 def clip(text: str, limit: int = BRIEF_LENGTH) -> str:
     """`text` cut to about `limit` characters, saying how much was left out."""
     return _cut(text, limit)
+
+
+def clip_middle(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters by leaving out its middle: for a message that quotes a value
+    (in the middle) and says why at the end."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}… ({len(text) - 2 * half} characters left out) …{text[-half:]}"
 
 
 def _cut(text: str, limit: int) -> str:

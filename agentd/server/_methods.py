@@ -65,7 +65,7 @@ from agentd.protocol import (
     converter,
     structure_params,
 )
-from agentd.rpc import ErrorCode, RpcError
+from agentd.rpc import ErrorCode, RpcError, clip_middle
 from agentd.workspaces import SessionOrder, Turn
 
 if TYPE_CHECKING:
@@ -118,17 +118,10 @@ def _live_tasks() -> int:
 ERROR_TEXT_LIMIT = 4000
 
 
-def _bounded(message: str) -> str:
-    """`message`, its middle left out past ERROR_TEXT_LIMIT: a quoted value is in the middle, why at the end."""
-    if len(message) <= ERROR_TEXT_LIMIT:
-        return message
-    half = ERROR_TEXT_LIMIT // 2
-    return f"{message[:half]}… ({len(message) - 2 * half} characters left out) …{message[-half:]}"
-
-
 def _rpc_error(exc: AgentdError) -> RpcError:
     """The one mapping from what went wrong to its wire code."""
-    message = _bounded(str(exc))
+    # A quoted value is in the middle of a message, why at its end: the middle goes.
+    message = clip_middle(str(exc), ERROR_TEXT_LIMIT)
     for kind in type(exc).__mro__:
         code = _CODES.get(kind)
         if code is not None:
